@@ -1,0 +1,12 @@
+# Every dependency is a Debian 12 package (see .ci/run for the list).
+find_package(PkgConfig REQUIRED)
+find_package(Threads REQUIRED)
+find_package(OpenSSL REQUIRED)
+find_package(CURL REQUIRED)
+pkg_check_modules(NATS     REQUIRED IMPORTED_TARGET libnats)
+pkg_check_modules(PROTOBUFC REQUIRED IMPORTED_TARGET libprotobuf-c)
+pkg_check_modules(EVENT    REQUIRED IMPORTED_TARGET libevent libevent_pthreads)
+pkg_check_modules(JANSSON  REQUIRED IMPORTED_TARGET jansson)
+pkg_check_modules(XXHASH   REQUIRED IMPORTED_TARGET libxxhash)
+find_program(PROTOC_C protoc-c REQUIRED)
+find_program(NATS_SERVER nats-server PATHS /usr/sbin /usr/local/sbin REQUIRED)

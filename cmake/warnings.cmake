@@ -1,0 +1,21 @@
+# Warnings and sanitizers are properties of targets (aq_target_defaults), not
+# global flags, so third-party and generated code is not held to them.
+set(AQ_WARNING_FLAGS
+  -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+  -Wpointer-arith -Wcast-qual -Wformat=2 -Wundef -Wvla -Wnull-dereference
+  -Wimplicit-fallthrough)
+if(AQ_WERROR)
+  list(APPEND AQ_WARNING_FLAGS -Werror)
+endif()
+
+set(AQ_SANITIZE_FLAGS -fsanitize=address,undefined -fno-sanitize-recover=undefined
+                      -fno-omit-frame-pointer)
+
+function(aq_target_defaults target)
+  target_compile_options(${target} PRIVATE ${AQ_WARNING_FLAGS})
+  target_compile_definitions(${target} PRIVATE _GNU_SOURCE)
+  if(AQ_SANITIZE)
+    target_compile_options(${target} PRIVATE ${AQ_SANITIZE_FLAGS})
+    target_link_options(${target} PUBLIC ${AQ_SANITIZE_FLAGS})
+  endif()
+endfunction()

@@ -1,0 +1,69 @@
+/* One declarative configuration table per program (redis static_configs[],
+ * nginx ngx_command_t): name, env var, type, default, bounds, help.
+ *
+ * Values come from, in increasing precedence: the default, a config file
+ * (`--config FILE` or $AGENTQ_CONFIG; lines `name = value`, `#` comments),
+ * the environment, the command line (`--name=value`, `--name value`, or
+ * `--name` for a bool). Every value is parsed and bounds-checked once, at
+ * start; a bad one is a specific error naming the option and its source.
+ */
+#ifndef AQ_CORE_CONFIG_H
+#define AQ_CORE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "status.h"
+
+typedef enum aq_opt_type {
+    AQ_OPT_STRING,   /* char *  (owned; NULL or "" when unset) */
+    AQ_OPT_SECRET,   /* char *  like STRING, but printed redacted */
+    AQ_OPT_INT,      /* int64_t */
+    AQ_OPT_DURATION, /* int64_t milliseconds; "250ms", "30s", "5m", "1h"; bare number = ms */
+    AQ_OPT_BYTES,    /* int64_t bytes; "512", "64KiB", "32MiB", "1GiB", "10MB" */
+    AQ_OPT_BOOL,     /* bool; true/false/1/0/yes/no/on/off */
+    AQ_OPT_DOUBLE,   /* double */
+} aq_opt_type;
+
+typedef struct aq_option {
+    const char *name;   /* option name: --name, and the key in the config file */
+    const char *env;    /* environment variable, or NULL */
+    aq_opt_type type;
+    const char *def;    /* default, as text (NULL = unset) */
+    double min, max;    /* bounds for numeric types (ignored when min == max == 0) */
+    size_t offset;      /* offsetof(config struct, field) */
+    const char *help;
+} aq_option;
+
+#define AQ_OPTIONS_END {NULL, NULL, AQ_OPT_STRING, NULL, 0, 0, 0, NULL}
+
+/* What the command line asked for besides values. */
+typedef struct aq_config_cli {
+    bool help;
+    bool print_config;
+    int argi;           /* index of the first argument that is not an option */
+} aq_config_cli;
+
+/* Apply defaults, the config file, the environment, then argv (from argv[1];
+ * argv may be NULL). On error `err` names the option, the source and why. */
+aq_status aq_config_load(const aq_option *opts, void *cfg, int argc, char **argv,
+                         aq_config_cli *cli, aq_err *err);
+/* Set one option from text (used by the loader and by tests). */
+aq_status aq_config_set(const aq_option *opts, void *cfg, const char *name, const char *value,
+                        const char *source, aq_err *err);
+/* Free the strings a loaded config owns. */
+void aq_config_free(const aq_option *opts, void *cfg);
+
+void aq_config_print_help(const aq_option *opts, FILE *out);
+/* The effective configuration, one `name = value` a line, secrets redacted. */
+void aq_config_print(const aq_option *opts, const void *cfg, FILE *out);
+
+/* Parsers shared with other code that reads durations or sizes. */
+aq_status aq_parse_int(const char *s, int64_t *out);
+aq_status aq_parse_duration_ms(const char *s, int64_t *out);
+aq_status aq_parse_bytes(const char *s, int64_t *out);
+aq_status aq_parse_bool(const char *s, bool *out);
+
+#endif
