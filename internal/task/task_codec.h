@@ -1,0 +1,54 @@
+/* Decoding and validating tasks, encoding results: the only code that knows
+ * the wire contract's rules beyond what protobuf itself checks. */
+#ifndef AQ_TASK_CODEC_H
+#define AQ_TASK_CODEC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "agentq/v1/result.pb-c.h"
+#include "agentq/v1/task.pb-c.h"
+#include "core/buf.h"
+#include "core/status.h"
+
+#define AQ_TASK_ID_MAX 128
+#define AQ_TASK_TYPE_MAX 64
+
+/* Size caps on everything a publisher controls. */
+typedef struct aq_task_limits {
+    size_t max_payload_bytes; /* the encoded Task */
+    size_t max_prompt_bytes;  /* system + prompt + every message's content */
+    uint32_t max_tokens_cap;  /* a task may not ask for more */
+    size_t max_messages;
+    size_t max_stop_sequences;
+    size_t max_metadata;
+    size_t max_field_bytes;   /* tenant, model, metadata keys/values, stop sequences */
+} aq_task_limits;
+
+void aq_task_limits_default(aq_task_limits *lim);
+
+/* Ids are KV keys and Nats-Msg-Id values: 1..128 of [A-Za-z0-9_=.-], not
+ * starting or ending with '.', no "..". */
+bool aq_task_id_valid(const char *id);
+/* Types are subject tokens: 1..64 of [A-Za-z0-9_-]. */
+bool aq_task_type_valid(const char *type);
+bool aq_utf8_valid(const char *s, size_t len);
+
+/* Unpack the protobuf (AQ_TASK_DECODE, or AQ_TOO_BIG over the payload cap). */
+aq_status aq_task_unpack(const void *data, size_t len, const aq_task_limits *lim,
+                         Agentq__V1__Task **out, aq_err *err);
+/* Check every rule of the contract: AQ_TASK_INVALID, or AQ_PROMPT_TOO_LARGE. */
+aq_status aq_task_validate(const Agentq__V1__Task *task, const aq_task_limits *lim, aq_err *err);
+void aq_task_free(Agentq__V1__Task *task);
+
+/* Encode a task (publishers, the CLI, tests). */
+aq_status aq_task_pack(const Agentq__V1__Task *task, aq_buf *out, aq_err *err);
+
+aq_status aq_result_pack(const Agentq__V1__Result *res, aq_buf *out, aq_err *err);
+aq_status aq_result_unpack(const void *data, size_t len, Agentq__V1__Result **out, aq_err *err);
+void aq_result_free(Agentq__V1__Result *res);
+
+const char *aq_result_status_name(Agentq__V1__Status st);
+
+#endif
