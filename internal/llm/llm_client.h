@@ -1,0 +1,115 @@
+/* The Anthropic Messages API over HTTP: many calls in flight on ONE libevent
+ * loop, through curl's multi_socket API (curl tells us which sockets and
+ * which timeout to watch; libevent watches them; no thread per request, no
+ * polling).
+ *
+ * Every function here must be called on the loop thread (the thread running
+ * the event_base). Completion callbacks run on that thread, from a libevent
+ * callback, never from inside aq_llm_call_start.
+ *
+ * Connections are reused across calls (the multi's connection cache), HTTP/2
+ * is negotiated over TLS and calls are multiplexed on it, DNS answers and TLS
+ * sessions are shared by every call of a client.
+ *
+ * The API key is sent in a header and is never copied into an error text, a
+ * result or a log: it is redacted from curl's error text and from non-2xx
+ * response bodies before they reach the callback.
+ */
+#ifndef AQ_LLM_CLIENT_H
+#define AQ_LLM_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/status.h"
+
+struct event_base;
+
+/* curl_global_init(CURL_GLOBAL_DEFAULT), once per process (safe to call more
+ * than once, from any thread; later calls return the first result). The
+ * program must call it before it creates threads or the first client:
+ * libraries do not initialise process-wide state behind the program's back. */
+aq_status aq_llm_global_init(aq_err *err);
+/* curl_global_cleanup(), at exit, after every client is destroyed. */
+void aq_llm_global_cleanup(void);
+
+#define AQ_LLM_DEFAULT_VERSION "2023-06-01"
+#define AQ_LLM_DEFAULT_CONNECT_TIMEOUT_MS 10000
+#define AQ_LLM_DEFAULT_TIMEOUT_MS 600000
+#define AQ_LLM_DEFAULT_MAX_RESPONSE_BYTES (8u * 1024 * 1024)
+#define AQ_LLM_DEFAULT_RECV_BUFFER_BYTES 8192
+
+typedef struct aq_llm_client_config {
+    const char *base_url;          /* "https://api.anthropic.com" or "http://127.0.0.1:8090" */
+    const char *anthropic_version; /* NULL: AQ_LLM_DEFAULT_VERSION */
+    int64_t connect_timeout_ms;    /* 0: AQ_LLM_DEFAULT_CONNECT_TIMEOUT_MS */
+    int64_t timeout_ms;            /* whole call; 0: AQ_LLM_DEFAULT_TIMEOUT_MS */
+    size_t max_response_bytes;     /* body cap; 0: AQ_LLM_DEFAULT_MAX_RESPONSE_BYTES */
+    long max_connections;          /* CURLMOPT_MAX_TOTAL_CONNECTIONS, 0 = unlimited */
+    const char *ca_file;           /* optional CA bundle; TLS verification always on */
+    long recv_buffer_bytes;        /* curl's per-call receive buffer (1024..524288);
+                                      0: AQ_LLM_DEFAULT_RECV_BUFFER_BYTES. Small keeps
+                                      per-call memory low with many calls in flight. */
+} aq_llm_client_config;
+
+/* -1 where the header is absent or does not parse. */
+typedef struct aq_llm_ratelimit {
+    int64_t requests_limit, requests_remaining;
+    int64_t input_limit, input_remaining;
+    int64_t output_limit, output_remaining;
+    int64_t requests_reset_unix_ms, input_reset_unix_ms, output_reset_unix_ms; /* RFC 3339 */
+} aq_llm_ratelimit;
+
+typedef struct aq_llm_call_result {
+    aq_status transport;     /* AQ_OK when an HTTP response arrived, else AQ_HTTP_TIMEOUT,
+                                AQ_HTTP_CONNECT (also other transport failures),
+                                AQ_LLM_RESPONSE_TOO_BIG, or AQ_NOMEM (the body could
+                                not be stored); all retryable */
+    long http_status;        /* 0 when no status line arrived */
+    const char *body;        /* NUL-terminated; "" when none. A non-2xx body has the
+                                API key redacted (overwritten with '*'). */
+    size_t body_len;
+    const char *request_id;  /* the request-id header, "" when absent */
+    int64_t retry_after_ms;  /* -1 absent; from retry-after-ms, else retry-after
+                                (seconds or an HTTP date) */
+    aq_llm_ratelimit ratelimit;
+    const char *error;       /* transport error text, "" on AQ_OK; never holds the key */
+    int64_t latency_us;      /* from aq_llm_call_start to completion */
+} aq_llm_call_result;        /* every pointer is valid only during the callback */
+
+typedef void (*aq_llm_done_fn)(void *ctx, const aq_llm_call_result *res);
+
+typedef struct aq_llm_client aq_llm_client;
+typedef struct aq_llm_call aq_llm_call;
+
+/* The client uses `base` (which must outlive it) for every call.
+ * AQ_CONFIG for a bad base_url or bound, AQ_NOMEM, AQ_IO when curl refuses. */
+aq_status aq_llm_client_new(struct event_base *base, const aq_llm_client_config *cfg,
+                            aq_llm_client **out, aq_err *err);
+
+/* POST {base_url}/v1/messages with x-api-key, anthropic-version and
+ * content-type: application/json. `body` is borrowed: the caller keeps it
+ * alive until `done` runs or the call is cancelled. `timeout_ms` 0 means the
+ * configured default. `done` is called exactly once, on the loop thread, from
+ * a libevent callback, unless the call is cancelled first; the call handle is
+ * freed after `done` returns. `out` may be NULL when the caller never cancels.
+ * AQ_INVALID_ARG (empty key or one with control characters, NULL done),
+ * AQ_NOMEM, AQ_IO (curl refused the transfer), AQ_SHUTDOWN (the client is
+ * being destroyed from a callback); no callback follows a failure. */
+aq_status aq_llm_call_start(aq_llm_client *c, const char *api_key, const char *body, size_t len,
+                            int64_t timeout_ms, aq_llm_done_fn done, void *ctx, aq_llm_call **out,
+                            aq_err *err);
+
+/* Abort a call: no callback afterwards; frees the call. Accepts NULL. Inside
+ * the call's own `done` callback it is a no-op (the call is freed after it). */
+void aq_llm_call_cancel(aq_llm_call *call);
+
+/* Calls started and not yet completed or cancelled. */
+size_t aq_llm_client_in_flight(const aq_llm_client *c);
+
+/* Cancels every call (no callbacks), closes connections, frees. Accepts
+ * NULL. May be called from inside a `done` callback of this client (the
+ * memory is released when that callback returns; no further call starts). */
+void aq_llm_client_destroy(aq_llm_client *c);
+
+#endif

@@ -1,0 +1,379 @@
+#include "llm_response.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/buf.h"
+#include "llm_internal.h"
+
+/* How much provider text goes into an error message. */
+#define ERR_TEXT_MAX 300
+
+/* ---- sanitising untrusted text for messages ---------------------------- */
+
+static size_t utf8_seq_len(const unsigned char *p, size_t avail)
+{
+    size_t n;
+    if (p[0] < 0x80)
+        return 1;
+    if (p[0] >= 0xc2 && p[0] <= 0xdf)
+        n = 2;
+    else if (p[0] >= 0xe0 && p[0] <= 0xef)
+        n = 3;
+    else if (p[0] >= 0xf0 && p[0] <= 0xf4)
+        n = 4;
+    else
+        return 0;
+    if (n > avail)
+        return 0;
+    for (size_t i = 1; i < n; i++)
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+    return n;
+}
+
+static int is_key_char(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '-' || c == '_';
+}
+
+void aq_llm_sanitize(char *dst, size_t dstsz, const char *src, size_t n, size_t max,
+                     const char *secret)
+{
+    static const char redacted[] = "[REDACTED]";
+    static const char key_prefix[] = "sk-ant-";
+    const size_t klen = sizeof(key_prefix) - 1;
+    size_t slen = secret ? strlen(secret) : 0;
+    size_t o = 0, i = 0;
+    int cut = 0;
+
+    if (!dst || dstsz == 0)
+        return;
+    if (dstsz < 8 || !src) {
+        dst[0] = '\0';
+        return;
+    }
+    if (max > dstsz - 4)
+        max = dstsz - 4;   /* room for "..." and the NUL */
+
+    while (i < n) {
+        const unsigned char *p = (const unsigned char *)src + i;
+        const char *emit;
+        size_t elen, adv;
+        char one;
+
+        if (slen > 0 && n - i >= slen && memcmp(p, secret, slen) == 0) {
+            emit = redacted;
+            elen = sizeof(redacted) - 1;
+            adv = slen;
+        } else if (n - i >= klen && memcmp(p, key_prefix, klen) == 0 && n - i > klen &&
+                   is_key_char(p[klen])) {
+            adv = klen;
+            while (i + adv < n && is_key_char(p[adv]))
+                adv++;
+            emit = "sk-ant-[REDACTED]";
+            elen = strlen(emit);
+        } else if (p[0] < 0x20 || p[0] == 0x7f) {
+            one = ' ';
+            emit = &one;
+            elen = adv = 1;
+        } else {
+            size_t sl = utf8_seq_len(p, n - i);
+            if (sl == 0) {
+                one = '?';
+                emit = &one;
+                elen = adv = 1;
+            } else {
+                emit = (const char *)p;
+                elen = adv = sl;
+            }
+        }
+        if (o + elen > max) {
+            cut = 1;
+            break;
+        }
+        memcpy(dst + o, emit, elen);
+        o += elen;
+        i += adv;
+    }
+    if (cut) {
+        memcpy(dst + o, "...", 3);
+        o += 3;
+    }
+    dst[o] = '\0';
+}
+
+void aq_llm_redact_inplace(char *buf, size_t n, const char *secret)
+{
+    size_t slen = secret ? strlen(secret) : 0;
+    if (!buf || slen == 0 || n < slen)
+        return;
+    for (size_t i = 0; i + slen <= n;) {
+        if (buf[i] == secret[0] && memcmp(buf + i, secret, slen) == 0) {
+            memset(buf + i, '*', slen);
+            i += slen;
+        } else {
+            i++;
+        }
+    }
+}
+
+/* ---- 200 bodies --------------------------------------------------------- */
+
+/* An optional string member: absent or null -> NULL; a string -> a copy. */
+static aq_status opt_string(json_t *obj, const char *key, char **out, aq_err *err)
+{
+    json_t *v = json_object_get(obj, key);
+    *out = NULL;
+    if (!v || json_is_null(v))
+        return AQ_OK;
+    if (!json_is_string(v))
+        return aq_err_set(err, AQ_LLM_BAD_RESPONSE, "response field \"%s\" is not a string", key);
+    size_t n = json_string_length(v);
+    if (n > AQ_LLM_FIELD_MAX)
+        return aq_err_set(err, AQ_LLM_BAD_RESPONSE,
+                          "response field \"%s\" is %zu bytes, over the %u-byte cap", key, n,
+                          AQ_LLM_FIELD_MAX);
+    char *s = malloc(n + 1);
+    if (!s)
+        return aq_err_set(err, AQ_NOMEM, "out of memory parsing the response");
+    memcpy(s, json_string_value(v), n);
+    s[n] = '\0';
+    *out = s;
+    return AQ_OK;
+}
+
+/* A token count: an integer in [0, UINT32_MAX]; `required` says whether
+ * absent/null is an error (else it reads as 0). */
+static aq_status token_count(json_t *usage, const char *key, int required, uint32_t *out,
+                             aq_err *err)
+{
+    json_t *v = json_object_get(usage, key);
+    *out = 0;
+    if (!v || json_is_null(v)) {
+        if (required)
+            return aq_err_set(err, AQ_LLM_BAD_RESPONSE, "response usage has no \"%s\"", key);
+        return AQ_OK;
+    }
+    if (!json_is_integer(v))
+        return aq_err_set(err, AQ_LLM_BAD_RESPONSE, "response usage.%s is not an integer", key);
+    json_int_t n = json_integer_value(v);
+    if (n < 0 || (unsigned long long)n > UINT32_MAX)
+        return aq_err_set(err, AQ_LLM_BAD_RESPONSE, "response usage.%s is out of range (%lld)",
+                          key, (long long)n);
+    *out = (uint32_t)n;
+    return AQ_OK;
+}
+
+static aq_status parse_content(json_t *content, aq_buf *text, uint32_t *n_tool_use, aq_err *err)
+{
+    size_t n = json_array_size(content);
+    if (n > AQ_LLM_BLOCKS_MAX)
+        return aq_err_set(err, AQ_LLM_BAD_RESPONSE,
+                          "response has %zu content blocks, over the cap of %u", n,
+                          AQ_LLM_BLOCKS_MAX);
+    for (size_t i = 0; i < n; i++) {
+        json_t *blk = json_array_get(content, i);
+        if (!json_is_object(blk))
+            return aq_err_set(err, AQ_LLM_BAD_RESPONSE, "response content[%zu] is not an object",
+                              i);
+        json_t *type = json_object_get(blk, "type");
+        if (!json_is_string(type))
+            return aq_err_set(err, AQ_LLM_BAD_RESPONSE,
+                              "response content[%zu] has no string \"type\"", i);
+        const char *t = json_string_value(type);
+        if (strcmp(t, "text") == 0) {
+            json_t *tx = json_object_get(blk, "text");
+            if (!json_is_string(tx))
+                return aq_err_set(err, AQ_LLM_BAD_RESPONSE,
+                                  "response content[%zu].text is not a string", i);
+            aq_status st = aq_buf_append(text, json_string_value(tx), json_string_length(tx));
+            if (st == AQ_NOMEM)
+                return aq_err_set(err, AQ_NOMEM, "out of memory parsing the response");
+            if (st != AQ_OK)
+                return aq_err_set(err, AQ_LLM_BAD_RESPONSE, "response text is over the cap");
+        } else if (strcmp(t, "tool_use") == 0) {
+            (*n_tool_use)++;
+        }
+        /* thinking, redacted_thinking, server tool blocks, future types: not text */
+    }
+    return AQ_OK;
+}
+
+aq_status aq_llm_response_parse(const char *body, size_t len, aq_llm_response *out, aq_err *err)
+{
+    aq_status st = AQ_OK;
+    json_t *root = NULL;
+    json_error_t jerr;
+    aq_llm_response r;
+    aq_buf text;
+
+    memset(&r, 0, sizeof(r));
+    /* Text cannot be longer than the body that carried it. */
+    aq_buf_init(&text, len);
+
+    if (!out)
+        return aq_err_set(err, AQ_INVALID_ARG, "aq_llm_response_parse: NULL out");
+    if (!body || len == 0) {
+        st = aq_err_set(err, AQ_LLM_BAD_RESPONSE, "response body is empty");
+        goto out;
+    }
+    root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
+    if (!root) {
+        st = aq_err_set(err, AQ_LLM_BAD_RESPONSE, "response is not JSON: %s (line %d, column %d)",
+                        jerr.text, jerr.line, jerr.column);
+        goto out;
+    }
+    if (!json_is_object(root)) {
+        st = aq_err_set(err, AQ_LLM_BAD_RESPONSE, "response is not a JSON object");
+        goto out;
+    }
+    json_t *type = json_object_get(root, "type");
+    if (type && !json_is_string(type)) {
+        st = aq_err_set(err, AQ_LLM_BAD_RESPONSE, "response \"type\" is not a string");
+        goto out;
+    }
+    if (type && strcmp(json_string_value(type), "message") != 0) {
+        char t[64];
+        aq_llm_sanitize(t, sizeof(t), json_string_value(type), json_string_length(type), 40, NULL);
+        st = aq_err_set(err, AQ_LLM_BAD_RESPONSE, "response type is \"%s\", not \"message\"", t);
+        goto out;
+    }
+
+    json_t *content = json_object_get(root, "content");
+    if (!content) {
+        st = aq_err_set(err, AQ_LLM_BAD_RESPONSE, "response has no \"content\"");
+        goto out;
+    }
+    if (!json_is_array(content)) {
+        st = aq_err_set(err, AQ_LLM_BAD_RESPONSE, "response \"content\" is not an array");
+        goto out;
+    }
+    json_t *usage = json_object_get(root, "usage");
+    if (!usage) {
+        st = aq_err_set(err, AQ_LLM_BAD_RESPONSE, "response has no \"usage\"");
+        goto out;
+    }
+    if (!json_is_object(usage)) {
+        st = aq_err_set(err, AQ_LLM_BAD_RESPONSE, "response \"usage\" is not an object");
+        goto out;
+    }
+    if ((st = token_count(usage, "input_tokens", 1, &r.usage.input_tokens, err)) != AQ_OK ||
+        (st = token_count(usage, "output_tokens", 1, &r.usage.output_tokens, err)) != AQ_OK ||
+        (st = token_count(usage, "cache_creation_input_tokens", 0,
+                          &r.usage.cache_creation_input_tokens, err)) != AQ_OK ||
+        (st = token_count(usage, "cache_read_input_tokens", 0, &r.usage.cache_read_input_tokens,
+                          err)) != AQ_OK)
+        goto out;
+
+    if ((st = opt_string(root, "id", &r.id, err)) != AQ_OK ||
+        (st = opt_string(root, "model", &r.model, err)) != AQ_OK ||
+        (st = opt_string(root, "stop_reason", &r.stop_reason, err)) != AQ_OK ||
+        (st = opt_string(root, "stop_sequence", &r.stop_sequence, err)) != AQ_OK)
+        goto out;
+
+    if ((st = parse_content(content, &text, &r.n_tool_use, err)) != AQ_OK)
+        goto out;
+    if (!text.data && (st = aq_buf_append(&text, "", 0)) != AQ_OK) {
+        /* a zero cap (len 0) cannot happen here: len > 0 was checked */
+        st = aq_err_set(err, AQ_NOMEM, "out of memory parsing the response");
+        goto out;
+    }
+    r.text = aq_buf_take(&text, &r.text_len);
+    *out = r;
+    memset(&r, 0, sizeof(r));
+
+out:
+    aq_llm_response_free(&r);
+    aq_buf_free(&text);
+    json_decref(root);
+    return st;
+}
+
+void aq_llm_response_free(aq_llm_response *r)
+{
+    if (!r)
+        return;
+    free(r->id);
+    free(r->model);
+    free(r->text);
+    free(r->stop_reason);
+    free(r->stop_sequence);
+    memset(r, 0, sizeof(*r));
+}
+
+/* ---- error answers ------------------------------------------------------ */
+
+static aq_status status_for_http(long code, const char *etype)
+{
+    switch (code) {
+    case 400: return AQ_HTTP_BAD_REQUEST;
+    case 401: return AQ_HTTP_UNAUTHORIZED;
+    case 402: return AQ_HTTP_BILLING;
+    case 403: return AQ_HTTP_FORBIDDEN;
+    case 404: return AQ_HTTP_NOT_FOUND;
+    case 408: return AQ_HTTP_TIMEOUT;
+    case 409: return AQ_HTTP_CONFLICT;
+    case 413: return AQ_HTTP_TOO_LARGE;
+    case 429: return AQ_HTTP_RATE_LIMITED;
+    case 529: return AQ_HTTP_OVERLOADED;
+    default: break;
+    }
+    if (code >= 500 && code <= 599) {
+        if (etype && strcmp(etype, "overloaded_error") == 0)
+            return AQ_HTTP_OVERLOADED;
+        return AQ_HTTP_SERVER_ERROR;
+    }
+    return AQ_HTTP_UNEXPECTED;
+}
+
+aq_status aq_llm_error_classify(long http_status, const char *body, size_t len, aq_err *err)
+{
+    char etype[80] = "";
+    char emsg[ERR_TEXT_MAX + 8] = "";
+    const char *raw_type = NULL;
+    int is_json = 0;
+    json_t *root = NULL;
+
+    if (!body)
+        len = 0;
+    if (len > 0)
+        root = json_loadb(body, len, 0, NULL);
+    if (json_is_object(root)) {
+        json_t *e = json_object_get(root, "error");
+        if (json_is_object(e)) {
+            json_t *t = json_object_get(e, "type");
+            json_t *m = json_object_get(e, "message");
+            is_json = 1;
+            if (json_is_string(t)) {
+                raw_type = json_string_value(t);
+                aq_llm_sanitize(etype, sizeof(etype), raw_type, json_string_length(t), 64, NULL);
+            }
+            if (json_is_string(m))
+                aq_llm_sanitize(emsg, sizeof(emsg), json_string_value(m), json_string_length(m),
+                                ERR_TEXT_MAX, NULL);
+        }
+    }
+    aq_status st = status_for_http(http_status, raw_type);
+
+    if (is_json) {
+        if (etype[0] && emsg[0])
+            aq_err_set(err, st, "HTTP %ld %s: %s", http_status, etype, emsg);
+        else if (etype[0])
+            aq_err_set(err, st, "HTTP %ld %s", http_status, etype);
+        else if (emsg[0])
+            aq_err_set(err, st, "HTTP %ld: %s", http_status, emsg);
+        else
+            aq_err_set(err, st, "HTTP %ld (error body without type or message)", http_status);
+    } else if (len == 0) {
+        aq_err_set(err, st, "HTTP %ld (empty body)", http_status);
+    } else {
+        aq_llm_sanitize(emsg, sizeof(emsg), body, len, ERR_TEXT_MAX, NULL);
+        aq_err_set(err, st, "HTTP %ld: %s", http_status, emsg);
+    }
+    json_decref(root);
+    return st;
+}

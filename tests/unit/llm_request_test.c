@@ -1,0 +1,239 @@
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agentq/v1/task.pb-c.h"
+#include "core/buf.h"
+#include "llm/llm_request.h"
+
+#define MODEL "claude-sonnet-4-5"
+
+/* Build and parse back; the caller decrefs. */
+static json_t *build_ok(const Agentq__V1__Task *t, uint32_t max_tokens)
+{
+    aq_buf b;
+    aq_err err;
+    aq_buf_init(&b, 1 << 20);
+    aq_err_clear(&err);
+    assert_int_equal(aq_llm_request_build(t, MODEL, max_tokens, &b, &err), AQ_OK);
+    assert_non_null(b.data);
+    assert_int_equal(strlen(b.data), b.len);
+    json_error_t jerr;
+    json_t *root = json_loadb(b.data, b.len, JSON_REJECT_DUPLICATES, &jerr);
+    assert_non_null(root);
+    aq_buf_free(&b);
+    return root;
+}
+
+static void test_prompt_shorthand(void **state)
+{
+    (void)state;
+    Agentq__V1__Task t;
+    agentq__v1__task__init(&t);
+    t.prompt = (char *)"Say hi";
+    json_t *root = build_ok(&t, 256);
+
+    assert_string_equal(json_string_value(json_object_get(root, "model")), MODEL);
+    assert_int_equal(json_integer_value(json_object_get(root, "max_tokens")), 256);
+    json_t *msgs = json_object_get(root, "messages");
+    assert_int_equal(json_array_size(msgs), 1);
+    json_t *m = json_array_get(msgs, 0);
+    assert_string_equal(json_string_value(json_object_get(m, "role")), "user");
+    assert_string_equal(json_string_value(json_object_get(m, "content")), "Say hi");
+    /* nothing optional was set */
+    assert_null(json_object_get(root, "system"));
+    assert_null(json_object_get(root, "temperature"));
+    assert_null(json_object_get(root, "stop_sequences"));
+    assert_null(json_object_get(root, "metadata"));
+    assert_int_equal(json_object_size(root), 3);
+    json_decref(root);
+}
+
+static void test_messages_in_order_with_system(void **state)
+{
+    (void)state;
+    Agentq__V1__Message m1, m2, m3;
+    agentq__v1__message__init(&m1);
+    agentq__v1__message__init(&m2);
+    agentq__v1__message__init(&m3);
+    m1.role = (char *)"user";
+    m1.content = (char *)"What is 2+2?";
+    m2.role = (char *)"assistant";
+    m2.content = (char *)"4";
+    m3.role = (char *)"user";
+    m3.content = (char *)"And \"3+3\"?\n\u00e9\u4e16";
+    Agentq__V1__Message *ms[] = {&m1, &m2, &m3};
+    Agentq__V1__Task t;
+    agentq__v1__task__init(&t);
+    t.system = (char *)"You are terse.";
+    t.n_messages = 3;
+    t.messages = ms;
+    t.prompt = (char *)"";
+
+    json_t *root = build_ok(&t, 1024);
+    assert_string_equal(json_string_value(json_object_get(root, "system")), "You are terse.");
+    json_t *msgs = json_object_get(root, "messages");
+    assert_int_equal(json_array_size(msgs), 3);
+    for (size_t i = 0; i < 3; i++) {
+        json_t *m = json_array_get(msgs, i);
+        assert_string_equal(json_string_value(json_object_get(m, "role")), ms[i]->role);
+        assert_string_equal(json_string_value(json_object_get(m, "content")), ms[i]->content);
+    }
+    json_decref(root);
+}
+
+static void test_temperature_present_and_absent(void **state)
+{
+    (void)state;
+    Agentq__V1__Task t;
+    agentq__v1__task__init(&t);
+    t.prompt = (char *)"x";
+
+    /* absent: the oneof is unset even though the float is 0 */
+    json_t *root = build_ok(&t, 10);
+    assert_null(json_object_get(root, "temperature"));
+    json_decref(root);
+
+    /* present and zero: sent as 0 */
+    t.temperature_presence_case = AGENTQ__V1__TASK__TEMPERATURE_PRESENCE_TEMPERATURE;
+    t.temperature = 0.0f;
+    root = build_ok(&t, 10);
+    assert_true(json_is_number(json_object_get(root, "temperature")));
+    assert_true(json_number_value(json_object_get(root, "temperature")) == 0.0);
+    json_decref(root);
+
+    /* 0.7f is sent as 0.7, not 0.699999988079071 */
+    t.temperature = 0.7f;
+    aq_buf b;
+    aq_buf_init(&b, 4096);
+    assert_int_equal(aq_llm_request_build(&t, MODEL, 10, &b, NULL), AQ_OK);
+    assert_non_null(strstr(b.data, "\"temperature\":0.7"));
+    assert_null(strstr(b.data, "0.69999"));
+    aq_buf_free(&b);
+
+    t.temperature = 1.0f;
+    root = build_ok(&t, 10);
+    assert_true(json_number_value(json_object_get(root, "temperature")) == 1.0);
+    json_decref(root);
+}
+
+static void test_stop_sequences_and_metadata(void **state)
+{
+    (void)state;
+    char *stops[] = {(char *)"\n\nHuman:", (char *)"END"};
+    Agentq__V1__Task t;
+    agentq__v1__task__init(&t);
+    t.prompt = (char *)"x";
+    t.n_stop_sequences = 2;
+    t.stop_sequences = stops;
+    t.tenant = (char *)"tenant-42";
+
+    json_t *root = build_ok(&t, 10);
+    json_t *ss = json_object_get(root, "stop_sequences");
+    assert_int_equal(json_array_size(ss), 2);
+    assert_string_equal(json_string_value(json_array_get(ss, 0)), "\n\nHuman:");
+    assert_string_equal(json_string_value(json_array_get(ss, 1)), "END");
+    json_t *meta = json_object_get(root, "metadata");
+    assert_true(json_is_object(meta));
+    assert_int_equal(json_object_size(meta), 1);
+    assert_string_equal(json_string_value(json_object_get(meta, "user_id")), "tenant-42");
+    json_decref(root);
+}
+
+static void test_appends_to_existing_content(void **state)
+{
+    (void)state;
+    Agentq__V1__Task t;
+    agentq__v1__task__init(&t);
+    t.prompt = (char *)"x";
+    aq_buf b;
+    aq_buf_init(&b, 4096);
+    assert_int_equal(aq_buf_append_str(&b, "PREFIX"), AQ_OK);
+    assert_int_equal(aq_llm_request_build(&t, MODEL, 10, &b, NULL), AQ_OK);
+    assert_memory_equal(b.data, "PREFIX{", 7);
+    aq_buf_free(&b);
+}
+
+static void test_cap_exceeded_leaves_buffer(void **state)
+{
+    (void)state;
+    char big[2048];
+    memset(big, 'a', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    Agentq__V1__Task t;
+    agentq__v1__task__init(&t);
+    t.prompt = big;
+
+    aq_buf b;
+    aq_err err;
+    aq_buf_init(&b, 1024);
+    assert_int_equal(aq_buf_append_str(&b, "keep"), AQ_OK);
+    assert_int_equal(aq_llm_request_build(&t, MODEL, 10, &b, &err), AQ_TOO_BIG);
+    assert_int_equal(err.status, AQ_TOO_BIG);
+    assert_non_null(strstr(err.msg, "cap"));
+    assert_non_null(strstr(err.msg, "1024"));
+    assert_int_equal(b.len, 4);
+    assert_string_equal(b.data, "keep");
+    aq_buf_free(&b);
+
+    /* the same body fits under a larger cap */
+    aq_buf_init(&b, 4096);
+    assert_int_equal(aq_llm_request_build(&t, MODEL, 10, &b, &err), AQ_OK);
+    aq_buf_free(&b);
+
+    /* a cap of zero: nothing fits */
+    aq_buf_init(&b, 0);
+    assert_int_equal(aq_llm_request_build(&t, MODEL, 10, &b, &err), AQ_TOO_BIG);
+    assert_int_equal(b.len, 0);
+    aq_buf_free(&b);
+}
+
+static void test_invalid_inputs(void **state)
+{
+    (void)state;
+    Agentq__V1__Task t;
+    aq_buf b;
+    aq_err err;
+    agentq__v1__task__init(&t);
+    aq_buf_init(&b, 4096);
+
+    /* neither prompt nor messages */
+    assert_int_equal(aq_llm_request_build(&t, MODEL, 10, &b, &err), AQ_TASK_INVALID);
+    t.prompt = (char *)"x";
+    assert_int_equal(aq_llm_request_build(&t, "", 10, &b, &err), AQ_INVALID_ARG);
+    assert_int_equal(aq_llm_request_build(&t, NULL, 10, &b, &err), AQ_INVALID_ARG);
+    assert_int_equal(aq_llm_request_build(&t, MODEL, 0, &b, &err), AQ_INVALID_ARG);
+    assert_int_equal(aq_llm_request_build(NULL, MODEL, 10, &b, &err), AQ_INVALID_ARG);
+    assert_int_equal(aq_llm_request_build(&t, MODEL, 10, NULL, &err), AQ_INVALID_ARG);
+
+    /* invalid UTF-8 is named, not sent */
+    t.prompt = (char *)"bad \xff\xfe bytes";
+    assert_int_equal(aq_llm_request_build(&t, MODEL, 10, &b, &err), AQ_TASK_INVALID);
+    assert_non_null(strstr(err.msg, "prompt"));
+    t.prompt = (char *)"x";
+    t.tenant = (char *)"\xc3";
+    assert_int_equal(aq_llm_request_build(&t, MODEL, 10, &b, &err), AQ_TASK_INVALID);
+    assert_non_null(strstr(err.msg, "tenant"));
+    assert_int_equal(b.len, 0);
+    aq_buf_free(&b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_prompt_shorthand),
+        cmocka_unit_test(test_messages_in_order_with_system),
+        cmocka_unit_test(test_temperature_present_and_absent),
+        cmocka_unit_test(test_stop_sequences_and_metadata),
+        cmocka_unit_test(test_appends_to_existing_content),
+        cmocka_unit_test(test_cap_exceeded_leaves_buffer),
+        cmocka_unit_test(test_invalid_inputs),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
