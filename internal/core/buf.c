@@ -45,6 +45,17 @@ aq_status aq_buf_append(aq_buf *b, const void *data, size_t n)
     return AQ_OK;
 }
 
+aq_status aq_buf_extend(aq_buf *b, size_t n, char **at)
+{
+    aq_status st = buf_reserve(b, n);
+    if (st != AQ_OK)
+        return st;
+    *at = b->data + b->len;
+    b->len += n;
+    b->data[b->len] = '\0';
+    return AQ_OK;
+}
+
 aq_status aq_buf_append_str(aq_buf *b, const char *s)
 {
     return aq_buf_append(b, s, strlen(s));

@@ -19,6 +19,8 @@ typedef struct aq_buf {
 void aq_buf_init(aq_buf *b, size_t cap);
 aq_status aq_buf_append(aq_buf *b, const void *data, size_t n);
 aq_status aq_buf_append_str(aq_buf *b, const char *s);
+/* Grow len by n and point *at to the n new bytes, for code that writes in place. */
+aq_status aq_buf_extend(aq_buf *b, size_t n, char **at);
 aq_status aq_buf_printf(aq_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void aq_buf_reset(aq_buf *b);   /* len = 0, keeps the memory */
 void aq_buf_free(aq_buf *b);    /* frees; the buffer may be reused after aq_buf_init */

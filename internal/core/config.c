@@ -242,8 +242,10 @@ aq_status aq_config_load(const aq_option *opts, void *cfg, int argc, char **argv
     }
     /* The config file is named before other flags are applied. */
     for (i = 1; argv && i < argc; i++) {
-        if (strcmp(argv[i], "--") == 0 || argv[i][0] != '-')
+        if (strcmp(argv[i], "--") == 0)
             break;
+        if (argv[i][0] != '-')
+            continue;
         if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
             config_path = argv[i + 1];
         else if (strncmp(argv[i], "--config=", 9) == 0)
@@ -258,14 +260,25 @@ aq_status aq_config_load(const aq_option *opts, void *cfg, int argc, char **argv
             return st;
     }
 
+    /* Options may come before or after arguments (as with GNU getopt):
+     * arguments are moved, in order, behind the options; `--` ends options. */
+    st = AQ_OK;
+    char **positional = argv && argc > 1 ? calloc((size_t)argc, sizeof(char *)) : NULL;
+    int npos = 0, nopt = 1;
+    if (argv && argc > 1 && !positional)
+        return aq_err_set(err, AQ_NOMEM, "out of memory");
     for (i = 1; argv && i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--") == 0) {
-            i++;
+            for (i++; i < argc; i++)
+                positional[npos++] = argv[i];
             break;
         }
-        if (a[0] != '-' || a[1] == '\0')
-            break;
+        if (a[0] != '-' || a[1] == '\0') {
+            positional[npos++] = argv[i];
+            continue;
+        }
+        argv[nopt++] = argv[i];
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             local.help = true;
             continue;
@@ -274,31 +287,45 @@ aq_status aq_config_load(const aq_option *opts, void *cfg, int argc, char **argv
             local.print_config = true;
             continue;
         }
-        if (strncmp(a, "--", 2) != 0)
-            return aq_err_set(err, AQ_CONFIG, "unknown flag '%s' (options are --name=value)", a);
+        st = AQ_OK;
+        if (strncmp(a, "--", 2) != 0) {
+            st = aq_err_set(err, AQ_CONFIG, "unknown flag '%s' (options are --name=value)", a);
+            goto done;
+        }
         const char *name = a + 2, *eq = strchr(name, '=');
         size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
         if (nlen == 6 && strncmp(name, "config", 6) == 0) {
-            if (!eq)
-                i++;
+            if (!eq && i + 1 < argc)
+                argv[nopt++] = argv[++i];
             continue;
         }
         const aq_option *o = find_option(opts, name, nlen);
-        if (!o)
-            return aq_err_set(err, AQ_CONFIG, "unknown option '--%.*s' (see --help)", (int)nlen,
-                              name);
+        if (!o) {
+            st = aq_err_set(err, AQ_CONFIG, "unknown option '--%.*s' (see --help)", (int)nlen, name);
+            goto done;
+        }
         const char *value;
-        if (eq)
+        if (eq) {
             value = eq + 1;
-        else if (o->type == AQ_OPT_BOOL)
+        } else if (o->type == AQ_OPT_BOOL) {
             value = "true";
-        else if (i + 1 < argc)
+        } else if (i + 1 < argc) {
             value = argv[++i];
-        else
-            return aq_err_set(err, AQ_CONFIG, "option --%s needs a value", o->name);
+            argv[nopt++] = argv[i];
+        } else {
+            st = aq_err_set(err, AQ_CONFIG, "option --%s needs a value", o->name);
+            goto done;
+        }
         if ((st = set_value(o, cfg, value, "command line", err)) != AQ_OK)
-            return st;
+            goto done;
     }
+    for (int k = 0; k < npos; k++)
+        argv[nopt + k] = positional[k];
+    i = argv ? nopt : 1;
+done:
+    free(positional);
+    if (st != AQ_OK)
+        return st;
     local.argi = i;
     if (cli)
         *cli = local;

@@ -1,0 +1,181 @@
+#include "queue_conn.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_SERVERS 32
+#define RECONNECT_BUF_BYTES (64 * 1024 * 1024)
+
+void aq_queue_redact_url(const char *url, char *out, size_t n)
+{
+    const char *scheme = strstr(url, "://");
+    const char *start = scheme ? scheme + 3 : url;
+    const char *at = strchr(start, '@');
+    const char *slash = strchr(start, '/');
+    if (at && (!slash || at < slash))
+        snprintf(out, n, "%.*s***@%s", (int)(start - url), url, at + 1);
+    else
+        snprintf(out, n, "%s", url);
+}
+
+aq_status aq_queue_nats_error(aq_err *err, natsStatus s, jsErrCode jerr, const char *what)
+{
+    aq_status st = s == NATS_TIMEOUT ? AQ_TIMEOUT : AQ_NATS;
+    if (s == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr || jerr == JSConsumerNotFoundErr)
+        st = AQ_NOT_FOUND;
+    if (jerr)
+        return aq_err_set(err, st, "%s: %s (JetStream error %d)", what, natsStatus_GetText(s),
+                          (int)jerr);
+    /* nats.c keeps a per-thread detail text (e.g. the server's reason). */
+    const char *detail = nats_GetLastError(NULL);
+    if (detail && *detail && strcmp(detail, natsStatus_GetText(s)) != 0)
+        return aq_err_set(err, st, "%s: %s (%s)", what, natsStatus_GetText(s), detail);
+    return aq_err_set(err, st, "%s: %s", what, natsStatus_GetText(s));
+}
+
+static void on_disconnected(natsConnection *nc, void *closure)
+{
+    (void)nc;
+    const aq_queue_conn_opts *o = closure;
+    if (o->on_event)
+        o->on_event(o->event_arg, "disconnected", "lost the connection to NATS; reconnecting");
+}
+
+static void on_reconnected(natsConnection *nc, void *closure)
+{
+    const aq_queue_conn_opts *o = closure;
+    char url[256] = "", safe[256];
+    natsConnection_GetConnectedUrl(nc, url, sizeof(url));
+    aq_queue_redact_url(url, safe, sizeof(safe));
+    if (o->on_event)
+        o->on_event(o->event_arg, "reconnected", safe);
+}
+
+static void on_closed(natsConnection *nc, void *closure)
+{
+    (void)nc;
+    const aq_queue_conn_opts *o = closure;
+    if (o->on_event)
+        o->on_event(o->event_arg, "closed", "connection closed");
+}
+
+static void on_error(natsConnection *nc, natsSubscription *sub, natsStatus s, void *closure)
+{
+    (void)nc;
+    (void)sub;
+    const aq_queue_conn_opts *o = closure;
+    if (o->on_event)
+        o->on_event(o->event_arg, "error", natsStatus_GetText(s));
+}
+
+aq_status aq_queue_connect(const aq_queue_config *cfg, const aq_queue_conn_opts *opts,
+                           natsConnection **nc_out, jsCtx **js_out, aq_err *err)
+{
+    natsOptions *no = NULL;
+    natsConnection *nc = NULL;
+    jsCtx *js = NULL;
+    natsStatus s;
+    aq_status st = AQ_OK;
+    char *urls = strdup(cfg->nats_url ? cfg->nats_url : "");
+    const char *servers[MAX_SERVERS];
+    int n = 0;
+
+    if (!urls)
+        return aq_err_set(err, AQ_NOMEM, "out of memory");
+    for (char *save = NULL, *tok = strtok_r(urls, ", ", &save); tok && n < MAX_SERVERS;
+         tok = strtok_r(NULL, ", ", &save))
+        servers[n++] = tok;
+    if (n == 0) {
+        st = aq_err_set(err, AQ_CONFIG, "nats_url is empty");
+        goto out;
+    }
+    if ((s = natsOptions_Create(&no)) != NATS_OK ||
+        (s = natsOptions_SetServers(no, servers, n)) != NATS_OK ||
+        (s = natsOptions_SetTimeout(no, cfg->nats_timeout_ms)) != NATS_OK ||
+        (s = natsOptions_SetMaxReconnect(no, -1)) != NATS_OK ||
+        (s = natsOptions_SetReconnectWait(no, 250)) != NATS_OK ||
+        (s = natsOptions_SetReconnectJitter(no, 100, 1000)) != NATS_OK ||
+        (s = natsOptions_SetReconnectBufSize(no, RECONNECT_BUF_BYTES)) != NATS_OK ||
+        (s = natsOptions_SetMaxPendingMsgs(no, 1 << 20)) != NATS_OK) {
+        st = aq_queue_nats_error(err, s, 0, "NATS options");
+        goto out;
+    }
+    if (opts && opts->name)
+        natsOptions_SetName(no, opts->name);
+    if (opts && opts->retry_initial_connect)
+        natsOptions_SetRetryOnFailedConnect(no, true, NULL, NULL);
+    if (opts) {
+        natsOptions_SetDisconnectedCB(no, on_disconnected, (void *)opts);
+        natsOptions_SetReconnectedCB(no, on_reconnected, (void *)opts);
+        natsOptions_SetClosedCB(no, on_closed, (void *)opts);
+        natsOptions_SetErrorHandler(no, on_error, (void *)opts);
+    }
+    if (cfg->nats_creds && *cfg->nats_creds &&
+        (s = natsOptions_SetUserCredentialsFromFiles(no, cfg->nats_creds, NULL)) != NATS_OK) {
+        st = aq_err_set(err, AQ_CONFIG, "nats_creds %s: %s", cfg->nats_creds,
+                        natsStatus_GetText(s));
+        goto out;
+    }
+    if (cfg->nats_user && *cfg->nats_user &&
+        (s = natsOptions_SetUserInfo(no, cfg->nats_user, cfg->nats_password)) != NATS_OK) {
+        st = aq_queue_nats_error(err, s, 0, "nats_user");
+        goto out;
+    }
+    if (cfg->nats_token && *cfg->nats_token &&
+        (s = natsOptions_SetToken(no, cfg->nats_token)) != NATS_OK) {
+        st = aq_queue_nats_error(err, s, 0, "nats_token");
+        goto out;
+    }
+    if (cfg->nats_tls_ca && *cfg->nats_tls_ca) {
+        if ((s = natsOptions_SetSecure(no, true)) != NATS_OK ||
+            (s = natsOptions_LoadCATrustedCertificates(no, cfg->nats_tls_ca)) != NATS_OK) {
+            st = aq_err_set(err, AQ_CONFIG, "nats_tls_ca %s: %s", cfg->nats_tls_ca,
+                            natsStatus_GetText(s));
+            goto out;
+        }
+    }
+    if (cfg->nats_tls_cert && *cfg->nats_tls_cert) {
+        if ((s = natsOptions_SetSecure(no, true)) != NATS_OK ||
+            (s = natsOptions_LoadCertificatesChain(no, cfg->nats_tls_cert,
+                                                   cfg->nats_tls_key)) != NATS_OK) {
+            st = aq_err_set(err, AQ_CONFIG, "nats_tls_cert/nats_tls_key: %s",
+                            natsStatus_GetText(s));
+            goto out;
+        }
+    }
+    s = natsConnection_Connect(&nc, no);
+    if (s != NATS_OK) {
+        char safe[512];
+        aq_queue_redact_url(cfg->nats_url, safe, sizeof(safe));
+        st = aq_err_set(err, AQ_NATS_CONNECT, "cannot connect to NATS at %s: %s", safe,
+                        natsStatus_GetText(s));
+        goto out;
+    }
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.Wait = cfg->nats_timeout_ms;
+    if ((s = natsConnection_JetStream(&js, nc, &jo)) != NATS_OK) {
+        st = aq_queue_nats_error(err, s, 0, "JetStream context");
+        goto out;
+    }
+    *nc_out = nc;
+    *js_out = js;
+    nc = NULL;
+    js = NULL;
+out:
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+    natsOptions_Destroy(no);
+    free(urls);
+    return st;
+}
+
+void aq_queue_disconnect(natsConnection *nc, jsCtx *js)
+{
+    jsCtx_Destroy(js);
+    if (nc) {
+        natsConnection_Close(nc);
+        natsConnection_Destroy(nc);
+    }
+}

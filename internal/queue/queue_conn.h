@@ -1,0 +1,36 @@
+/* Connecting to NATS with every option a production deployment needs. */
+#ifndef AQ_QUEUE_CONN_H
+#define AQ_QUEUE_CONN_H
+
+#include <nats/nats.h>
+#include <stdbool.h>
+
+#include "core/status.h"
+#include "queue/queue_config.h"
+
+/* Told about disconnects, reconnects and async errors (on a nats.c thread),
+ * so the caller can log them. `what` is "disconnected", "reconnected",
+ * "closed" or "error"; `detail` never contains credentials. */
+typedef void (*aq_queue_event_fn)(void *arg, const char *what, const char *detail);
+
+typedef struct aq_queue_conn_opts {
+    const char *name;           /* connection name shown by the server */
+    bool retry_initial_connect; /* keep trying if the server is not up yet */
+    aq_queue_event_fn on_event;
+    void *event_arg;
+} aq_queue_conn_opts;
+
+/* `opts` (may be NULL) must outlive the connection: its callbacks hold it.
+ * Connects and creates a JetStream context. Reconnects forever; publishes
+ * made while disconnected are buffered (up to 64 MiB) and sent on reconnect. */
+aq_status aq_queue_connect(const aq_queue_config *cfg, const aq_queue_conn_opts *opts,
+                           natsConnection **nc_out, jsCtx **js_out, aq_err *err);
+void aq_queue_disconnect(natsConnection *nc, jsCtx *js);
+
+/* Copy `url` into `out` with any user:password@ replaced by "***@". */
+void aq_queue_redact_url(const char *url, char *out, size_t n);
+
+/* The NATS status as an aq_err message. */
+aq_status aq_queue_nats_error(aq_err *err, natsStatus s, jsErrCode jerr, const char *what);
+
+#endif

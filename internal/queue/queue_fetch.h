@@ -1,0 +1,39 @@
+/* The fetcher: a thread that pulls tasks from the durable consumer, never
+ * more than the caller has free slots for (backpressure: the backlog stays
+ * in JetStream). nats.c 3.4.1 has only a blocking fetch, hence the thread. */
+#ifndef AQ_QUEUE_FETCH_H
+#define AQ_QUEUE_FETCH_H
+
+#include <nats/nats.h>
+
+#include "core/status.h"
+#include "queue/queue_config.h"
+
+typedef struct aq_fetcher aq_fetcher;
+
+/* Both run on the fetcher thread. `deliver` owns `msg`. */
+typedef void (*aq_fetch_deliver_fn)(void *ctx, natsMsg *msg);
+typedef void (*aq_fetch_error_fn)(void *ctx, const aq_err *err);
+
+typedef struct aq_fetch_opts {
+    int slots;          /* messages owned at most (taken at fetch, given back by release) */
+    int max_batch;      /* largest single fetch */
+    int64_t wait_ms;    /* how long one fetch waits for messages */
+    aq_fetch_deliver_fn deliver;
+    aq_fetch_error_fn on_error;
+    void *ctx;
+} aq_fetch_opts;
+
+/* Binds to the durable consumer and starts the thread. */
+aq_status aq_fetcher_start(jsCtx *js, const aq_queue_config *cfg, const aq_fetch_opts *opts,
+                           aq_fetcher **out, aq_err *err);
+/* Thread-safe: `n` slots are free again. */
+void aq_fetcher_release(aq_fetcher *f, int n);
+/* Slots currently taken. */
+int aq_fetcher_in_use(aq_fetcher *f);
+/* Stop fetching and join the thread (returns within about wait_ms). */
+void aq_fetcher_stop(aq_fetcher *f);
+/* Stops if needed, unsubscribes (the durable consumer stays). Accepts NULL. */
+void aq_fetcher_destroy(aq_fetcher *f);
+
+#endif

@@ -1,0 +1,191 @@
+#include "queue_setup.h"
+
+#include "queue/queue_conn.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define NS_PER_MS 1000000LL
+
+static void report(aq_queue_report_fn fn, void *arg, const char *kind, const char *name,
+                   const char *action)
+{
+    if (fn)
+        fn(arg, kind, name, action);
+}
+
+void aq_queue_kv_stream(const char *bucket, char *out, size_t n)
+{
+    snprintf(out, n, "KV_%s", bucket);
+}
+
+/* Add, or update when it exists: the same config either way. */
+static aq_status ensure_stream(jsCtx *js, jsStreamConfig *sc, aq_queue_report_fn fn, void *arg,
+                               aq_err *err)
+{
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_AddStream(&si, js, sc, NULL, &jerr);
+    const char *action = "created";
+    if (s != NATS_OK && jerr == JSStreamNameExistErr) {
+        jerr = 0;
+        s = js_UpdateStream(&si, js, sc, NULL, &jerr);
+        action = "updated";
+    }
+    jsStreamInfo_Destroy(si);
+    if (s != NATS_OK) {
+        char what[256];
+        snprintf(what, sizeof(what), "stream %s", sc->Name);
+        return aq_queue_nats_error(err, s, jerr, what);
+    }
+    report(fn, arg, "stream", sc->Name, action);
+    return AQ_OK;
+}
+
+aq_status aq_queue_ensure(jsCtx *js, const aq_queue_config *cfg, aq_queue_report_fn fn, void *arg,
+                          aq_err *err)
+{
+    aq_status st;
+    char task_subject[256], dlq_subject[256], kv_stream[256];
+    const char *task_subjects[1] = {task_subject}, *dlq_subjects[1] = {dlq_subject};
+    snprintf(task_subject, sizeof(task_subject), "%s.>", cfg->task_subjects);
+    snprintf(dlq_subject, sizeof(dlq_subject), "%s.>", cfg->dlq_subjects);
+
+    /* Tasks: work-queue retention (a message lives until acked), refuse
+     * publishers when full rather than dropping queued work. */
+    jsStreamConfig sc;
+    jsStreamConfig_Init(&sc);
+    sc.Name = cfg->task_stream;
+    sc.Subjects = task_subjects;
+    sc.SubjectsLen = 1;
+    sc.Retention = js_WorkQueuePolicy;
+    sc.Storage = js_FileStorage;
+    sc.Replicas = (int64_t)cfg->replicas;
+    sc.Duplicates = cfg->dedup_window_ms * NS_PER_MS;
+    sc.MaxMsgs = cfg->stream_max_msgs;
+    sc.MaxBytes = cfg->stream_max_bytes;
+    sc.MaxMsgSize = (int32_t)cfg->max_msg_size;
+    sc.Discard = js_DiscardNew;
+    if ((st = ensure_stream(js, &sc, fn, arg, err)) != AQ_OK)
+        return st;
+
+    /* Dead letters: kept for a long time, de-duplicated so that a publish
+     * repeated after a crash is absorbed. */
+    jsStreamConfig dc;
+    jsStreamConfig_Init(&dc);
+    dc.Name = cfg->dlq_stream;
+    dc.Subjects = dlq_subjects;
+    dc.SubjectsLen = 1;
+    dc.Retention = js_LimitsPolicy;
+    dc.Storage = js_FileStorage;
+    dc.Replicas = (int64_t)cfg->replicas;
+    dc.MaxAge = cfg->dlq_max_age_ms * NS_PER_MS;
+    dc.Duplicates = cfg->dedup_window_ms * NS_PER_MS;
+    dc.MaxMsgSize = (int32_t)cfg->max_msg_size;
+    dc.Discard = js_DiscardOld;
+    if ((st = ensure_stream(js, &dc, fn, arg, err)) != AQ_OK)
+        return st;
+
+    /* Results bucket. nats.c 3.4.1 has no bucket update, so an existing
+     * bucket is updated through its stream (TTL = MaxAge, replicas). */
+    kvStore *kv = NULL;
+    kvConfig kc;
+    kvConfig_Init(&kc);
+    kc.Bucket = cfg->results_bucket;
+    kc.History = 1;
+    kc.TTL = cfg->results_ttl_ms * NS_PER_MS; /* nanoseconds, despite the name */
+    kc.StorageType = js_FileStorage;
+    kc.Replicas = (int)cfg->replicas;
+    kc.MaxValueSize = (int32_t)cfg->max_msg_size;
+    natsStatus s = js_CreateKeyValue(&kv, js, &kc);
+    kvStore_Destroy(kv);
+    aq_err create_err;
+    if (s != NATS_OK)
+        aq_queue_nats_error(&create_err, s, 0, "results bucket");
+    aq_queue_kv_stream(cfg->results_bucket, kv_stream, sizeof(kv_stream));
+    if (s == NATS_OK) {
+        report(fn, arg, "kv", cfg->results_bucket, "created");
+    } else {
+        jsStreamInfo *si = NULL;
+        jsErrCode jerr = 0;
+        s = js_GetStreamInfo(&si, js, kv_stream, NULL, &jerr);
+        if (s != NATS_OK) { /* it does not exist, so the create's error is the one */
+            return aq_err_set(err, create_err.status, "%s", create_err.msg);
+        }
+        si->Config->MaxAge = cfg->results_ttl_ms * NS_PER_MS;
+        si->Config->Replicas = (int64_t)cfg->replicas;
+        si->Config->MaxMsgSize = (int32_t)cfg->max_msg_size;
+        jsStreamInfo *si2 = NULL;
+        s = js_UpdateStream(&si2, js, si->Config, NULL, &jerr);
+        jsStreamInfo_Destroy(si2);
+        jsStreamInfo_Destroy(si);
+        if (s != NATS_OK)
+            return aq_queue_nats_error(err, s, jerr, "results bucket update");
+        report(fn, arg, "kv", cfg->results_bucket, "updated");
+    }
+
+    /* The durable pull consumer every worker shares. MaxDeliver is only a
+     * backstop: the worker dead-letters failures itself. */
+    jsConsumerConfig cc;
+    jsConsumerConfig_Init(&cc);
+    cc.Durable = cfg->consumer;
+    cc.Description = "agentq workers";
+    cc.AckPolicy = js_AckExplicit;
+    cc.DeliverPolicy = js_DeliverAll;
+    cc.AckWait = cfg->ack_wait_ms * NS_PER_MS;
+    cc.MaxDeliver = cfg->max_deliver;
+    cc.MaxAckPending = cfg->max_ack_pending;
+    cc.MaxWaiting = 512;
+    jsConsumerInfo *ci = NULL;
+    jsErrCode jerr = 0;
+    const char *action = "created";
+    s = js_AddConsumer(&ci, js, cfg->task_stream, &cc, NULL, &jerr);
+    if (s != NATS_OK && (jerr == JSConsumerNameExistErr || jerr == 10148 /* exists, differs */)) {
+        jerr = 0;
+        s = js_UpdateConsumer(&ci, js, cfg->task_stream, &cc, NULL, &jerr);
+        action = "updated";
+    }
+    jsConsumerInfo_Destroy(ci);
+    if (s != NATS_OK)
+        return aq_queue_nats_error(err, s, jerr, "consumer");
+    report(fn, arg, "consumer", cfg->consumer, action);
+    return AQ_OK;
+}
+
+aq_status aq_queue_check(jsCtx *js, const aq_queue_config *cfg, aq_err *err)
+{
+    char missing[AQ_ERR_MAX] = "", kv_stream[256];
+    const char *streams[3][2] = {{"stream", cfg->task_stream},
+                                 {"dead-letter stream", cfg->dlq_stream},
+                                 {"results bucket", kv_stream}};
+    aq_queue_kv_stream(cfg->results_bucket, kv_stream, sizeof(kv_stream));
+    size_t used = 0;
+
+    for (int i = 0; i < 3; i++) {
+        jsStreamInfo *si = NULL;
+        jsErrCode jerr = 0;
+        natsStatus s = js_GetStreamInfo(&si, js, streams[i][1], NULL, &jerr);
+        jsStreamInfo_Destroy(si);
+        if (s == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr)
+            used += (size_t)snprintf(missing + used, sizeof(missing) - used, "%s%s %s",
+                                     used ? ", " : "", streams[i][0],
+                                     i == 2 ? cfg->results_bucket : streams[i][1]);
+        else if (s != NATS_OK)
+            return aq_queue_nats_error(err, s, jerr, streams[i][0]);
+        if (used >= sizeof(missing))
+            used = sizeof(missing) - 1;
+    }
+    jsConsumerInfo *ci = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_GetConsumerInfo(&ci, js, cfg->task_stream, cfg->consumer, NULL, &jerr);
+    jsConsumerInfo_Destroy(ci);
+    if (s == NATS_NOT_FOUND || jerr == JSConsumerNotFoundErr || jerr == JSStreamNotFoundErr)
+        snprintf(missing + used, sizeof(missing) - used, "%sconsumer %s", used ? ", " : "",
+                 cfg->consumer);
+    else if (s != NATS_OK)
+        return aq_queue_nats_error(err, s, jerr, "consumer");
+    if (missing[0])
+        return aq_err_set(err, AQ_NOT_FOUND, "missing JetStream objects: %s (run `agentq init`)",
+                          missing);
+    return AQ_OK;
+}

@@ -1,0 +1,24 @@
+/* The JetStream objects agentq runs on: the task stream, the durable pull
+ * consumer, the dead-letter stream and the results bucket. */
+#ifndef AQ_QUEUE_SETUP_H
+#define AQ_QUEUE_SETUP_H
+
+#include <nats/nats.h>
+
+#include "core/status.h"
+#include "queue/queue_config.h"
+
+/* Create or update every object to match `cfg` (idempotent; `agentq init`).
+ * `report` (may be NULL) is told one line per object: "created", "updated". */
+typedef void (*aq_queue_report_fn)(void *arg, const char *kind, const char *name,
+                                   const char *action);
+aq_status aq_queue_ensure(jsCtx *js, const aq_queue_config *cfg, aq_queue_report_fn report,
+                          void *arg, aq_err *err);
+
+/* Check that every object exists; the error lists all that are missing. */
+aq_status aq_queue_check(jsCtx *js, const aq_queue_config *cfg, aq_err *err);
+
+/* Name of the stream behind a KV bucket ("KV_<bucket>"). */
+void aq_queue_kv_stream(const char *bucket, char *out, size_t n);
+
+#endif
