@@ -1,0 +1,40 @@
+/* The worker's pipeline: the one place that strings the stages together.
+ *
+ *   fetch -> decode+validate -> admit (deadline) -> result already stored?
+ *   -> route model -> LLM call -> classify -> store Result -> settle
+ *
+ * Everything after fetch runs on one libevent loop; fetching runs on its own
+ * thread and hands messages over through a mailbox. */
+#ifndef AQ_PIPELINE_H
+#define AQ_PIPELINE_H
+
+#include <stdint.h>
+
+#include "core/status.h"
+#include "pipeline/worker_config.h"
+
+struct event_base;
+typedef struct aq_pipeline aq_pipeline;
+
+typedef struct aq_pipeline_stats {
+    uint64_t fetched, completed, failed, retried, deferred, dead_lettered, already_done;
+    uint64_t in_flight;
+} aq_pipeline_stats;
+
+/* Connects to NATS, checks the JetStream objects, starts fetching. `cfg`
+ * must outlive the pipeline. The loop must have been created after
+ * evthread_use_pthreads(). */
+aq_status aq_pipeline_start(struct event_base *base, const aq_worker_config *cfg,
+                            aq_pipeline **out, aq_err *err);
+
+/* Graceful shutdown: stop fetching, let calls finish within shutdown_grace,
+ * settle every message, then leave the loop. A second call cuts the grace
+ * short (calls still running are nak'ed for redelivery elsewhere). */
+void aq_pipeline_shutdown(aq_pipeline *p);
+
+void aq_pipeline_get_stats(const aq_pipeline *p, aq_pipeline_stats *out);
+
+/* Closes the connection and frees everything. Accepts NULL. */
+void aq_pipeline_destroy(aq_pipeline *p);
+
+#endif

@@ -1,0 +1,75 @@
+#include "worker_config.h"
+
+#include <stddef.h>
+#include <string.h>
+
+#define W aq_worker_config
+#define KNOWN_MODELS                                                                       \
+    "claude-haiku-4-5,claude-sonnet-4-5,claude-sonnet-4-6,claude-opus-4-5,claude-opus-4-6," \
+    "claude-opus-4-7,claude-opus-4-8"
+
+const aq_option aq_worker_options[] = {
+    AQ_QUEUE_OPTIONS(W, queue),
+    {"api_key", "ANTHROPIC_API_KEY", AQ_OPT_SECRET, "", 0, 0, offsetof(W, api_key),
+     "Anthropic API key(s), comma-separated"},
+    {"base_url", "AGENTQ_BASE_URL", AQ_OPT_STRING, "https://api.anthropic.com", 0, 0,
+     offsetof(W, base_url), "Messages API base URL (the simulator or a proxy can stand in)"},
+    {"anthropic_version", "AGENTQ_ANTHROPIC_VERSION", AQ_OPT_STRING, "2023-06-01", 0, 0,
+     offsetof(W, anthropic_version), "anthropic-version header"},
+    {"ca_file", "AGENTQ_CA_FILE", AQ_OPT_STRING, "", 0, 0, offsetof(W, ca_file),
+     "CA bundle for the provider's TLS (default: the system's; verification is always on)"},
+    {"default_model", "AGENTQ_DEFAULT_MODEL", AQ_OPT_STRING, "claude-sonnet-4-5", 0, 0,
+     offsetof(W, default_model), "model for tasks that name none"},
+    {"allowed_models", "AGENTQ_ALLOWED_MODELS", AQ_OPT_STRING, KNOWN_MODELS, 0, 0,
+     offsetof(W, allowed_models), "models tasks may name, comma-separated (empty: any)"},
+    {"default_max_tokens", "AGENTQ_DEFAULT_MAX_TOKENS", AQ_OPT_INT, "1024", 1, 1000000,
+     offsetof(W, default_max_tokens), "max_tokens for tasks that set none"},
+    {"llm_connect_timeout", "AGENTQ_LLM_CONNECT_TIMEOUT", AQ_OPT_DURATION, "10s", 100, 600000,
+     offsetof(W, llm_connect_timeout_ms), "timeout to connect to the provider"},
+    {"llm_timeout", "AGENTQ_LLM_TIMEOUT", AQ_OPT_DURATION, "10m", 1000, 3600000,
+     offsetof(W, llm_timeout_ms), "timeout for one whole provider call"},
+    {"max_response_bytes", "AGENTQ_MAX_RESPONSE_BYTES", AQ_OPT_BYTES, "8MiB", 1024, 1073741824,
+     offsetof(W, max_response_bytes), "largest provider response accepted"},
+    {"max_prompt_bytes", "AGENTQ_MAX_PROMPT_BYTES", AQ_OPT_BYTES, "1MiB", 16, 33554432,
+     offsetof(W, max_prompt_bytes), "largest prompt (system + prompt + messages) accepted"},
+    {"max_tokens_cap", "AGENTQ_MAX_TOKENS_CAP", AQ_OPT_INT, "64000", 1, 1000000,
+     offsetof(W, max_tokens_cap), "largest max_tokens a task may ask for"},
+    {"concurrency", "AGENTQ_CONCURRENCY", AQ_OPT_INT, "256", 1, 100000, offsetof(W, concurrency),
+     "tasks owned by this worker at once (LLM calls in flight at most)"},
+    {"fetch_batch", "AGENTQ_FETCH_BATCH", AQ_OPT_INT, "256", 1, 10000, offsetof(W, fetch_batch),
+     "largest single fetch from the consumer"},
+    {"fetch_wait", "AGENTQ_FETCH_WAIT", AQ_OPT_DURATION, "500ms", 10, 60000,
+     offsetof(W, fetch_wait_ms), "how long one fetch waits for tasks"},
+    {"max_attempts", "AGENTQ_MAX_ATTEMPTS", AQ_OPT_INT, "5", 1, 1000, offsetof(W, max_attempts),
+     "deliveries before a retryable failure is dead-lettered"},
+    {"retry_base", "AGENTQ_RETRY_BASE", AQ_OPT_DURATION, "1s", 1, 3600000,
+     offsetof(W, retry_base_ms), "first retry delay (doubles per attempt, with jitter)"},
+    {"retry_max", "AGENTQ_RETRY_MAX", AQ_OPT_DURATION, "60s", 1, 86400000,
+     offsetof(W, retry_max_ms), "longest retry delay"},
+    {"store_timeout", "AGENTQ_STORE_TIMEOUT", AQ_OPT_DURATION, "10s", 100, 600000,
+     offsetof(W, store_timeout_ms), "wait for a result or dead-letter write to be acknowledged"},
+    {"shutdown_grace", "AGENTQ_SHUTDOWN_GRACE", AQ_OPT_DURATION, "30s", 0, 86400000,
+     offsetof(W, shutdown_grace_ms), "on SIGTERM, how long in-flight calls may finish"},
+    {"worker_name", "AGENTQ_WORKER_NAME", AQ_OPT_STRING, "", 0, 0, offsetof(W, worker_name),
+     "name recorded in results (default: hostname-pid)"},
+    {"log_level", "AGENTQ_LOG_LEVEL", AQ_OPT_STRING, "info", 0, 0, offsetof(W, log_level),
+     "debug, info, warn or error"},
+    AQ_OPTIONS_END,
+};
+
+aq_status aq_worker_config_validate(const aq_worker_config *cfg, aq_err *err)
+{
+    if (cfg->retry_base_ms > cfg->retry_max_ms)
+        return aq_err_set(err, AQ_CONFIG, "retry_base (%lldms) is larger than retry_max (%lldms)",
+                          (long long)cfg->retry_base_ms, (long long)cfg->retry_max_ms);
+    if (cfg->default_max_tokens > cfg->max_tokens_cap)
+        return aq_err_set(err, AQ_CONFIG, "default_max_tokens (%lld) is over max_tokens_cap (%lld)",
+                          (long long)cfg->default_max_tokens, (long long)cfg->max_tokens_cap);
+    if (strncmp(cfg->base_url, "http://", 7) != 0 && strncmp(cfg->base_url, "https://", 8) != 0)
+        return aq_err_set(err, AQ_CONFIG, "base_url must start with http:// or https://");
+    if (!cfg->api_key || !*cfg->api_key)
+        return aq_err_set(err, AQ_CONFIG,
+                          "no API key: set ANTHROPIC_API_KEY (or --api_key, or api_key in the "
+                          "config file)");
+    return AQ_OK;
+}

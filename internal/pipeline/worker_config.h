@@ -1,0 +1,46 @@
+/* The worker's configuration: one declarative table (worker_config.c). */
+#ifndef AQ_PIPELINE_WORKER_CONFIG_H
+#define AQ_PIPELINE_WORKER_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/config.h"
+#include "queue/queue_config.h"
+
+typedef struct aq_worker_config {
+    aq_queue_config queue;
+    /* provider */
+    char *api_key;            /* secret; comma-separated for several keys */
+    char *base_url;
+    char *anthropic_version;
+    char *ca_file;
+    char *default_model;
+    char *allowed_models;     /* comma-separated; empty allows any model */
+    int64_t default_max_tokens;
+    int64_t llm_connect_timeout_ms;
+    int64_t llm_timeout_ms;
+    int64_t max_response_bytes;
+    /* task caps */
+    int64_t max_prompt_bytes;
+    int64_t max_tokens_cap;
+    /* flow */
+    int64_t concurrency;
+    int64_t fetch_batch;
+    int64_t fetch_wait_ms;
+    int64_t max_attempts;
+    int64_t retry_base_ms;
+    int64_t retry_max_ms;
+    int64_t store_timeout_ms;
+    int64_t shutdown_grace_ms;
+    /* identity and logs */
+    char *worker_name;
+    char *log_level;
+} aq_worker_config;
+
+extern const aq_option aq_worker_options[];
+
+/* Checks across options that one row cannot express. */
+aq_status aq_worker_config_validate(const aq_worker_config *cfg, aq_err *err);
+
+#endif
