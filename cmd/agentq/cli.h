@@ -1,0 +1,51 @@
+/* Shared by the `agentq` subcommands: exit codes, option parsing, connecting. */
+#ifndef AQ_CLI_H
+#define AQ_CLI_H
+
+#include <nats/nats.h>
+#include <stdbool.h>
+
+#include "core/config.h"
+#include "core/status.h"
+#include "queue/queue_config.h"
+#include "queue/queue_conn.h"
+
+/* Exit codes: scripts can tell a usage mistake from an outage from a task
+ * that failed. */
+enum {
+    CLI_OK = 0,
+    CLI_TASK_FAILED = 1,  /* a result is FAILED (or a bulk run had failures) */
+    CLI_USAGE = 2,        /* bad arguments or configuration */
+    CLI_CONNECT = 3,      /* NATS unreachable or JetStream objects missing */
+    CLI_NOT_DONE = 4,     /* not found, or timed out waiting */
+    CLI_ERROR = 5,        /* anything else */
+};
+
+/* Parse argv (argv[0] is the subcommand) into `cfg` with `opts`; handles
+ * --help and --print-config. Returns -1 to go on, else the exit code. */
+int cli_parse(const aq_option *opts, void *cfg, int argc, char **argv, const char *usage,
+              int *argi);
+
+/* Connect (and report failures on stderr). Returns CLI_OK or CLI_CONNECT. */
+int cli_connect(const aq_queue_config *q, natsConnection **nc, jsCtx **js);
+
+/* Print "agentq <cmd>: <message>" on stderr. */
+void cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Result lookups shared by get, wait and submit --wait. */
+typedef struct cli_waiter cli_waiter;
+
+int cmd_init(int argc, char **argv);
+int cmd_submit(int argc, char **argv);
+int cmd_get(int argc, char **argv);
+int cmd_wait(int argc, char **argv);
+int cmd_stats(int argc, char **argv);
+int cmd_dev(int argc, char **argv);
+
+/* Wait for the results of `ids` (watching the bucket), print each as a JSON
+ * line as it arrives when `print` is set. Returns CLI_OK when all are
+ * COMPLETED, CLI_TASK_FAILED when some FAILED, CLI_NOT_DONE on timeout. */
+int cli_wait_results(jsCtx *js, const aq_queue_config *q, char **ids, size_t n, int64_t timeout_ms,
+                     bool print, const char *cmd);
+
+#endif

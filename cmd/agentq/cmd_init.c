@@ -1,0 +1,46 @@
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "queue/queue_conn.h"
+#include "queue/queue_setup.h"
+
+typedef struct init_config {
+    aq_queue_config queue;
+} init_config;
+
+static const aq_option init_options[] = {
+    AQ_QUEUE_OPTIONS(init_config, queue),
+    AQ_OPTIONS_END,
+};
+
+static void report(void *arg, const char *kind, const char *name, const char *action)
+{
+    (void)arg;
+    printf("%-9s %-20s %s\n", kind, name, action);
+}
+
+int cmd_init(int argc, char **argv)
+{
+    init_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    natsConnection *nc = NULL;
+    jsCtx *js = NULL;
+    aq_err err;
+    int argi, rc = cli_parse(init_options, &cfg, argc, argv, "agentq init [options]", &argi);
+    if (rc >= 0)
+        goto out;
+    if ((rc = cli_connect(&cfg.queue, &nc, &js)) != CLI_OK)
+        goto out;
+    if (aq_queue_ensure(js, &cfg.queue, report, NULL, &err) != AQ_OK) {
+        cli_error("init", "%s", err.msg);
+        rc = err.status == AQ_NOT_FOUND ? CLI_CONNECT : CLI_ERROR;
+        goto out;
+    }
+    rc = CLI_OK;
+out:
+    aq_queue_disconnect(nc, js);
+    aq_config_free(init_options, &cfg);
+    return rc;
+}

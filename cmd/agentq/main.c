@@ -1,0 +1,52 @@
+/* agentq: the operator's and publisher's command line. */
+#include <nats/nats.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *help;
+} commands[] = {
+    {"init", cmd_init, "create or update the streams, consumer and results bucket"},
+    {"submit", cmd_submit, "submit one task (flags or stdin) or many (--file tasks.jsonl)"},
+    {"get", cmd_get, "print the results of task ids as JSON lines"},
+    {"wait", cmd_wait, "wait for the results of task ids"},
+    {"stats", cmd_stats, "queue depth, in-flight, dead letters, stored results"},
+    {"dev", cmd_dev, "run everything locally: nats-server, simulator, worker, sample tasks"},
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: agentq <command> [options] [args]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        fprintf(out, "  %-8s %s\n", commands[i].name, commands[i].help);
+    fprintf(out, "\n`agentq <command> --help` lists the command's options. Every option can\n"
+                 "also be set from the environment or a config file (--config FILE).\n"
+                 "exit codes: 0 ok, 1 a task failed, 2 usage, 3 cannot connect, 4 not found or\n"
+                 "timed out, 5 other error\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return CLI_USAGE;
+    }
+    if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0) {
+        usage(stdout);
+        return CLI_OK;
+    }
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+        if (strcmp(argv[1], commands[i].name) == 0) {
+            int rc = commands[i].run(argc - 1, argv + 1);
+            nats_Close();
+            return rc;
+        }
+    }
+    fprintf(stderr, "agentq: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return CLI_USAGE;
+}
