@@ -1,6 +1,7 @@
 #include "buf.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,7 +24,7 @@ static aq_status buf_reserve(aq_buf *b, size_t extra)
     size_t n = b->alloc ? b->alloc : 256;
     while (n < need)
         n *= 2;
-    if (n > b->cap + 1)
+    if (b->cap < SIZE_MAX && n > b->cap + 1)
         n = b->cap + 1;
     char *p = realloc(b->data, n);
     if (!p)

@@ -1,5 +1,7 @@
 #include "config.h"
 
+#include "text.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
@@ -124,7 +126,8 @@ static aq_status set_value(const aq_option *o, void *cfg, const char *value, con
 
     switch (o->type) {
     case AQ_OPT_STRING:
-    case AQ_OPT_SECRET: {
+    case AQ_OPT_SECRET:
+    case AQ_OPT_URLS: {
         char *copy = strdup(value);
         if (!copy)
             return aq_err_set(err, AQ_NOMEM, "out of memory");
@@ -270,6 +273,7 @@ aq_status aq_config_load(const aq_option *opts, void *cfg, int argc, char **argv
     for (i = 1; argv && i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--") == 0) {
+            argv[nopt++] = argv[i]; /* keep it, just before the arguments */
             for (i++; i < argc; i++)
                 positional[npos++] = argv[i];
             break;
@@ -295,8 +299,13 @@ aq_status aq_config_load(const aq_option *opts, void *cfg, int argc, char **argv
         const char *name = a + 2, *eq = strchr(name, '=');
         size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
         if (nlen == 6 && strncmp(name, "config", 6) == 0) {
-            if (!eq && i + 1 < argc)
+            if (!eq) {
+                if (i + 1 >= argc) {
+                    st = aq_err_set(err, AQ_CONFIG, "option --config needs a value");
+                    goto done;
+                }
                 argv[nopt++] = argv[++i];
+            }
             continue;
         }
         const aq_option *o = find_option(opts, name, nlen);
@@ -335,7 +344,7 @@ done:
 void aq_config_free(const aq_option *opts, void *cfg)
 {
     for (const aq_option *o = opts; o->name; o++) {
-        if (o->type == AQ_OPT_STRING || o->type == AQ_OPT_SECRET) {
+        if (o->type == AQ_OPT_STRING || o->type == AQ_OPT_SECRET || o->type == AQ_OPT_URLS) {
             char **p = (char **)((char *)cfg + o->offset);
             free(*p);
             *p = NULL;
@@ -355,6 +364,11 @@ static void format_value(const aq_option *o, const void *cfg, char *out, size_t 
     case AQ_OPT_SECRET: {
         const char *s = *(char *const *)field;
         snprintf(out, n, "%s", s && *s ? "<redacted>" : "");
+        break;
+    }
+    case AQ_OPT_URLS: {
+        const char *s = *(char *const *)field;
+        aq_redact_urls(s ? s : "", out, n);
         break;
     }
     case AQ_OPT_INT: snprintf(out, n, "%lld", (long long)*(const int64_t *)field); break;

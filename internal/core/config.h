@@ -20,6 +20,7 @@
 typedef enum aq_opt_type {
     AQ_OPT_STRING,   /* char *  (owned; NULL or "" when unset) */
     AQ_OPT_SECRET,   /* char *  like STRING, but printed redacted */
+    AQ_OPT_URLS,     /* char *  like STRING; printed with URL credentials redacted */
     AQ_OPT_INT,      /* int64_t */
     AQ_OPT_DURATION, /* int64_t milliseconds; "250ms", "30s", "5m", "1h"; bare number = ms */
     AQ_OPT_BYTES,    /* int64_t bytes; "512", "64KiB", "32MiB", "1GiB", "10MB" */

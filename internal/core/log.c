@@ -1,5 +1,7 @@
 #include "log.h"
 
+#include "text.h"
+
 #include <jansson.h>
 #include <pthread.h>
 #include <string.h>
@@ -13,6 +15,24 @@ static struct {
 } g_log = {"agentq", AQ_LOG_INFO, NULL, PTHREAD_MUTEX_INITIALIZER};
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
+
+#define LOG_VALUE_MAX 4096
+
+/* A JSON string of `s`, with invalid UTF-8 replaced rather than dropped: the
+ * odd bytes of a bad task are exactly what one wants to see. */
+static json_t *log_string(const char *s)
+{
+    json_t *v = json_string(s);
+    if (v)
+        return v;
+    char clean[LOG_VALUE_MAX];
+    return json_string(aq_utf8_sanitize(s, strlen(s), clean, sizeof(clean)));
+}
+
+static bool reserved_key(const char *k)
+{
+    return !strcmp(k, "ts") || !strcmp(k, "level") || !strcmp(k, "prog") || !strcmp(k, "msg");
+}
 
 void aq_log_init(const char *program, aq_log_level level, FILE *out)
 {
@@ -55,13 +75,16 @@ void aq_log_fields(aq_log_level level, const char *msg, const aq_log_field *fiel
     json_object_set_new(o, "ts", json_string(when));
     json_object_set_new(o, "level", json_string(level_names[level]));
     json_object_set_new(o, "prog", json_string(g_log.program));
-    json_object_set_new(o, "msg", json_string(msg));
+    json_object_set_new(o, "msg", log_string(msg));
     for (size_t i = 0; i < n; i++) {
         if (!fields[i].key)
             continue;
-        json_object_set_new(o, fields[i].key,
-                            fields[i].str ? json_string(fields[i].str)
-                                          : json_integer(fields[i].num));
+        char key[64];
+        /* A field may not overwrite the line's own ts/level/prog/msg. */
+        snprintf(key, sizeof(key), "%s%s", reserved_key(fields[i].key) ? "field_" : "",
+                 fields[i].key);
+        json_object_set_new(o, key,
+                            fields[i].str ? log_string(fields[i].str) : json_integer(fields[i].num));
     }
     char *line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII);
     json_decref(o);

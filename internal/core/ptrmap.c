@@ -49,6 +49,8 @@ static aq_status rehash(aq_ptrmap *m, size_t cap)
 
 aq_status aq_ptrmap_put(aq_ptrmap *m, const void *key, void *value)
 {
+    if (!key || key == TOMB) /* they mark empty and deleted slots */
+        return AQ_INVALID_ARG;
     /* Keep load (live + tombstones) under 1/2 so probes stay short. */
     if ((m->len + m->tombs + 1) * 2 > m->cap) {
         size_t cap = m->cap ? m->cap : 64;

@@ -17,6 +17,7 @@ typedef struct aq_ptrmap {
 
 void aq_ptrmap_init(aq_ptrmap *m);
 void aq_ptrmap_free(aq_ptrmap *m);
+/* NULL and (void *)1 are not valid keys (AQ_INVALID_ARG). */
 aq_status aq_ptrmap_put(aq_ptrmap *m, const void *key, void *value);
 /* Remove and return the value, or NULL if absent. */
 void *aq_ptrmap_take(aq_ptrmap *m, const void *key);

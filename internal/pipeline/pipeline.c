@@ -95,6 +95,7 @@ struct aq_pipeline {
     job *jobs; /* in flight, owned by the loop */
     size_t in_flight;
     bool stopping, cut_short, finished;
+    bool closing; /* set before we close the connection ourselves */
     aq_pipeline_stats stats; /* updated with atomics (fetcher and loop threads) */
 };
 
@@ -633,7 +634,9 @@ void aq_pipeline_shutdown(aq_pipeline *p)
 
 static void on_conn_event(void *arg, const char *what, const char *detail)
 {
-    (void)arg;
+    const aq_pipeline *p = arg;
+    if (__atomic_load_n(&p->closing, __ATOMIC_ACQUIRE))
+        return; /* our own close, not news */
     aq_log(strcmp(what, "reconnected") == 0 ? AQ_LOG_INFO : AQ_LOG_WARN, "nats connection",
            AQ_LF_S("event", what), AQ_LF_S("detail", detail));
 }
@@ -683,6 +686,7 @@ aq_status aq_pipeline_start(struct event_base *base, const aq_worker_config *cfg
 
     p->conn_opts.name = p->worker_name;
     p->conn_opts.on_event = on_conn_event;
+    p->conn_opts.event_arg = p;
     if ((st = aq_queue_connect(&cfg->queue, &p->conn_opts, &p->nc, &p->js, err)) != AQ_OK)
         goto fail;
     if ((st = aq_queue_check(p->js, &cfg->queue, err)) != AQ_OK)
@@ -764,6 +768,7 @@ void aq_pipeline_destroy(aq_pipeline *p)
     if (p->nc)
         natsConnection_FlushTimeout(p->nc, FLUSH_TIMEOUT_MS);
     /* Close first: no publish acknowledgement may arrive after this. */
+    __atomic_store_n(&p->closing, true, __ATOMIC_RELEASE);
     if (p->nc)
         natsConnection_Close(p->nc);
     aq_publisher_destroy(p->pub);

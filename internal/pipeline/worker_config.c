@@ -57,6 +57,20 @@ const aq_option aq_worker_options[] = {
     AQ_OPTIONS_END,
 };
 
+/* Is `item` one of the comma- or space-separated names in `list`? */
+static bool list_has(const char *list, const char *item)
+{
+    size_t n = strlen(item);
+    for (const char *p = list; *p;) {
+        p += strspn(p, ", ");
+        size_t len = strcspn(p, ", ");
+        if (len == n && strncmp(p, item, n) == 0)
+            return true;
+        p += len;
+    }
+    return false;
+}
+
 aq_status aq_worker_config_validate(const aq_worker_config *cfg, aq_err *err)
 {
     if (cfg->retry_base_ms > cfg->retry_max_ms)
@@ -67,6 +81,11 @@ aq_status aq_worker_config_validate(const aq_worker_config *cfg, aq_err *err)
                           (long long)cfg->default_max_tokens, (long long)cfg->max_tokens_cap);
     if (strncmp(cfg->base_url, "http://", 7) != 0 && strncmp(cfg->base_url, "https://", 8) != 0)
         return aq_err_set(err, AQ_CONFIG, "base_url must start with http:// or https://");
+    if (cfg->allowed_models && *cfg->allowed_models && !list_has(cfg->allowed_models, cfg->default_model))
+        return aq_err_set(err, AQ_CONFIG,
+                          "default_model \"%s\" is not in allowed_models: every task without a "
+                          "model would be refused",
+                          cfg->default_model);
     if (!cfg->api_key || !*cfg->api_key)
         return aq_err_set(err, AQ_CONFIG,
                           "no API key: set ANTHROPIC_API_KEY (or --api_key, or api_key in the "

@@ -41,7 +41,7 @@ typedef struct aq_queue_config {
 
 /* Option rows for a config struct `T` that embeds aq_queue_config as `m`. */
 #define AQ_QUEUE_OPTIONS(T, m)                                                                   \
-    {"nats_url", "AGENTQ_NATS_URL", AQ_OPT_STRING, "nats://127.0.0.1:4222", 0, 0,                 \
+    {"nats_url", "AGENTQ_NATS_URL", AQ_OPT_URLS, "nats://127.0.0.1:4222", 0, 0,                 \
      offsetof(T, m.nats_url), "NATS server URL(s), comma-separated (tls:// for TLS)"},            \
     {"nats_creds", "AGENTQ_NATS_CREDS", AQ_OPT_STRING, "", 0, 0, offsetof(T, m.nats_creds),       \
      "NATS credentials file (JWT and nkey seed)"},                                               \

@@ -1,23 +1,13 @@
 #include "queue_conn.h"
 
+#include "core/text.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define MAX_SERVERS 32
 #define RECONNECT_BUF_BYTES (64 * 1024 * 1024)
-
-void aq_queue_redact_url(const char *url, char *out, size_t n)
-{
-    const char *scheme = strstr(url, "://");
-    const char *start = scheme ? scheme + 3 : url;
-    const char *at = strchr(start, '@');
-    const char *slash = strchr(start, '/');
-    if (at && (!slash || at < slash))
-        snprintf(out, n, "%.*s***@%s", (int)(start - url), url, at + 1);
-    else
-        snprintf(out, n, "%s", url);
-}
 
 aq_status aq_queue_nats_error(aq_err *err, natsStatus s, jsErrCode jerr, const char *what)
 {
@@ -47,7 +37,7 @@ static void on_reconnected(natsConnection *nc, void *closure)
     const aq_queue_conn_opts *o = closure;
     char url[256] = "", safe[256];
     natsConnection_GetConnectedUrl(nc, url, sizeof(url));
-    aq_queue_redact_url(url, safe, sizeof(safe));
+    aq_redact_urls(url, safe, sizeof(safe));
     if (o->on_event)
         o->on_event(o->event_arg, "reconnected", safe);
 }
@@ -147,7 +137,7 @@ aq_status aq_queue_connect(const aq_queue_config *cfg, const aq_queue_conn_opts 
     s = natsConnection_Connect(&nc, no);
     if (s != NATS_OK) {
         char safe[512];
-        aq_queue_redact_url(cfg->nats_url, safe, sizeof(safe));
+        aq_redact_urls(cfg->nats_url, safe, sizeof(safe));
         st = aq_err_set(err, AQ_NATS_CONNECT, "cannot connect to NATS at %s: %s", safe,
                         natsStatus_GetText(s));
         goto out;

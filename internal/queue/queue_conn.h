@@ -27,9 +27,6 @@ aq_status aq_queue_connect(const aq_queue_config *cfg, const aq_queue_conn_opts 
                            natsConnection **nc_out, jsCtx **js_out, aq_err *err);
 void aq_queue_disconnect(natsConnection *nc, jsCtx *js);
 
-/* Copy `url` into `out` with any user:password@ replaced by "***@". */
-void aq_queue_redact_url(const char *url, char *out, size_t n);
-
 /* The NATS status as an aq_err message. */
 aq_status aq_queue_nats_error(aq_err *err, natsStatus s, jsErrCode jerr, const char *what);
 

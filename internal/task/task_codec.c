@@ -1,5 +1,7 @@
 #include "task_codec.h"
 
+#include "core/text.h"
+
 #include <math.h>
 #include <string.h>
 
@@ -39,46 +41,6 @@ bool aq_task_type_valid(const char *type)
     for (size_t i = 0; i < n; i++)
         if (!id_char(type[i]) || type[i] == '.' || type[i] == '=')
             return false;
-    return true;
-}
-
-/* Strict UTF-8 (no overlongs, no surrogates, max U+10FFFF): protobuf-c does
- * not check proto3 strings, and the JSON we send must be valid. */
-bool aq_utf8_valid(const char *str, size_t len)
-{
-    const unsigned char *s = (const unsigned char *)str;
-    size_t i = 0;
-    while (i < len) {
-        unsigned char c = s[i];
-        size_t n;
-        uint32_t cp;
-        if (c < 0x80) {
-            i++;
-            continue;
-        } else if ((c & 0xE0) == 0xC0) {
-            n = 1;
-            cp = c & 0x1F;
-        } else if ((c & 0xF0) == 0xE0) {
-            n = 2;
-            cp = c & 0x0F;
-        } else if ((c & 0xF8) == 0xF0) {
-            n = 3;
-            cp = c & 0x07;
-        } else {
-            return false;
-        }
-        if (len - i <= n) /* truncated sequence */
-            return false;
-        for (size_t k = 1; k <= n; k++) {
-            if ((s[i + k] & 0xC0) != 0x80)
-                return false;
-            cp = (cp << 6) | (s[i + k] & 0x3F);
-        }
-        if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
-            cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-            return false;
-        i += n + 1;
-    }
     return true;
 }
 

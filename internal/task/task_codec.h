@@ -11,6 +11,7 @@
 #include "agentq/v1/task.pb-c.h"
 #include "core/buf.h"
 #include "core/status.h"
+#include "core/text.h" /* aq_utf8_valid, for callers that check text */
 
 #define AQ_TASK_ID_MAX 128
 #define AQ_TASK_TYPE_MAX 64
@@ -33,7 +34,6 @@ void aq_task_limits_default(aq_task_limits *lim);
 bool aq_task_id_valid(const char *id);
 /* Types are subject tokens: 1..64 of [A-Za-z0-9_-]. */
 bool aq_task_type_valid(const char *type);
-bool aq_utf8_valid(const char *s, size_t len);
 
 /* Unpack the protobuf (AQ_TASK_DECODE, or AQ_TOO_BIG over the payload cap). */
 aq_status aq_task_unpack(const void *data, size_t len, const aq_task_limits *lim,

@@ -1,0 +1,20 @@
+/* Text helpers that several layers need: UTF-8 checks for what goes into
+ * JSON, and URL credential redaction for what goes into logs and output. */
+#ifndef AQ_CORE_TEXT_H
+#define AQ_CORE_TEXT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Strict UTF-8: no overlongs, no surrogates, nothing above U+10FFFF. */
+bool aq_utf8_valid(const char *s, size_t len);
+
+/* Copy `s` into `out` (size n) with every invalid byte replaced by U+FFFD,
+ * truncated at a character boundary. Returns out. */
+char *aq_utf8_sanitize(const char *s, size_t len, char *out, size_t n);
+
+/* Copy a URL, or a comma-separated list of them, with every user-info part
+ * ("user:password@", "token@") replaced by "***@". */
+void aq_redact_urls(const char *urls, char *out, size_t n);
+
+#endif

@@ -1,0 +1,291 @@
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pipeline/worker_config.h"
+
+static void clear_env(void)
+{
+    for (const aq_option *o = aq_worker_options; o->name; o++)
+        if (o->env)
+            unsetenv(o->env);
+    unsetenv("AGENTQ_CONFIG");
+}
+
+static int setup(void **state)
+{
+    aq_worker_config *cfg = calloc(1, sizeof(*cfg));
+    if (!cfg)
+        return -1;
+    clear_env();
+    *state = cfg;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    aq_worker_config *cfg = *state;
+    aq_config_free(aq_worker_options, cfg);
+    free(cfg);
+    clear_env();
+    return 0;
+}
+
+static aq_status load_args(aq_worker_config *cfg, aq_err *err, int argc, char **argv)
+{
+    aq_config_cli cli;
+    aq_config_free(aq_worker_options, cfg);
+    memset(cfg, 0, sizeof(*cfg));
+    aq_err_clear(err);
+    return aq_config_load(aq_worker_options, cfg, argc, argv, &cli, err);
+}
+
+#define LOAD(cfg, err, ...)                                                       \
+    ({                                                                            \
+        char *argv_[] = {"agentq-worker", __VA_ARGS__};                           \
+        load_args((cfg), (err), (int)(sizeof(argv_) / sizeof(argv_[0])), argv_); \
+    })
+
+static char *print_to_string(const aq_worker_config *cfg)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    assert_non_null(f);
+    aq_config_print(aq_worker_options, cfg, f);
+    fclose(f);
+    return buf;
+}
+
+static void test_table_is_well_formed(void **state)
+{
+    (void)state;
+    size_t n = 0;
+    for (const aq_option *o = aq_worker_options; o->name; o++, n++) {
+        assert_non_null(o->help);
+        assert_true(strlen(o->help) > 0);
+        assert_true(o->min <= o->max);
+        for (const aq_option *p = aq_worker_options; p < o; p++) {
+            if (strcmp(p->name, o->name) == 0)
+                fail_msg("option %s listed twice", o->name);
+            if (p->env && o->env && strcmp(p->env, o->env) == 0)
+                fail_msg("env %s used twice", o->env);
+        }
+        /* Options that hold credentials are secrets. */
+        if (strcmp(o->name, "api_key") == 0 || strcmp(o->name, "nats_password") == 0 ||
+            strcmp(o->name, "nats_token") == 0)
+            if (o->type != AQ_OPT_SECRET)
+                fail_msg("option %s should be a secret", o->name);
+    }
+    assert_true(n > 30);
+}
+
+static void test_defaults(void **state)
+{
+    aq_worker_config *cfg = *state;
+    aq_err err;
+    assert_int_equal(load_args(cfg, &err, 0, NULL), AQ_OK);
+    assert_int_equal(cfg->concurrency, 256);
+    assert_int_equal(cfg->queue.ack_wait_ms, 30000);
+    assert_int_equal(cfg->queue.results_ttl_ms, 3600000);
+    assert_string_equal(cfg->queue.task_stream, "AGENTQ_TASKS");
+    assert_string_equal(cfg->queue.consumer, "agentq-workers");
+    assert_string_equal(cfg->queue.results_bucket, "agentq-results");
+    assert_string_equal(cfg->queue.dlq_stream, "AGENTQ_DLQ");
+    assert_string_equal(cfg->queue.task_subjects, "agentq.tasks");
+    assert_string_equal(cfg->queue.dlq_subjects, "agentq.dlq");
+    assert_string_equal(cfg->queue.nats_url, "nats://127.0.0.1:4222");
+    assert_int_equal(cfg->queue.nats_timeout_ms, 5000);
+    assert_int_equal(cfg->queue.dedup_window_ms, 120000);
+    assert_int_equal(cfg->queue.max_msg_size, 4 << 20);
+    assert_int_equal(cfg->queue.stream_max_bytes, 10LL << 30);
+    assert_int_equal(cfg->queue.dlq_max_age_ms, 720LL * 3600000);
+    assert_int_equal(cfg->queue.replicas, 1);
+    assert_string_equal(cfg->api_key, "");
+    assert_string_equal(cfg->base_url, "https://api.anthropic.com");
+    assert_string_equal(cfg->anthropic_version, "2023-06-01");
+    assert_string_equal(cfg->default_model, "claude-sonnet-4-5");
+    assert_non_null(strstr(cfg->allowed_models, "claude-sonnet-4-5"));
+    assert_int_equal(cfg->default_max_tokens, 1024);
+    assert_int_equal(cfg->llm_connect_timeout_ms, 10000);
+    assert_int_equal(cfg->llm_timeout_ms, 600000);
+    assert_int_equal(cfg->max_response_bytes, 8 << 20);
+    assert_int_equal(cfg->max_prompt_bytes, 1 << 20);
+    assert_int_equal(cfg->max_tokens_cap, 64000);
+    assert_int_equal(cfg->fetch_batch, 256);
+    assert_int_equal(cfg->fetch_wait_ms, 500);
+    assert_int_equal(cfg->max_attempts, 5);
+    assert_int_equal(cfg->retry_base_ms, 1000);
+    assert_int_equal(cfg->retry_max_ms, 60000);
+    assert_int_equal(cfg->store_timeout_ms, 10000);
+    assert_int_equal(cfg->shutdown_grace_ms, 30000);
+    assert_string_equal(cfg->log_level, "info");
+}
+
+static void test_validate_needs_api_key(void **state)
+{
+    aq_worker_config *cfg = *state;
+    aq_err err;
+    assert_int_equal(load_args(cfg, &err, 0, NULL), AQ_OK);
+    assert_int_equal(aq_worker_config_validate(cfg, &err), AQ_CONFIG);
+    assert_non_null(strstr(err.msg, "ANTHROPIC_API_KEY"));
+
+    setenv("ANTHROPIC_API_KEY", "sk-ant-test", 1);
+    assert_int_equal(load_args(cfg, &err, 0, NULL), AQ_OK);
+    assert_string_equal(cfg->api_key, "sk-ant-test");
+    assert_int_equal(aq_worker_config_validate(cfg, &err), AQ_OK);
+}
+
+static void test_validate_base_url(void **state)
+{
+    aq_worker_config *cfg = *state;
+    aq_err err;
+    const char *bad[] = {"ftp://api.anthropic.com", "api.anthropic.com", "", "https:/x",
+                         "HTTPS//x"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char arg[128];
+        snprintf(arg, sizeof(arg), "--base_url=%s", bad[i]);
+        assert_int_equal(LOAD(cfg, &err, "--api_key=k", arg), AQ_OK);
+        aq_err_clear(&err);
+        assert_int_equal(aq_worker_config_validate(cfg, &err), AQ_CONFIG);
+        if (!strstr(err.msg, "base_url"))
+            fail_msg("base_url '%s': error '%s'", bad[i], err.msg);
+    }
+    const char *good[] = {"http://127.0.0.1:8080", "https://proxy.internal/anthropic"};
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        char arg[128];
+        snprintf(arg, sizeof(arg), "--base_url=%s", good[i]);
+        assert_int_equal(LOAD(cfg, &err, "--api_key=k", arg), AQ_OK);
+        assert_int_equal(aq_worker_config_validate(cfg, &err), AQ_OK);
+    }
+}
+
+static void test_validate_retry_and_tokens(void **state)
+{
+    aq_worker_config *cfg = *state;
+    aq_err err;
+    assert_int_equal(LOAD(cfg, &err, "--api_key=k", "--retry_base=2m", "--retry_max=1m"), AQ_OK);
+    assert_int_equal(aq_worker_config_validate(cfg, &err), AQ_CONFIG);
+    assert_non_null(strstr(err.msg, "retry_base"));
+    assert_non_null(strstr(err.msg, "retry_max"));
+    /* Equal is fine. */
+    assert_int_equal(LOAD(cfg, &err, "--api_key=k", "--retry_base=1m", "--retry_max=60s"), AQ_OK);
+    assert_int_equal(aq_worker_config_validate(cfg, &err), AQ_OK);
+
+    assert_int_equal(LOAD(cfg, &err, "--api_key=k", "--default_max_tokens=5000",
+                          "--max_tokens_cap=4096"),
+                     AQ_OK);
+    assert_int_equal(aq_worker_config_validate(cfg, &err), AQ_CONFIG);
+    assert_non_null(strstr(err.msg, "default_max_tokens"));
+    assert_non_null(strstr(err.msg, "max_tokens_cap"));
+    assert_int_equal(LOAD(cfg, &err, "--api_key=k", "--default_max_tokens=4096",
+                          "--max_tokens_cap=4096"),
+                     AQ_OK);
+    assert_int_equal(aq_worker_config_validate(cfg, &err), AQ_OK);
+}
+
+static void test_bad_values_are_specific(void **state)
+{
+    aq_worker_config *cfg = *state;
+    aq_err err;
+    static const struct {
+        const char *arg, *opt, *why;
+    } cases[] = {
+        {"--concurrency=0", "concurrency", "out of range"},
+        {"--concurrency=100001", "concurrency", "out of range"},
+        {"--concurrency=many", "concurrency", "not an integer"},
+        {"--ack_wait=banana", "ack_wait", "duration"},
+        {"--ack_wait=500ms", "ack_wait", "out of range"},
+        {"--results_ttl=0s", "results_ttl", "out of range"},
+        {"--max_response_bytes=lots", "max_response_bytes", "size"},
+        {"--max_response_bytes=2GiB", "max_response_bytes", "out of range"},
+        {"--replicas=7", "replicas", "out of range"},
+        {"--max_deliver=1", "max_deliver", "out of range"},
+        {"--llm_timeout=1h1s", "llm_timeout", "duration"},
+        {"--fetch_wait=5ms", "fetch_wait", "out of range"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        aq_status st = LOAD(cfg, &err, (char *)cases[i].arg);
+        assert_int_equal(st, AQ_CONFIG);
+        if (!strstr(err.msg, cases[i].opt) || !strstr(err.msg, cases[i].why) ||
+            !strstr(err.msg, "command line"))
+            fail_msg("%s: unspecific error '%s'", cases[i].arg, err.msg);
+    }
+    /* The same from the environment names the variable. */
+    setenv("AGENTQ_CONCURRENCY", "0", 1);
+    assert_int_equal(load_args(cfg, &err, 0, NULL), AQ_CONFIG);
+    assert_non_null(strstr(err.msg, "AGENTQ_CONCURRENCY"));
+    unsetenv("AGENTQ_CONCURRENCY");
+    setenv("AGENTQ_ACK_WAIT", "banana", 1);
+    assert_int_equal(load_args(cfg, &err, 0, NULL), AQ_CONFIG);
+    assert_non_null(strstr(err.msg, "ack_wait"));
+    assert_non_null(strstr(err.msg, "AGENTQ_ACK_WAIT"));
+}
+
+static void test_env_and_cli(void **state)
+{
+    aq_worker_config *cfg = *state;
+    aq_err err;
+    setenv("AGENTQ_CONCURRENCY", "32", 1);
+    setenv("AGENTQ_ACK_WAIT", "2m", 1);
+    setenv("AGENTQ_TASK_STREAM", "OTHER_TASKS", 1);
+    assert_int_equal(LOAD(cfg, &err, "--concurrency", "64"), AQ_OK);
+    assert_int_equal(cfg->concurrency, 64);
+    assert_int_equal(cfg->queue.ack_wait_ms, 120000);
+    assert_string_equal(cfg->queue.task_stream, "OTHER_TASKS");
+}
+
+static void test_print_config_redacts(void **state)
+{
+    aq_worker_config *cfg = *state;
+    aq_err err;
+    setenv("ANTHROPIC_API_KEY", "sk-ant-api03-SECRETKEY", 1);
+    setenv("AGENTQ_NATS_PASSWORD", "natsSECRETpw", 1);
+    assert_int_equal(LOAD(cfg, &err, "--nats_token=tokSECRET"), AQ_OK);
+    char *out = print_to_string(cfg);
+    assert_null(strstr(out, "SECRET"));
+    assert_non_null(strstr(out, "api_key = <redacted>\n"));
+    assert_non_null(strstr(out, "nats_password = <redacted>\n"));
+    assert_non_null(strstr(out, "nats_token = <redacted>\n"));
+    assert_non_null(strstr(out, "concurrency = 256\n"));
+    assert_non_null(strstr(out, "ack_wait = 30000ms\n"));
+    assert_non_null(strstr(out, "task_stream = AGENTQ_TASKS\n"));
+    free(out);
+}
+
+/* nats_url is AQ_OPT_URLS: `--print-config` redacts credentials in it. */
+static void test_print_config_redacts_url_credentials(void **state)
+{
+    aq_worker_config *cfg = *state;
+    aq_err err;
+    setenv("AGENTQ_NATS_URL", "nats://worker:urlSECRET@nats-0:4222", 1);
+    assert_int_equal(load_args(cfg, &err, 0, NULL), AQ_OK);
+    char *out = print_to_string(cfg);
+    assert_non_null(strstr(out, "nats-0:4222"));
+    int leaked = strstr(out, "urlSECRET") != NULL;
+    free(out);
+    assert_false(leaked);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_table_is_well_formed),
+        cmocka_unit_test_setup_teardown(test_defaults, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_validate_needs_api_key, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_validate_base_url, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_validate_retry_and_tokens, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_values_are_specific, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_env_and_cli, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_print_config_redacts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_print_config_redacts_url_credentials, setup,
+                                        teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
