@@ -1,0 +1,966 @@
+/* The HTTP side of the simulator: N worker threads, each with its own
+ * event_base and evhttp, sharing one port through SO_REUSEPORT sockets (the
+ * kernel spreads connections over them). A worker never blocks: latency is an
+ * evtimer per pending request.
+ *
+ * Every connection that sent a request has a sim_conn (found through a
+ * per-worker map keyed by the evhttp_connection, freed by evhttp's close
+ * callback). It holds the one request evhttp lets a connection have pending,
+ * its latency timer, and a read watch that notices a client giving up while we
+ * hold its request (evhttp itself stops reading while a request is pending). */
+#include "sim.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/event_struct.h> /* struct event embedded in sim_conn */
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/buf.h"
+#include "core/clock.h"
+#include "sim_random.h"
+#include "sim_ratelimit.h"
+#include "sim_request.h"
+#include "sim_stats.h"
+
+#define SIM_MAX_HEADERS_BYTES (64 * 1024) /* request line + headers of one request */
+#define SIM_LISTEN_BACKLOG 65535
+#define SIM_IDLE_TIMEOUT_S 120            /* evhttp read/write timeout per connection */
+#define SIM_TEXT_CAP ((size_t)AQ_SIM_MAX_OUTPUT_TOKENS * 4 + 4096)
+#define SIM_OUT_CAP (SIM_TEXT_CAP * 6 + 65536) /* escaped text (<= 6x) + the rest */
+#define SIM_MAX_LIST_ITEMS 4096           /* entries in the keys / models options */
+#define SIM_ID_LEN 32                     /* "req_" + 24 hex + NUL, rounded up */
+#define SIM_CONN_MAP_MIN 1024
+
+typedef enum pend_action { ACT_REPLY, ACT_DROP, ACT_STALL } pend_action;
+
+typedef struct sim_worker sim_worker;
+
+typedef struct sim_conn {
+    sim_worker *w;
+    struct evhttp_connection *evcon;
+    struct evhttp_request *pending; /* our answer is due (latency) or never (stall) */
+    pend_action action;
+    int code;
+    int64_t input_tokens, output_tokens; /* of a pending 200, for the counters */
+    int fd;
+    struct event timer; /* latency, or stall_max */
+    struct event watch; /* EOF from the client while pending */
+} sim_conn;
+
+typedef struct conn_map {
+    sim_conn **slots; /* open addressing, linear probing, power-of-two size */
+    size_t cap, n;
+} conn_map;
+
+struct sim_worker {
+    aq_sim_server *srv;
+    size_t idx;
+    struct event_base *base;
+    struct evhttp *http;
+    int listen_fd; /* owned here until evhttp takes it */
+    int wake_fd;   /* eventfd: stop */
+    struct event *wake_ev;
+    pthread_t thread;
+    bool started;
+    aq_sim_rng rng;
+    aq_buf text, out; /* reused by every request of this worker */
+    uint64_t seq;
+    conn_map conns;
+};
+
+struct aq_sim_server {
+    size_t n_workers;
+    sim_worker *workers;
+    int port;
+    aq_sim_limits limits;
+    char *models_mem;
+    const char **models;
+    size_t n_models;
+    char *keys_mem;
+    const char **keys;
+    size_t n_keys;
+    aq_sim_output_range out_range;
+    aq_sim_latency latency;
+    double fault_cum[6]; /* cumulative: 429, 500, 504, 529, drop, stall */
+    int64_t retry_after_s, stall_max_ms, max_body;
+    uint32_t nonce;
+    aq_sim_stats *stats;
+    aq_sim_ratelimit *rl;
+    bool running;
+};
+
+/* ------------------------------------------------------------ connection map */
+
+static size_t ptr_hash(const void *p)
+{
+    uint64_t x = (uint64_t)(uintptr_t)p;
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    return (size_t)x;
+}
+
+static sim_conn *map_get(conn_map *m, const struct evhttp_connection *evcon)
+{
+    if (!m->cap)
+        return NULL;
+    for (size_t i = ptr_hash(evcon) & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
+        sim_conn *c = m->slots[i];
+        if (!c)
+            return NULL;
+        if (c->evcon == evcon)
+            return c;
+    }
+}
+
+static void map_place(sim_conn **slots, size_t cap, sim_conn *c)
+{
+    size_t i = ptr_hash(c->evcon) & (cap - 1);
+    while (slots[i])
+        i = (i + 1) & (cap - 1);
+    slots[i] = c;
+}
+
+static bool map_put(conn_map *m, sim_conn *c)
+{
+    if ((m->n + 1) * 2 > m->cap) {
+        size_t cap = m->cap ? m->cap * 2 : SIM_CONN_MAP_MIN;
+        sim_conn **slots = calloc(cap, sizeof(*slots));
+        if (!slots)
+            return false;
+        for (size_t i = 0; i < m->cap; i++)
+            if (m->slots[i])
+                map_place(slots, cap, m->slots[i]);
+        free(m->slots);
+        m->slots = slots;
+        m->cap = cap;
+    }
+    map_place(m->slots, m->cap, c);
+    m->n++;
+    return true;
+}
+
+static void map_del(conn_map *m, const struct evhttp_connection *evcon)
+{
+    size_t mask = m->cap - 1, i;
+    if (!m->cap)
+        return;
+    for (i = ptr_hash(evcon) & mask; m->slots[i]; i = (i + 1) & mask)
+        if (m->slots[i]->evcon == evcon)
+            break;
+    if (!m->slots[i])
+        return;
+    m->slots[i] = NULL;
+    m->n--;
+    /* Backward-shift: re-place the rest of the cluster. */
+    for (size_t j = (i + 1) & mask; m->slots[j]; j = (j + 1) & mask) {
+        sim_conn *c = m->slots[j];
+        m->slots[j] = NULL;
+        map_place(m->slots, m->cap, c);
+    }
+}
+
+/* ------------------------------------------------------------------ helpers */
+
+static const char *reason_phrase(int code)
+{
+    switch (code) {
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 413: return "Payload Too Large";
+    case 429: return "Too Many Requests";
+    case 500: return "Internal Server Error";
+    case 504: return "Gateway Timeout";
+    case 529: return "Overloaded";
+    default: return "Error";
+    }
+}
+
+static void put_hex(char *p, uint64_t v, int digits)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (int i = digits - 1; i >= 0; i--) {
+        p[i] = hex[v & 15];
+        v >>= 4;
+    }
+}
+
+/* prefix + 8 hex of the process nonce + 2 hex of the worker + 14 hex sequence. */
+static void make_id(sim_worker *w, const char *prefix, char out[SIM_ID_LEN])
+{
+    size_t n = strlen(prefix);
+    memcpy(out, prefix, n);
+    put_hex(out + n, w->srv->nonce, 8);
+    put_hex(out + n + 8, w->idx, 2);
+    put_hex(out + n + 10, ++w->seq, 14);
+    out[n + 24] = '\0';
+}
+
+static void add_header_i64(struct evkeyvalq *h, const char *name, int64_t v)
+{
+    char num[24];
+    snprintf(num, sizeof(num), "%" PRId64, v);
+    evhttp_add_header(h, name, num);
+}
+
+static void add_ratelimit_headers(struct evkeyvalq *h, const aq_sim_rl_view *v, bool limited)
+{
+    char reset[32];
+    struct tm tm;
+    time_t t = (time_t)(v->reset_unix_ms / 1000);
+    gmtime_r(&t, &tm);
+    strftime(reset, sizeof(reset), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    add_header_i64(h, "anthropic-ratelimit-requests-limit", v->requests_limit);
+    add_header_i64(h, "anthropic-ratelimit-requests-remaining", limited ? 0 : v->requests_remaining);
+    evhttp_add_header(h, "anthropic-ratelimit-requests-reset", reset);
+    add_header_i64(h, "anthropic-ratelimit-input-tokens-limit", v->input_limit);
+    add_header_i64(h, "anthropic-ratelimit-input-tokens-remaining", v->input_remaining);
+    evhttp_add_header(h, "anthropic-ratelimit-input-tokens-reset", reset);
+    add_header_i64(h, "anthropic-ratelimit-output-tokens-limit", v->output_limit);
+    add_header_i64(h, "anthropic-ratelimit-output-tokens-remaining", v->output_remaining);
+    evhttp_add_header(h, "anthropic-ratelimit-output-tokens-reset", reset);
+    add_header_i64(h, "anthropic-ratelimit-tokens-limit", v->tokens_limit);
+    add_header_i64(h, "anthropic-ratelimit-tokens-remaining", v->tokens_remaining);
+    evhttp_add_header(h, "anthropic-ratelimit-tokens-reset", reset);
+}
+
+/* Put w->out as the body, with its content type. */
+static void set_body(sim_worker *w, struct evhttp_request *req, const char *content_type)
+{
+    evhttp_add_header(evhttp_request_get_output_headers(req), "content-type", content_type);
+    evbuffer_add(evhttp_request_get_output_buffer(req), w->out.data, w->out.len);
+}
+
+/* An API error body in w->out. */
+static void set_error(sim_worker *w, struct evhttp_request *req, const char *type, const char *msg,
+                      const char *rid)
+{
+    aq_buf_reset(&w->out);
+    if (aq_sim_render_error(&w->out, type, msg, rid) != AQ_OK) {
+        aq_buf_reset(&w->out);
+        aq_buf_append_str(&w->out, "{\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":\"\"}}");
+    }
+    set_body(w, req, "application/json");
+}
+
+/* Answer a /v1/messages request now (it counts in the status counters). */
+static void reply_messages(sim_worker *w, struct evhttp_request *req, int code, int64_t in, int64_t out)
+{
+    aq_sim_stats_response(w->srv->stats, w->idx, code, in, out);
+    evhttp_send_reply(req, code, reason_phrase(code), NULL);
+}
+
+static bool key_known(const aq_sim_server *srv, const char *key)
+{
+    for (size_t i = 0; i < srv->n_keys; i++)
+        if (strcmp(srv->keys[i], key) == 0)
+            return true;
+    return false;
+}
+
+static bool is_json_type(const char *ct)
+{
+    if (!ct)
+        return false;
+    while (*ct == ' ')
+        ct++;
+    if (strncasecmp(ct, "application/json", 16) != 0)
+        return false;
+    ct += 16;
+    return *ct == '\0' || *ct == ';' || *ct == ' ';
+}
+
+/* -------------------------------------------------- pending requests, close */
+
+static void conn_end_pending(sim_conn *c)
+{
+    event_del(&c->timer);
+    if (c->fd >= 0)
+        event_del(&c->watch);
+    if (c->pending) {
+        aq_sim_stats_end(c->w->srv->stats);
+        c->pending = NULL;
+    }
+}
+
+static void on_close(struct evhttp_connection *evcon, void *arg)
+{
+    sim_conn *c = arg;
+    struct evhttp_request *req = c->pending;
+    conn_end_pending(c);
+    /* A request evhttp already detached from the connection is ours to free;
+     * one still attached is freed with the connection. */
+    if (req && !evhttp_request_get_connection(req))
+        evhttp_request_free(req);
+    map_del(&c->w->conns, evcon);
+    aq_sim_stats_conn_close(c->w->srv->stats);
+    free(c);
+}
+
+/* Close the connection without answering; frees c (through on_close). */
+static void conn_abort(sim_conn *c)
+{
+    conn_end_pending(c);
+    evhttp_connection_free(c->evcon);
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    sim_conn *c = arg;
+    struct evhttp_request *req = c->pending;
+    (void)fd;
+    (void)what;
+    if (!req)
+        return;
+    switch (c->action) {
+    case ACT_REPLY:
+        conn_end_pending(c);
+        reply_messages(c->w, req, c->code, c->input_tokens, c->output_tokens);
+        break;
+    case ACT_DROP:
+        aq_sim_stats_dropped(c->w->srv->stats, c->w->idx);
+        conn_abort(c);
+        break;
+    case ACT_STALL: /* held for stall_max: let it go */
+        conn_abort(c);
+        break;
+    }
+}
+
+static void on_watch(evutil_socket_t fd, short what, void *arg)
+{
+    sim_conn *c = arg;
+    char ch;
+    (void)what;
+    ssize_t n = recv(fd, &ch, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n > 0)
+        return; /* the client sent more (pipelining): stop watching; the timer still ends it */
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+        event_add(&c->watch, NULL);
+        return;
+    }
+    conn_abort(c); /* EOF or reset: the client gave up */
+}
+
+static void pend(sim_conn *c, struct evhttp_request *req, pend_action a, int code, int64_t delay_ms)
+{
+    struct timeval tv = {(time_t)(delay_ms / 1000), (suseconds_t)((delay_ms % 1000) * 1000)};
+    c->pending = req;
+    c->action = a;
+    c->code = code;
+    evtimer_add(&c->timer, &tv);
+    if (c->fd >= 0)
+        event_add(&c->watch, NULL);
+}
+
+static sim_conn *conn_get(sim_worker *w, struct evhttp_connection *evcon)
+{
+    sim_conn *c = map_get(&w->conns, evcon);
+    if (!c) {
+        c = calloc(1, sizeof(*c));
+        if (!c)
+            return NULL;
+        c->w = w;
+        c->evcon = evcon;
+        c->fd = (int)bufferevent_getfd(evhttp_connection_get_bufferevent(evcon));
+        evtimer_assign(&c->timer, w->base, on_timer, c);
+        if (c->fd >= 0)
+            event_assign(&c->watch, w->base, c->fd, EV_READ, on_watch, c);
+        if (!map_put(&w->conns, c)) {
+            free(c);
+            return NULL;
+        }
+        aq_sim_stats_conn_open(w->srv->stats);
+    }
+    /* Set on every request: cheap, and right even if evhttp reused an address. */
+    evhttp_connection_set_closecb(evcon, on_close, c);
+    return c;
+}
+
+/* ------------------------------------------------------------ the handlers */
+
+static void handle_messages(sim_worker *w, sim_conn *c, struct evhttp_request *req, const char *rid)
+{
+    aq_sim_server *srv = w->srv;
+    struct evkeyvalq *ih = evhttp_request_get_input_headers(req);
+    struct evkeyvalq *oh = evhttp_request_get_output_headers(req);
+    aq_sim_request r = {0};
+    aq_sim_answer ans = {0};
+    aq_sim_rl_view view;
+    aq_err err = {0};
+    const char *etype = "invalid_request_error", *msg = NULL, *key;
+    char msg_id[SIM_ID_LEN];
+    int code = 400;
+    aq_status st;
+
+    aq_sim_stats_request(srv->stats, w->idx);
+    if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
+        code = 405;
+        msg = "Method Not Allowed: use POST /v1/messages";
+        goto fail_unauth;
+    }
+    key = evhttp_find_header(ih, "x-api-key");
+    if (!key || !*key) {
+        code = 401;
+        etype = "authentication_error";
+        msg = "x-api-key header is required";
+        goto fail_unauth;
+    }
+    if (srv->n_keys && !key_known(srv, key)) {
+        code = 401;
+        etype = "authentication_error";
+        msg = "invalid x-api-key";
+        goto fail_unauth;
+    }
+    if (!evhttp_find_header(ih, "anthropic-version")) {
+        msg = "anthropic-version: header is required";
+        goto fail;
+    }
+    if (!is_json_type(evhttp_find_header(ih, "content-type"))) {
+        msg = "content-type: must be application/json";
+        goto fail;
+    }
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(in);
+    if ((int64_t)len > srv->max_body) {
+        code = 413;
+        etype = "request_too_large";
+        msg = "Request exceeds the maximum allowed number of bytes";
+        goto fail;
+    }
+    const char *body = len ? (const char *)evbuffer_pullup(in, -1) : "";
+    if (!body) {
+        code = 500;
+        etype = "api_error";
+        msg = "out of memory";
+        goto fail;
+    }
+    if ((st = aq_sim_parse_request(body, len, &srv->limits, &r, &err)) != AQ_OK) {
+        code = aq_sim_error_http_status(st, &etype);
+        msg = err.msg;
+        goto fail;
+    }
+
+    /* A valid request: fault, answer, latency. */
+    aq_sim_stats_begin(srv->stats);
+    double u = aq_sim_rng_uniform(&w->rng);
+    pend_action action = ACT_REPLY;
+    if (u < srv->fault_cum[0]) {
+        code = 429;
+    } else if (u < srv->fault_cum[1]) {
+        code = 500;
+    } else if (u < srv->fault_cum[2]) {
+        code = 504;
+    } else if (u < srv->fault_cum[3]) {
+        code = 529;
+    } else if (u < srv->fault_cum[4]) {
+        action = ACT_DROP;
+    } else if (u < srv->fault_cum[5]) {
+        action = ACT_STALL;
+    } else {
+        code = 200;
+    }
+
+    if (action == ACT_REPLY && code == 200) {
+        if ((st = aq_sim_answer_build(&r, srv->out_range, &w->text, &ans, &err)) == AQ_OK) {
+            make_id(w, "msg_", msg_id);
+            aq_buf_reset(&w->out);
+            st = aq_sim_render_message(&w->out, &r, &ans, w->text.data, w->text.len, msg_id);
+        }
+        if (st != AQ_OK) {
+            code = 500;
+            set_error(w, req, "api_error", "the simulator could not build its answer", rid);
+            ans.input_tokens = ans.output_tokens = 0;
+        } else {
+            aq_sim_ratelimit_charge(srv->rl, key, strlen(key), ans.input_tokens, ans.output_tokens,
+                                    aq_now_unix_ms(), &view);
+            add_ratelimit_headers(oh, &view, false);
+            set_body(w, req, "application/json");
+        }
+    } else {
+        aq_sim_ratelimit_charge(srv->rl, key, strlen(key), 0, 0, aq_now_unix_ms(), &view);
+        if (code == 429) {
+            add_ratelimit_headers(oh, &view, true);
+            add_header_i64(oh, "retry-after", srv->retry_after_s);
+            set_error(w, req, "rate_limit_error",
+                      "This request would exceed your rate limit (simulated by agentq-sim)", rid);
+        } else if (code == 500) {
+            set_error(w, req, "api_error", "Internal server error (simulated by agentq-sim)", rid);
+        } else if (code == 504) {
+            set_error(w, req, "timeout_error", "Request timed out (simulated by agentq-sim)", rid);
+        } else if (code == 529) {
+            set_error(w, req, "overloaded_error", "Overloaded (simulated by agentq-sim)", rid);
+        }
+    }
+    aq_sim_request_free(&r);
+
+    if (action == ACT_STALL) {
+        aq_sim_stats_stalled(srv->stats, w->idx);
+        pend(c, req, ACT_STALL, 0, srv->stall_max_ms);
+        return;
+    }
+    int64_t delay = aq_sim_latency_sample(&srv->latency, &w->rng);
+    if (action == ACT_REPLY && delay == 0) {
+        aq_sim_stats_end(srv->stats);
+        reply_messages(w, req, code, ans.input_tokens, ans.output_tokens);
+        return;
+    }
+    /* A drop always goes through the timer: freeing the connection from inside
+     * evhttp's request callback is not safe. */
+    c->input_tokens = ans.input_tokens;
+    c->output_tokens = ans.output_tokens;
+    pend(c, req, action, code, delay);
+    return;
+
+fail:
+    aq_sim_ratelimit_charge(srv->rl, key, strlen(key), 0, 0, aq_now_unix_ms(), NULL);
+fail_unauth:
+    set_error(w, req, etype, msg, rid);
+    reply_messages(w, req, code, 0, 0);
+}
+
+static bool path_is(const char *uri, size_t len, const char *path)
+{
+    return strlen(path) == len && memcmp(uri, path, len) == 0;
+}
+
+static void on_request(struct evhttp_request *req, void *arg)
+{
+    sim_worker *w = arg;
+    aq_sim_server *srv = w->srv;
+    char rid[SIM_ID_LEN];
+    const char *uri = evhttp_request_get_uri(req);
+    size_t plen = strcspn(uri, "?#");
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    sim_conn *c = conn_get(w, evhttp_request_get_connection(req));
+
+    make_id(w, "req_", rid);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "request-id", rid);
+    if (!c) {
+        set_error(w, req, "api_error", "out of memory", rid);
+        evhttp_send_reply(req, 500, reason_phrase(500), NULL);
+        return;
+    }
+    if (path_is(uri, plen, "/v1/messages")) {
+        handle_messages(w, c, req, rid);
+        return;
+    }
+    if (path_is(uri, plen, "/healthz") && (cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD)) {
+        aq_buf_reset(&w->out);
+        aq_buf_append_str(&w->out, "ok");
+        set_body(w, req, "text/plain");
+        evhttp_send_reply(req, 200, "OK", NULL);
+        return;
+    }
+    if (path_is(uri, plen, "/sim/stats") && cmd == EVHTTP_REQ_GET) {
+        char *doc = NULL;
+        aq_err err = {0};
+        if (aq_sim_stats_json(srv->stats, srv->rl, &doc, &err) != AQ_OK) {
+            set_error(w, req, "api_error", err.msg, rid);
+            evhttp_send_reply(req, 500, reason_phrase(500), NULL);
+            return;
+        }
+        evhttp_add_header(evhttp_request_get_output_headers(req), "content-type", "application/json");
+        evbuffer_add(evhttp_request_get_output_buffer(req), doc, strlen(doc));
+        free(doc);
+        evhttp_send_reply(req, 200, "OK", NULL);
+        return;
+    }
+    if (path_is(uri, plen, "/sim/reset") && cmd == EVHTTP_REQ_POST) {
+        aq_sim_server_reset_stats(srv);
+        aq_buf_reset(&w->out);
+        aq_buf_append_str(&w->out, "{\"ok\":true}");
+        set_body(w, req, "application/json");
+        evhttp_send_reply(req, 200, "OK", NULL);
+        return;
+    }
+    if (path_is(uri, plen, "/healthz") || path_is(uri, plen, "/sim/stats") ||
+        path_is(uri, plen, "/sim/reset")) {
+        set_error(w, req, "invalid_request_error", "Method Not Allowed", rid);
+        evhttp_send_reply(req, 405, reason_phrase(405), NULL);
+        return;
+    }
+    set_error(w, req, "not_found_error", "Not Found", rid);
+    evhttp_send_reply(req, 404, reason_phrase(404), NULL);
+}
+
+/* ------------------------------------------------------------- lifecycle */
+
+static void on_wake(evutil_socket_t fd, short what, void *arg)
+{
+    sim_worker *w = arg;
+    uint64_t v;
+    (void)what;
+    if (read(fd, &v, sizeof(v)) < 0 && errno != EAGAIN) {
+        /* nothing to do: stopping anyway */
+    }
+    event_base_loopbreak(w->base);
+}
+
+static void *worker_main(void *arg)
+{
+    sim_worker *w = arg;
+    sigset_t set;
+    /* A write to a closed connection must fail with EPIPE, not kill the
+     * process; and stop signals belong to whoever started the server. */
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    event_base_dispatch(w->base);
+    return NULL;
+}
+
+static aq_status split_list(const char *s, const char *what, char **mem_out, const char ***items_out,
+                            size_t *n_out, aq_err *err)
+{
+    aq_status st = AQ_OK;
+    char *mem = NULL, *save = NULL;
+    const char **items = NULL;
+    size_t n = 0;
+
+    if (!s || !*s)
+        goto done;
+    mem = strdup(s);
+    items = calloc(SIM_MAX_LIST_ITEMS, sizeof(*items));
+    if (!mem || !items) {
+        st = aq_err_set(err, AQ_NOMEM, "out of memory");
+        goto out;
+    }
+    for (char *tok = strtok_r(mem, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        while (*tok == ' ' || *tok == '\t')
+            tok++;
+        char *e = tok + strlen(tok);
+        while (e > tok && (e[-1] == ' ' || e[-1] == '\t'))
+            *--e = '\0';
+        if (!*tok)
+            continue;
+        if (n == SIM_MAX_LIST_ITEMS) {
+            st = aq_err_set(err, AQ_CONFIG, "%s: more than %d entries", what, SIM_MAX_LIST_ITEMS);
+            goto out;
+        }
+        items[n++] = tok;
+    }
+done:
+    *mem_out = mem;
+    *items_out = items;
+    *n_out = n;
+    return AQ_OK;
+out:
+    free(mem);
+    free(items);
+    return st;
+}
+
+static aq_status parse_listen(const char *listen_addr, struct sockaddr_storage *ss, socklen_t *sslen,
+                              aq_err *err)
+{
+    char host[256];
+    const char *colon = listen_addr ? strrchr(listen_addr, ':') : NULL;
+    struct addrinfo hints = {0}, *res = NULL;
+    int rc;
+
+    if (!colon || (size_t)(colon - listen_addr) >= sizeof(host))
+        return aq_err_set(err, AQ_CONFIG, "listen: '%s' is not host:port", listen_addr ? listen_addr : "");
+    memcpy(host, listen_addr, (size_t)(colon - listen_addr));
+    host[colon - listen_addr] = '\0';
+    char *h = host;
+    if (h[0] == '[') { /* [::1]:8090 */
+        h++;
+        char *e = strchr(h, ']');
+        if (e)
+            *e = '\0';
+    }
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    rc = getaddrinfo(*h && strcmp(h, "*") != 0 ? h : NULL, colon + 1, &hints, &res);
+    if (rc != 0 || !res)
+        return aq_err_set(err, AQ_CONFIG, "listen: '%s': %s", listen_addr, gai_strerror(rc));
+    memcpy(ss, res->ai_addr, res->ai_addrlen);
+    *sslen = res->ai_addrlen;
+    freeaddrinfo(res);
+    return AQ_OK;
+}
+
+static aq_status open_listener(struct sockaddr_storage *ss, socklen_t sslen, int *out, aq_err *err)
+{
+    int one = 1, e;
+    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return aq_err_set(err, AQ_IO, "socket: %s", strerror(errno));
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
+        bind(fd, (struct sockaddr *)ss, sslen) < 0 || listen(fd, SIM_LISTEN_BACKLOG) < 0) {
+        e = errno;
+        close(fd);
+        return aq_err_set(err, AQ_IO, "cannot listen: %s", strerror(e));
+    }
+    *out = fd;
+    return AQ_OK;
+}
+
+static aq_status worker_init(aq_sim_server *srv, sim_worker *w, size_t idx, int listen_fd,
+                             uint64_t seed, aq_err *err)
+{
+    struct event_config *ec = event_config_new();
+    w->srv = srv;
+    w->idx = idx;
+    w->listen_fd = listen_fd;
+    w->wake_fd = -1;
+    aq_sim_rng_seed(&w->rng, seed ^ (0x9E3779B97F4A7C15ull * (idx + 1)));
+    aq_buf_init(&w->text, SIM_TEXT_CAP);
+    aq_buf_init(&w->out, SIM_OUT_CAP);
+    if (!ec)
+        return aq_err_set(err, AQ_NOMEM, "out of memory");
+    event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK); /* one thread per base */
+    w->base = event_base_new_with_config(ec);
+    event_config_free(ec);
+    if (!w->base)
+        return aq_err_set(err, AQ_IO, "event_base_new failed");
+    w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (w->wake_fd < 0)
+        return aq_err_set(err, AQ_IO, "eventfd: %s", strerror(errno));
+    w->wake_ev = event_new(w->base, w->wake_fd, EV_READ | EV_PERSIST, on_wake, w);
+    if (!w->wake_ev || event_add(w->wake_ev, NULL) < 0)
+        return aq_err_set(err, AQ_IO, "cannot watch the stop event");
+    w->http = evhttp_new(w->base);
+    if (!w->http)
+        return aq_err_set(err, AQ_NOMEM, "evhttp_new failed");
+    evhttp_set_gencb(w->http, on_request, w);
+    evhttp_set_max_headers_size(w->http, SIM_MAX_HEADERS_BYTES);
+    evhttp_set_max_body_size(w->http, srv->max_body);
+    evhttp_set_timeout(w->http, SIM_IDLE_TIMEOUT_S);
+    evhttp_set_allowed_methods(w->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+                                            EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+                                            EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
+    if (!evhttp_accept_socket_with_handle(w->http, listen_fd))
+        return aq_err_set(err, AQ_IO, "evhttp cannot accept on the listening socket");
+    w->listen_fd = -1; /* evhttp owns it now */
+    return AQ_OK;
+}
+
+static void worker_free(sim_worker *w)
+{
+    if (w->http)
+        evhttp_free(w->http); /* closes every connection: on_close frees each sim_conn */
+    for (size_t i = 0; i < w->conns.cap; i++) /* defensive: none should be left */
+        if (w->conns.slots[i])
+            free(w->conns.slots[i]);
+    free(w->conns.slots);
+    if (w->wake_ev)
+        event_free(w->wake_ev);
+    if (w->wake_fd >= 0)
+        close(w->wake_fd);
+    if (w->listen_fd >= 0)
+        close(w->listen_fd);
+    if (w->base)
+        event_base_free(w->base);
+    aq_buf_free(&w->text);
+    aq_buf_free(&w->out);
+}
+
+aq_status aq_sim_server_new(const aq_sim_config *cfg, aq_sim_server **out, aq_err *err)
+{
+    aq_status st = AQ_OK;
+    aq_sim_server *srv = calloc(1, sizeof(*srv));
+    struct sockaddr_storage ss;
+    socklen_t sslen = 0;
+    int64_t lat_ms;
+
+    if (!srv)
+        return aq_err_set(err, AQ_NOMEM, "out of memory");
+    if ((st = aq_sim_output_range_parse(cfg->output_tokens, &srv->out_range, err)) != AQ_OK)
+        goto out;
+    lat_ms = cfg->latency_ms ? cfg->latency_ms : cfg->latency;
+    if ((st = aq_sim_latency_init(&srv->latency, cfg->latency_dist, lat_ms, cfg->latency_max_ms,
+                                  cfg->latency_median_ms, cfg->latency_p99_ms, err)) != AQ_OK)
+        goto out;
+    const double rates[6] = {cfg->fault_429, cfg->fault_500, cfg->fault_504,
+                             cfg->fault_529, cfg->fault_drop, cfg->fault_stall};
+    double sum = 0;
+    for (int i = 0; i < 6; i++) {
+        if (!(rates[i] >= 0 && rates[i] <= 1)) {
+            st = aq_err_set(err, AQ_CONFIG, "fault rates must be in [0, 1]");
+            goto out;
+        }
+        sum += rates[i];
+        srv->fault_cum[i] = sum;
+    }
+    if (sum > 1.0 + 1e-9) {
+        st = aq_err_set(err, AQ_CONFIG, "fault rates add up to %g, more than 1", sum);
+        goto out;
+    }
+    if ((st = split_list(cfg->models, "models", &srv->models_mem, &srv->models, &srv->n_models, err)) != AQ_OK ||
+        (st = split_list(cfg->keys, "keys", &srv->keys_mem, &srv->keys, &srv->n_keys, err)) != AQ_OK)
+        goto out;
+    srv->limits.max_tokens_cap = cfg->max_tokens_cap > 0 ? cfg->max_tokens_cap : AQ_SIM_DEFAULT_MAX_TOKENS_CAP;
+    srv->limits.models = srv->models;
+    srv->limits.n_models = srv->n_models;
+    srv->retry_after_s = cfg->retry_after;
+    srv->stall_max_ms = cfg->stall_max > 0 ? cfg->stall_max : 600000;
+    srv->max_body = cfg->max_body_bytes > 0 ? cfg->max_body_bytes : 32 * 1024 * 1024;
+    uint64_t nonce_src = (uint64_t)aq_mono_us() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)srv;
+    aq_sim_rng nr;
+    aq_sim_rng_seed(&nr, nonce_src);
+    srv->nonce = (uint32_t)aq_sim_rng_next(&nr);
+
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    srv->n_workers = cfg->threads > 0 ? (size_t)cfg->threads : (size_t)(ncpu > 0 ? ncpu : 1);
+    if (srv->n_workers > AQ_SIM_MAX_THREADS)
+        srv->n_workers = AQ_SIM_MAX_THREADS;
+
+    aq_sim_rl_limits rl = {cfg->rl_requests, cfg->rl_input_tokens, cfg->rl_output_tokens};
+    if ((st = aq_sim_ratelimit_new(&rl, &srv->rl, err)) != AQ_OK ||
+        (st = aq_sim_stats_new(srv->n_workers, &srv->stats, err)) != AQ_OK)
+        goto out;
+
+    if ((st = parse_listen(cfg->listen, &ss, &sslen, err)) != AQ_OK)
+        goto out;
+    srv->workers = calloc(srv->n_workers, sizeof(*srv->workers));
+    if (!srv->workers) {
+        st = aq_err_set(err, AQ_NOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < srv->n_workers; i++) {
+        srv->workers[i].wake_fd = srv->workers[i].listen_fd = -1;
+    }
+    for (size_t i = 0; i < srv->n_workers; i++) {
+        int fd = -1;
+        if ((st = open_listener(&ss, sslen, &fd, err)) != AQ_OK) {
+            aq_err_prefix(err, "%s", cfg->listen);
+            goto out;
+        }
+        if (i == 0) { /* port 0: every other socket joins the port the first one got */
+            struct sockaddr_storage got;
+            socklen_t glen = sizeof(got);
+            getsockname(fd, (struct sockaddr *)&got, &glen);
+            in_port_t port = got.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&got)->sin6_port
+                                                       : ((struct sockaddr_in *)&got)->sin_port;
+            if (ss.ss_family == AF_INET6)
+                ((struct sockaddr_in6 *)&ss)->sin6_port = port;
+            else
+                ((struct sockaddr_in *)&ss)->sin_port = port;
+            srv->port = ntohs(port);
+        }
+        /* From here the worker owns fd (worker_free closes it). */
+        if ((st = worker_init(srv, &srv->workers[i], i, fd, (uint64_t)cfg->seed, err)) != AQ_OK)
+            goto out;
+    }
+    *out = srv;
+    srv = NULL;
+out:
+    aq_sim_server_destroy(srv);
+    return st;
+}
+
+int aq_sim_server_port(const aq_sim_server *srv)
+{
+    return srv->port;
+}
+
+int aq_sim_server_threads(const aq_sim_server *srv)
+{
+    return (int)srv->n_workers;
+}
+
+aq_status aq_sim_server_start(aq_sim_server *srv, aq_err *err)
+{
+    for (size_t i = 0; i < srv->n_workers; i++) {
+        sim_worker *w = &srv->workers[i];
+        int rc = pthread_create(&w->thread, NULL, worker_main, w);
+        if (rc != 0) {
+            aq_sim_server_stop(srv);
+            return aq_err_set(err, AQ_IO, "pthread_create: %s", strerror(rc));
+        }
+        w->started = true;
+        char name[16];
+        snprintf(name, sizeof(name), "sim-%u", (unsigned)(i % 1000));
+        pthread_setname_np(w->thread, name);
+    }
+    srv->running = true;
+    return AQ_OK;
+}
+
+void aq_sim_server_stop(aq_sim_server *srv)
+{
+    if (!srv || !srv->workers)
+        return;
+    for (size_t i = 0; i < srv->n_workers; i++) {
+        sim_worker *w = &srv->workers[i];
+        uint64_t one = 1;
+        if (w->started && write(w->wake_fd, &one, sizeof(one)) < 0) {
+            /* an eventfd write fails only on overflow: a stop is pending anyway */
+        }
+    }
+    for (size_t i = 0; i < srv->n_workers; i++) {
+        sim_worker *w = &srv->workers[i];
+        if (w->started) {
+            pthread_join(w->thread, NULL);
+            w->started = false;
+        }
+    }
+    srv->running = false;
+}
+
+void aq_sim_server_destroy(aq_sim_server *srv)
+{
+    if (!srv)
+        return;
+    aq_sim_server_stop(srv);
+    for (size_t i = 0; srv->workers && i < srv->n_workers; i++)
+        worker_free(&srv->workers[i]);
+    free(srv->workers);
+    aq_sim_stats_destroy(srv->stats);
+    aq_sim_ratelimit_destroy(srv->rl);
+    free(srv->models);
+    free(srv->models_mem);
+    free(srv->keys);
+    free(srv->keys_mem);
+    free(srv);
+}
+
+aq_status aq_sim_server_stats_json(aq_sim_server *srv, char **out, aq_err *err)
+{
+    return aq_sim_stats_json(srv->stats, srv->rl, out, err);
+}
+
+void aq_sim_server_reset_stats(aq_sim_server *srv)
+{
+    aq_sim_stats_reset(srv->stats);
+    aq_sim_ratelimit_reset(srv->rl);
+}
+
+aq_status aq_sim_raise_nofile(uint64_t *limit, aq_err *err)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return aq_err_set(err, AQ_IO, "getrlimit: %s", strerror(errno));
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+            return aq_err_set(err, AQ_IO, "setrlimit: %s", strerror(errno));
+    }
+    if (limit)
+        *limit = (uint64_t)rl.rlim_cur;
+    return AQ_OK;
+}

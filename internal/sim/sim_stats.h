@@ -1,0 +1,43 @@
+/* Counters behind GET /sim/stats. Per-thread blocks (one cache line each,
+ * written by their own thread with relaxed atomics) summed on read; the few
+ * process-wide gauges (concurrency, connections and their peaks) are shared
+ * atomics. Thread-safe. */
+#ifndef AQ_SIM_SIM_STATS_H
+#define AQ_SIM_SIM_STATS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/status.h"
+#include "sim_ratelimit.h"
+
+typedef struct aq_sim_stats aq_sim_stats;
+
+aq_status aq_sim_stats_new(size_t n_threads, aq_sim_stats **out, aq_err *err);
+void aq_sim_stats_destroy(aq_sim_stats *s);
+
+/* A POST /v1/messages arrived (requests_total). */
+void aq_sim_stats_request(aq_sim_stats *s, size_t thread);
+/* A response was sent with this status; tokens only for 200s. */
+void aq_sim_stats_response(aq_sim_stats *s, size_t thread, int http_status, int64_t input_tokens,
+                           int64_t output_tokens);
+void aq_sim_stats_dropped(aq_sim_stats *s, size_t thread);
+void aq_sim_stats_stalled(aq_sim_stats *s, size_t thread);
+/* Requests in flight (validated, not yet answered or given up). */
+void aq_sim_stats_begin(aq_sim_stats *s);
+void aq_sim_stats_end(aq_sim_stats *s);
+void aq_sim_stats_conn_open(aq_sim_stats *s);
+void aq_sim_stats_conn_close(aq_sim_stats *s);
+
+typedef struct aq_sim_stats_snapshot {
+    uint64_t requests_total, dropped, stalled, input_tokens_total, output_tokens_total;
+    int64_t concurrent_requests, peak_concurrent_requests, connections_open, peak_connections;
+} aq_sim_stats_snapshot;
+
+void aq_sim_stats_read(aq_sim_stats *s, aq_sim_stats_snapshot *out);
+/* The /sim/stats document (caller frees); rl adds requests per key id (may be NULL). */
+aq_status aq_sim_stats_json(aq_sim_stats *s, aq_sim_ratelimit *rl, char **out, aq_err *err);
+/* Zero the counters; peaks restart from the current gauges. */
+void aq_sim_stats_reset(aq_sim_stats *s);
+
+#endif

@@ -1,0 +1,461 @@
+/* agentq-sim over real HTTP: the server runs in this process on port 0 (its
+ * own worker threads) and libcurl talks to it. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <curl/curl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "core/buf.h"
+#include "core/clock.h"
+#include "core/config.h"
+#include "sim/sim.h"
+
+#define RESP_BODY_CAP (1024 * 1024)
+
+typedef struct resp {
+    CURLcode rc;
+    long code;
+    aq_buf body;
+    char request_id[64];
+    char content_type[64];
+    char retry_after[16];
+    char rl_requests_limit[32];
+    char rl_tokens_reset[40];
+} resp;
+
+typedef struct sim {
+    aq_sim_config cfg;
+    aq_sim_server *srv;
+    char base[64];
+    CURL *h; /* one handle: keep-alive across requests */
+} sim;
+
+static void header_value(const char *line, size_t n, const char *name, char *out, size_t cap)
+{
+    size_t len = strlen(name);
+    if (n <= len + 1 || strncasecmp(line, name, len) != 0 || line[len] != ':')
+        return;
+    const char *v = line + len + 1;
+    size_t vn = n - len - 1;
+    while (vn && (*v == ' '))
+        v++, vn--;
+    while (vn && (v[vn - 1] == '\r' || v[vn - 1] == '\n'))
+        vn--;
+    snprintf(out, cap, "%.*s", (int)vn, v);
+}
+
+static size_t on_header(char *line, size_t size, size_t nitems, void *arg)
+{
+    resp *r = arg;
+    size_t n = size * nitems;
+    header_value(line, n, "request-id", r->request_id, sizeof(r->request_id));
+    header_value(line, n, "content-type", r->content_type, sizeof(r->content_type));
+    header_value(line, n, "retry-after", r->retry_after, sizeof(r->retry_after));
+    header_value(line, n, "anthropic-ratelimit-requests-limit", r->rl_requests_limit, sizeof(r->rl_requests_limit));
+    header_value(line, n, "anthropic-ratelimit-tokens-reset", r->rl_tokens_reset, sizeof(r->rl_tokens_reset));
+    return n;
+}
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
+{
+    resp *r = arg;
+    return aq_buf_append(&r->body, data, size * nmemb) == AQ_OK ? size * nmemb : 0;
+}
+
+/* Headers: NULL-terminated list of "name: value" ("name:" removes a default). */
+static void http(sim *s, const char *method, const char *path, const char *const *headers,
+                 const char *body, long timeout_ms, resp *r)
+{
+    char url[256];
+    struct curl_slist *hl = NULL;
+    memset(r, 0, sizeof(*r));
+    aq_buf_init(&r->body, RESP_BODY_CAP);
+    snprintf(url, sizeof(url), "%s%s", s->base, path);
+    for (size_t i = 0; headers && headers[i]; i++)
+        hl = curl_slist_append(hl, headers[i]);
+    hl = curl_slist_append(hl, "Expect:");
+    curl_easy_reset(s->h);
+    curl_easy_setopt(s->h, CURLOPT_URL, url);
+    curl_easy_setopt(s->h, CURLOPT_CUSTOMREQUEST, method);
+    if (body) {
+        curl_easy_setopt(s->h, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(s->h, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+    }
+    curl_easy_setopt(s->h, CURLOPT_HTTPHEADER, hl);
+    curl_easy_setopt(s->h, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(s->h, CURLOPT_HEADERDATA, r);
+    curl_easy_setopt(s->h, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(s->h, CURLOPT_WRITEDATA, r);
+    curl_easy_setopt(s->h, CURLOPT_TIMEOUT_MS, timeout_ms > 0 ? timeout_ms : 10000L);
+    curl_easy_setopt(s->h, CURLOPT_NOSIGNAL, 1L);
+    r->rc = curl_easy_perform(s->h);
+    curl_easy_getinfo(s->h, CURLINFO_RESPONSE_CODE, &r->code);
+    curl_slist_free_all(hl);
+}
+
+static void resp_free(resp *r)
+{
+    aq_buf_free(&r->body);
+}
+
+static const char *const api_headers[] = {"x-api-key: k1", "anthropic-version: 2023-06-01",
+                                          "content-type: application/json", NULL};
+
+/* Start a simulator with the defaults plus "name=value" overrides. */
+static sim *sim_start(const char *const *overrides)
+{
+    sim *s = calloc(1, sizeof(*s));
+    aq_err err = {0};
+    assert_non_null(s);
+    assert_int_equal(aq_config_load(aq_sim_options, &s->cfg, 0, NULL, NULL, &err), AQ_OK);
+    assert_int_equal(aq_config_set(aq_sim_options, &s->cfg, "listen", "127.0.0.1:0", "test", &err), AQ_OK);
+    assert_int_equal(aq_config_set(aq_sim_options, &s->cfg, "threads", "2", "test", &err), AQ_OK);
+    for (size_t i = 0; overrides && overrides[i]; i += 2)
+        if (aq_config_set(aq_sim_options, &s->cfg, overrides[i], overrides[i + 1], "test", &err) != AQ_OK)
+            fail_msg("%s", err.msg);
+    if (aq_sim_server_new(&s->cfg, &s->srv, &err) != AQ_OK || aq_sim_server_start(s->srv, &err) != AQ_OK)
+        fail_msg("cannot start the simulator: %s", err.msg);
+    assert_true(aq_sim_server_port(s->srv) > 0);
+    snprintf(s->base, sizeof(s->base), "http://127.0.0.1:%d", aq_sim_server_port(s->srv));
+    s->h = curl_easy_init();
+    assert_non_null(s->h);
+    return s;
+}
+
+static void sim_stop(sim *s)
+{
+    curl_easy_cleanup(s->h);
+    aq_sim_server_destroy(s->srv);
+    aq_config_free(aq_sim_options, &s->cfg);
+    free(s);
+}
+
+static json_t *stats(sim *s)
+{
+    resp r;
+    http(s, "GET", "/sim/stats", NULL, NULL, 0, &r);
+    assert_int_equal(r.code, 200);
+    json_t *doc = json_loads(r.body.data, 0, NULL);
+    assert_non_null(doc);
+    resp_free(&r);
+    return doc;
+}
+
+static json_int_t stat_int(json_t *doc, const char *name)
+{
+    return json_integer_value(json_object_get(doc, name));
+}
+
+static json_int_t by_status(json_t *doc, const char *code)
+{
+    return json_integer_value(json_object_get(json_object_get(doc, "by_status"), code));
+}
+
+static void assert_api_error(resp *r, long code, const char *type, const char *msg_part)
+{
+    if (r->code != code)
+        fail_msg("status %ld, wanted %ld: %s", r->code, code, r->body.data ? r->body.data : "");
+    assert_true(strncmp(r->request_id, "req_", 4) == 0);
+    assert_string_equal(r->content_type, "application/json");
+    json_t *doc = json_loads(r->body.data, 0, NULL);
+    assert_non_null(doc);
+    assert_string_equal(json_string_value(json_object_get(doc, "type")), "error");
+    json_t *e = json_object_get(doc, "error");
+    assert_string_equal(json_string_value(json_object_get(e, "type")), type);
+    const char *m = json_string_value(json_object_get(e, "message"));
+    if (!m || !strstr(m, msg_part))
+        fail_msg("message '%s' lacks '%s'", m ? m : "(none)", msg_part);
+    assert_string_equal(json_string_value(json_object_get(doc, "request_id")), r->request_id);
+    json_decref(doc);
+}
+
+#define HELLO "{\"model\":\"claude-haiku-4-5\",\"max_tokens\":64,\"messages\":[{\"role\":\"user\",\"content\":\"hi there\"}]}"
+
+static void test_http_success_and_errors(void **state)
+{
+    (void)state;
+    static const char *const opts[] = {"keys", "k1,k2", NULL};
+    sim *s = sim_start(opts);
+    resp r, r2;
+    long connects = -1;
+
+    http(s, "POST", "/sim/reset", NULL, "", 0, &r);
+    assert_int_equal(r.code, 200);
+    resp_free(&r);
+
+    /* success */
+    http(s, "POST", "/v1/messages", api_headers, HELLO, 0, &r);
+    assert_int_equal(r.rc, CURLE_OK);
+    assert_int_equal(r.code, 200);
+    assert_true(strncmp(r.request_id, "req_", 4) == 0);
+    assert_string_equal(r.content_type, "application/json");
+    assert_string_equal(r.rl_requests_limit, "4000");
+    assert_int_equal(strlen(r.rl_tokens_reset), 20); /* 2026-01-01T00:00:00Z */
+    json_t *doc = json_loads(r.body.data, 0, NULL);
+    assert_non_null(doc);
+    assert_true(strncmp(json_string_value(json_object_get(doc, "id")), "msg_", 4) == 0);
+    assert_string_equal(json_string_value(json_object_get(doc, "model")), "claude-haiku-4-5");
+    const char *text = json_string_value(json_object_get(json_array_get(json_object_get(doc, "content"), 0), "text"));
+    assert_true(strncmp(text, "echo: hi there | ", 17) == 0);
+    assert_int_equal(strlen(text), 160);
+    assert_string_equal(json_string_value(json_object_get(doc, "stop_reason")), "end_turn");
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(doc, "usage"), "input_tokens")), 6);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(doc, "usage"), "output_tokens")), 40);
+
+    /* same request again: same text, on the same connection */
+    http(s, "POST", "/v1/messages", api_headers, HELLO, 0, &r2);
+    assert_int_equal(r2.code, 200);
+    curl_easy_getinfo(s->h, CURLINFO_NUM_CONNECTS, &connects);
+    assert_int_equal(connects, 0);
+    json_t *doc2 = json_loads(r2.body.data, 0, NULL);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(doc2, "content"), 0), "text")), text);
+    assert_string_not_equal(r.request_id, r2.request_id);
+    json_decref(doc);
+    json_decref(doc2);
+    resp_free(&r);
+    resp_free(&r2);
+
+    /* 400s */
+    http(s, "POST", "/v1/messages", api_headers, "{not json", 0, &r);
+    assert_api_error(&r, 400, "invalid_request_error", "not valid JSON");
+    resp_free(&r);
+    http(s, "POST", "/v1/messages", api_headers,
+         "{\"model\":\"claude-haiku-4-5\",\"max_tokens\":0,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", 0, &r);
+    assert_api_error(&r, 400, "invalid_request_error", "max_tokens");
+    resp_free(&r);
+    static const char *const no_version[] = {"x-api-key: k1", "content-type: application/json", NULL};
+    http(s, "POST", "/v1/messages", no_version, HELLO, 0, &r);
+    assert_api_error(&r, 400, "invalid_request_error", "anthropic-version");
+    resp_free(&r);
+    static const char *const text_type[] = {"x-api-key: k1", "anthropic-version: 2023-06-01", "content-type: text/plain", NULL};
+    http(s, "POST", "/v1/messages", text_type, HELLO, 0, &r);
+    assert_api_error(&r, 400, "invalid_request_error", "content-type");
+    resp_free(&r);
+
+    /* 401s */
+    static const char *const no_key[] = {"anthropic-version: 2023-06-01", "content-type: application/json", NULL};
+    http(s, "POST", "/v1/messages", no_key, HELLO, 0, &r);
+    assert_api_error(&r, 401, "authentication_error", "x-api-key");
+    resp_free(&r);
+    static const char *const bad_key[] = {"x-api-key: k3", "anthropic-version: 2023-06-01", "content-type: application/json", NULL};
+    http(s, "POST", "/v1/messages", bad_key, HELLO, 0, &r);
+    assert_api_error(&r, 401, "authentication_error", "invalid x-api-key");
+    resp_free(&r);
+
+    /* 404s */
+    http(s, "POST", "/v1/messages", api_headers,
+         "{\"model\":\"claude-nope\",\"max_tokens\":5,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", 0, &r);
+    assert_api_error(&r, 404, "not_found_error", "model: claude-nope");
+    resp_free(&r);
+    http(s, "GET", "/v2/nothing", NULL, NULL, 0, &r);
+    assert_api_error(&r, 404, "not_found_error", "Not Found");
+    resp_free(&r);
+
+    /* 405 */
+    http(s, "GET", "/v1/messages", api_headers, NULL, 0, &r);
+    assert_api_error(&r, 405, "invalid_request_error", "POST");
+    resp_free(&r);
+
+    http(s, "GET", "/healthz", NULL, NULL, 0, &r);
+    assert_int_equal(r.code, 200);
+    assert_string_equal(r.body.data, "ok");
+    resp_free(&r);
+
+    /* the counters saw all of it; the key appears only as its id */
+    doc = stats(s);
+    assert_int_equal(stat_int(doc, "requests_total"), 10); /* /v2/nothing is not an API request */
+    assert_int_equal(by_status(doc, "200"), 2);
+    assert_int_equal(by_status(doc, "400"), 4);
+    assert_int_equal(by_status(doc, "401"), 2);
+    assert_int_equal(by_status(doc, "404"), 1);
+    assert_int_equal(by_status(doc, "405"), 1);
+    assert_int_equal(stat_int(doc, "input_tokens_total"), 12);
+    assert_int_equal(stat_int(doc, "output_tokens_total"), 80);
+    assert_int_equal(stat_int(doc, "concurrent_requests"), 0);
+    assert_true(stat_int(doc, "peak_concurrent_requests") >= 1);
+    assert_true(stat_int(doc, "connections_open") >= 1);
+    assert_true(stat_int(doc, "peak_connections") >= 1);
+    json_t *keys = json_object_get(doc, "requests_by_key");
+    assert_int_equal(json_object_size(keys), 1);
+    assert_null(json_object_get(keys, "k1"));
+    /* k1 passed authentication 7 times (2 successes, 4 x 400, 1 x 404) */
+    json_t *v;
+    const char *id;
+    json_object_foreach(keys, id, v) {
+        assert_int_equal(strlen(id), 8);
+        assert_int_equal(json_integer_value(v), 7);
+    }
+    char *dump = json_dumps(doc, 0);
+    assert_null(strstr(dump, "\"k1\""));
+    free(dump);
+    json_decref(doc);
+
+    http(s, "POST", "/sim/reset", NULL, "", 0, &r);
+    resp_free(&r);
+    doc = stats(s);
+    assert_int_equal(stat_int(doc, "requests_total"), 0);
+    assert_int_equal(json_object_size(json_object_get(doc, "by_status")), 0);
+    json_decref(doc);
+    sim_stop(s);
+}
+
+static void test_http_faults_and_latency(void **state)
+{
+    (void)state;
+    resp r;
+
+    /* every request a 429 with retry-after and rate-limit headers */
+    static const char *const f429[] = {"fault_429", "1", "retry_after", "7", NULL};
+    sim *s = sim_start(f429);
+    http(s, "POST", "/v1/messages", api_headers, HELLO, 0, &r);
+    assert_api_error(&r, 429, "rate_limit_error", "rate limit");
+    assert_string_equal(r.retry_after, "7");
+    assert_string_equal(r.rl_requests_limit, "4000");
+    resp_free(&r);
+    sim_stop(s);
+
+    static const char *const f529[] = {"fault_529", "1", NULL};
+    s = sim_start(f529);
+    http(s, "POST", "/v1/messages", api_headers, HELLO, 0, &r);
+    assert_api_error(&r, 529, "overloaded_error", "Overloaded");
+    resp_free(&r);
+    /* invalid requests are still 400, faults apply to valid ones */
+    http(s, "POST", "/v1/messages", api_headers, "{}", 0, &r);
+    assert_int_equal(r.code, 400);
+    resp_free(&r);
+    sim_stop(s);
+
+    /* latency */
+    static const char *const slow[] = {"latency", "300ms", NULL};
+    s = sim_start(slow);
+    int64_t t0 = aq_mono_ms();
+    http(s, "POST", "/v1/messages", api_headers, HELLO, 0, &r);
+    int64_t took = aq_mono_ms() - t0;
+    assert_int_equal(r.code, 200);
+    assert_true(took >= 290 && took < 3000);
+    resp_free(&r);
+    sim_stop(s);
+
+    /* drop: the connection closes with no answer */
+    static const char *const drop[] = {"fault_drop", "1", NULL};
+    s = sim_start(drop);
+    http(s, "POST", "/v1/messages", api_headers, HELLO, 0, &r);
+    assert_int_equal(r.rc, CURLE_GOT_NOTHING);
+    resp_free(&r);
+    json_t *doc = stats(s);
+    assert_int_equal(stat_int(doc, "dropped"), 1);
+    assert_int_equal(stat_int(doc, "concurrent_requests"), 0);
+    json_decref(doc);
+    sim_stop(s);
+
+    /* stall: never answered; when the client gives up the server lets go too */
+    static const char *const stall[] = {"fault_stall", "1", NULL};
+    s = sim_start(stall);
+    http(s, "POST", "/v1/messages", api_headers, HELLO, 300, &r);
+    assert_int_equal(r.rc, CURLE_OPERATION_TIMEDOUT);
+    resp_free(&r);
+    json_int_t concurrent = -1;
+    for (int i = 0; i < 100 && concurrent != 0; i++) {
+        doc = stats(s);
+        assert_int_equal(stat_int(doc, "stalled"), 1);
+        concurrent = stat_int(doc, "concurrent_requests");
+        json_decref(doc);
+        if (concurrent)
+            usleep(20000);
+    }
+    assert_int_equal(concurrent, 0);
+    sim_stop(s);
+
+    /* stop with a request still held: no leak, no hang */
+    s = sim_start(stall);
+    CURLM *m = curl_multi_init();
+    CURL *e = curl_easy_init();
+    struct curl_slist *hl = NULL;
+    char url[128];
+    int running = 0;
+    snprintf(url, sizeof(url), "%s/v1/messages", s->base);
+    for (size_t i = 0; api_headers[i]; i++)
+        hl = curl_slist_append(hl, api_headers[i]);
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, HELLO);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, hl);
+    curl_multi_add_handle(m, e);
+    for (int i = 0; i < 50; i++) {
+        curl_multi_perform(m, &running);
+        curl_multi_poll(m, NULL, 0, 10, NULL);
+    }
+    doc = stats(s);
+    assert_int_equal(stat_int(doc, "concurrent_requests"), 1);
+    json_decref(doc);
+    sim_stop(s);
+    curl_multi_remove_handle(m, e);
+    curl_easy_cleanup(e);
+    curl_multi_cleanup(m);
+    curl_slist_free_all(hl);
+}
+
+static void test_http_body_cap(void **state)
+{
+    (void)state;
+    static const char *const small[] = {"max_body_bytes", "1KiB", NULL};
+    sim *s = sim_start(small);
+    resp r;
+    char *big = malloc(4096);
+    memset(big, 'a', 4095);
+    big[4095] = '\0';
+    memcpy(big, "{\"x\":\"", 6);
+    http(s, "POST", "/v1/messages", api_headers, big, 0, &r);
+    assert_int_equal(r.code, 413);
+    resp_free(&r);
+    free(big);
+    /* the server is still fine */
+    http(s, "POST", "/v1/messages", api_headers, HELLO, 0, &r);
+    assert_int_equal(r.code, 200);
+    resp_free(&r);
+    sim_stop(s);
+}
+
+static void test_bad_config_is_refused(void **state)
+{
+    (void)state;
+    aq_sim_config cfg = {0};
+    aq_sim_server *srv = NULL;
+    aq_err err = {0};
+    assert_int_equal(aq_config_load(aq_sim_options, &cfg, 0, NULL, NULL, &err), AQ_OK);
+    aq_config_set(aq_sim_options, &cfg, "listen", "127.0.0.1:0", "test", &err);
+    aq_config_set(aq_sim_options, &cfg, "fault_500", "0.7", "test", &err);
+    aq_config_set(aq_sim_options, &cfg, "fault_529", "0.7", "test", &err);
+    assert_int_equal(aq_sim_server_new(&cfg, &srv, &err), AQ_CONFIG);
+    assert_null(srv);
+    aq_config_set(aq_sim_options, &cfg, "fault_529", "0", "test", &err);
+    aq_config_set(aq_sim_options, &cfg, "output_tokens", "5-2", "test", &err);
+    assert_int_equal(aq_sim_server_new(&cfg, &srv, &err), AQ_CONFIG);
+    aq_config_set(aq_sim_options, &cfg, "output_tokens", "40", "test", &err);
+    aq_config_set(aq_sim_options, &cfg, "listen", "nonsense", "test", &err);
+    assert_int_equal(aq_sim_server_new(&cfg, &srv, &err), AQ_CONFIG);
+    aq_sim_server_destroy(NULL);
+    aq_config_free(aq_sim_options, &cfg);
+}
+
+int main(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_http_success_and_errors),
+        cmocka_unit_test(test_http_faults_and_latency),
+        cmocka_unit_test(test_http_body_cap),
+        cmocka_unit_test(test_bad_config_is_refused),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    curl_global_cleanup();
+    return rc;
+}
