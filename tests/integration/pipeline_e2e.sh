@@ -30,6 +30,11 @@ wait_until 10 test "$(stat_of tasks_in_stream)" = 0 || fail "task stream not emp
 calls=$(sim_stats | jq '.requests_total')
 [ "$calls" -eq "$N" ] || fail "the simulator saw $calls calls for $N tasks"
 
+# The README's C publisher example, built with the project, works as written.
+"$AQ_BIN/examples/c-publisher/agentq-example-publish" "$AGENTQ_NATS_URL" c-example-1 "hello from C" \
+    > "$T/c-example.out" || fail "C example: $(cat "$T/c-example.out")"
+grep -q "^completed: echo: hello from C |" "$T/c-example.out" || fail "C example: $(cat "$T/c-example.out")"
+
 rate=$(awk -v n="$N" -v a="$start" -v b="$end" 'BEGIN { print n / (b - a) }')
 printf 'pipeline_e2e: %d tasks, %d completed, %d LLM calls, %.0f tasks/s (submit to last result)\n' \
     "$N" "$completed" "$calls" "$rate"
