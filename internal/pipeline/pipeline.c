@@ -55,6 +55,7 @@ typedef struct job {
     aq_buf request;
     aq_llm_call *call;
     uint64_t llm_latency_ms;
+    int64_t retry_after_ms; /* the provider's retry-after, -1 when absent */
     char request_id[128];
 
     /* outcome */
@@ -158,6 +159,7 @@ static void on_fetched(void *ctx, natsMsg *msg)
     }
     j->p = p;
     j->msg = msg;
+    j->retry_after_ms = -1;
     aq_buf_init(&j->request, p->cfg->max_prompt_bytes + REQUEST_BODY_SLACK);
     aq_buf_init(&j->packed, (size_t)p->cfg->queue.max_msg_size);
     jsMsgMetaData *meta = NULL;
@@ -269,6 +271,7 @@ static void on_llm_done(void *ctx, const aq_llm_call_result *res)
     j->call = NULL;
     j->llm_latency_ms = (uint64_t)(res->latency_us / 1000);
     j->http_status = res->http_status;
+    j->retry_after_ms = res->retry_after_ms;
     snprintf(j->request_id, sizeof(j->request_id), "%s", res->request_id ? res->request_id : "");
 
     if (res->transport != AQ_OK) {
@@ -404,7 +407,15 @@ static void store_result(job *j)
     j->stage = STAGE_STORING;
     fill_result(j, &r, &u, &e);
     if (aq_result_pack(&r, &j->packed, &err) != AQ_OK) {
-        /* Only an oversized output can do this: keep the reason, drop the text. */
+        /* Only a huge output can do this. Storing it without its text would
+         * be a silent loss: fail the task, loudly, with a small Result. */
+        aq_err_prefix(&err, "result for the bucket (max_msg_size)");
+        if (j->outcome == AQ_OK) {
+            aq_llm_response_free(&j->response);
+            j->have_response = false;
+            job_dead_letter(j, AQ_TOO_BIG, &err);
+            return;
+        }
         r.output = (char *)"";
         aq_result_pack(&r, &j->packed, &err);
     }
@@ -533,9 +544,10 @@ static void job_dispose(job *j, aq_status st, const aq_err *err)
         job_retry_later(j, st, err, backoff_ms(cfg, j->delivered));
         return;
     case AQ_DISP_DEFER:
-        /* The provider said when; otherwise back off. Full semantics
-         * (deferrals that never use up the failure budget) come later. */
-        job_retry_later(j, st, err, backoff_ms(cfg, j->delivered));
+        /* The provider said when; otherwise back off. Still to come: keeping
+         * deferrals out of MaxDeliver's count (they use up deliveries now). */
+        job_retry_later(j, st, err,
+                        j->retry_after_ms > 0 ? j->retry_after_ms : backoff_ms(cfg, j->delivered));
         return;
     }
 }
@@ -659,6 +671,8 @@ aq_status aq_pipeline_start(struct event_base *base, const aq_worker_config *cfg
         return aq_err_set(err, AQ_NOMEM, "pipeline: out of memory");
     p->base = base;
     p->cfg = cfg;
+    /* Per-process jitter: workers started together must not retry together. */
+    srandom((unsigned)(aq_now_unix_ms() ^ ((int64_t)getpid() << 16)));
     aq_task_limits_default(&p->limits);
     p->limits.max_payload_bytes = (size_t)cfg->queue.max_msg_size;
     p->limits.max_prompt_bytes = (size_t)cfg->max_prompt_bytes;

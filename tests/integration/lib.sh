@@ -93,6 +93,9 @@ start_worker() {
 agentq() { "$AGENTQ" "$@"; }
 
 stat_of() { "$AGENTQ" stats --json | jq -r ".$1"; }
+# Predicates for wait_until: they read the stats afresh on every poll.
+stat_is() { [ "$(stat_of "$1")" = "$2" ]; }
+stat_at_least() { [ "$(stat_of "$1")" -ge "$2" ]; }
 
 # N tasks of a type as JSONL: ids <prefix>-<i>, prompt "prompt <prefix> <i>".
 make_tasks() {

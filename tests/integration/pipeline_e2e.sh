@@ -25,7 +25,7 @@ wrong=$(jq -r '. as $r | select(($r.output | startswith("echo: prompt \($r.id | 
 jq -s -e 'all(.usage.input_tokens > 0 and .usage.output_tokens > 0 and .model != "" and .worker != "")' \
     "$T/results.jsonl" > /dev/null || fail "usage, model or worker missing"
 
-wait_until 10 test "$(stat_of tasks_in_stream)" = 0 || fail "task stream not empty: $(agentq stats --json)"
+wait_until 10 stat_is tasks_in_stream 0 || fail "task stream not empty: $(agentq stats --json)"
 [ "$(stat_of dead_letters)" = 0 ] || fail "dead letters: $(stat_of dead_letters)"
 calls=$(sim_stats | jq '.requests_total')
 [ "$calls" -eq "$N" ] || fail "the simulator saw $calls calls for $N tasks"
