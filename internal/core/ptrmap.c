@@ -84,6 +84,18 @@ aq_status aq_ptrmap_put(aq_ptrmap *m, const void *key, void *value)
     }
 }
 
+void *aq_ptrmap_get(const aq_ptrmap *m, const void *key)
+{
+    if (!m->cap)
+        return NULL;
+    for (size_t i = slot_of(m, key);; i = (i + 1) & (m->cap - 1)) {
+        if (!m->slots[i].key)
+            return NULL;
+        if (m->slots[i].key == key)
+            return m->slots[i].value;
+    }
+}
+
 void *aq_ptrmap_take(aq_ptrmap *m, const void *key)
 {
     if (!m->cap)

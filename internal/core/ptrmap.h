@@ -19,6 +19,8 @@ void aq_ptrmap_init(aq_ptrmap *m);
 void aq_ptrmap_free(aq_ptrmap *m);
 /* NULL and (void *)1 are not valid keys (AQ_INVALID_ARG). */
 aq_status aq_ptrmap_put(aq_ptrmap *m, const void *key, void *value);
+/* The value, or NULL if absent. */
+void *aq_ptrmap_get(const aq_ptrmap *m, const void *key);
 /* Remove and return the value, or NULL if absent. */
 void *aq_ptrmap_take(aq_ptrmap *m, const void *key);
 size_t aq_ptrmap_len(const aq_ptrmap *m);

@@ -37,6 +37,11 @@ static size_t utf8_seq(const unsigned char *s, size_t len)
     return n + 1;
 }
 
+size_t aq_utf8_seq_len(const char *s, size_t len)
+{
+    return len ? utf8_seq((const unsigned char *)s, len) : 0;
+}
+
 bool aq_utf8_valid(const char *str, size_t len)
 {
     const unsigned char *s = (const unsigned char *)str;

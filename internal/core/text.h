@@ -6,6 +6,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+/* Length of the valid UTF-8 character at s[0..len), or 0 if it is not one. */
+size_t aq_utf8_seq_len(const char *s, size_t len);
+
 /* Strict UTF-8: no overlongs, no surrogates, nothing above U+10FFFF. */
 bool aq_utf8_valid(const char *s, size_t len);
 

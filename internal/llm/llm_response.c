@@ -1,5 +1,7 @@
 #include "llm_response.h"
 
+#include "core/text.h"
+
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,27 +14,6 @@
 #define ERR_TEXT_MAX 300
 
 /* ---- sanitising untrusted text for messages ---------------------------- */
-
-static size_t utf8_seq_len(const unsigned char *p, size_t avail)
-{
-    size_t n;
-    if (p[0] < 0x80)
-        return 1;
-    if (p[0] >= 0xc2 && p[0] <= 0xdf)
-        n = 2;
-    else if (p[0] >= 0xe0 && p[0] <= 0xef)
-        n = 3;
-    else if (p[0] >= 0xf0 && p[0] <= 0xf4)
-        n = 4;
-    else
-        return 0;
-    if (n > avail)
-        return 0;
-    for (size_t i = 1; i < n; i++)
-        if ((p[i] & 0xc0) != 0x80)
-            return 0;
-    return n;
-}
 
 static int is_key_char(unsigned char c)
 {
@@ -81,7 +62,7 @@ void aq_llm_sanitize(char *dst, size_t dstsz, const char *src, size_t n, size_t 
             emit = &one;
             elen = adv = 1;
         } else {
-            size_t sl = utf8_seq_len(p, n - i);
+            size_t sl = aq_utf8_seq_len((const char *)p, n - i);
             if (sl == 0) {
                 one = '?';
                 emit = &one;

@@ -10,6 +10,8 @@
  * hold its request (evhttp itself stops reading while a request is pending). */
 #include "sim.h"
 
+#include "core/ptrmap.h"
+
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -44,7 +46,6 @@
 #define SIM_OUT_CAP (SIM_TEXT_CAP * 6 + 65536) /* escaped text (<= 6x) + the rest */
 #define SIM_MAX_LIST_ITEMS 4096           /* entries in the keys / models options */
 #define SIM_ID_LEN 32                     /* "req_" + 24 hex + NUL, rounded up */
-#define SIM_CONN_MAP_MIN 1024
 
 typedef enum pend_action { ACT_REPLY, ACT_DROP, ACT_STALL } pend_action;
 
@@ -62,11 +63,6 @@ typedef struct sim_conn {
     struct event watch; /* EOF from the client while pending */
 } sim_conn;
 
-typedef struct conn_map {
-    sim_conn **slots; /* open addressing, linear probing, power-of-two size */
-    size_t cap, n;
-} conn_map;
-
 struct sim_worker {
     aq_sim_server *srv;
     size_t idx;
@@ -80,7 +76,7 @@ struct sim_worker {
     aq_sim_rng rng;
     aq_buf text, out; /* reused by every request of this worker */
     uint64_t seq;
-    conn_map conns;
+    aq_ptrmap conns; /* evhttp_connection* -> sim_conn* */
 };
 
 struct aq_sim_server {
@@ -104,76 +100,6 @@ struct aq_sim_server {
     bool running;
 };
 
-/* ------------------------------------------------------------ connection map */
-
-static size_t ptr_hash(const void *p)
-{
-    uint64_t x = (uint64_t)(uintptr_t)p;
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull;
-    x ^= x >> 33;
-    return (size_t)x;
-}
-
-static sim_conn *map_get(conn_map *m, const struct evhttp_connection *evcon)
-{
-    if (!m->cap)
-        return NULL;
-    for (size_t i = ptr_hash(evcon) & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
-        sim_conn *c = m->slots[i];
-        if (!c)
-            return NULL;
-        if (c->evcon == evcon)
-            return c;
-    }
-}
-
-static void map_place(sim_conn **slots, size_t cap, sim_conn *c)
-{
-    size_t i = ptr_hash(c->evcon) & (cap - 1);
-    while (slots[i])
-        i = (i + 1) & (cap - 1);
-    slots[i] = c;
-}
-
-static bool map_put(conn_map *m, sim_conn *c)
-{
-    if ((m->n + 1) * 2 > m->cap) {
-        size_t cap = m->cap ? m->cap * 2 : SIM_CONN_MAP_MIN;
-        sim_conn **slots = calloc(cap, sizeof(*slots));
-        if (!slots)
-            return false;
-        for (size_t i = 0; i < m->cap; i++)
-            if (m->slots[i])
-                map_place(slots, cap, m->slots[i]);
-        free(m->slots);
-        m->slots = slots;
-        m->cap = cap;
-    }
-    map_place(m->slots, m->cap, c);
-    m->n++;
-    return true;
-}
-
-static void map_del(conn_map *m, const struct evhttp_connection *evcon)
-{
-    size_t mask = m->cap - 1, i;
-    if (!m->cap)
-        return;
-    for (i = ptr_hash(evcon) & mask; m->slots[i]; i = (i + 1) & mask)
-        if (m->slots[i]->evcon == evcon)
-            break;
-    if (!m->slots[i])
-        return;
-    m->slots[i] = NULL;
-    m->n--;
-    /* Backward-shift: re-place the rest of the cluster. */
-    for (size_t j = (i + 1) & mask; m->slots[j]; j = (j + 1) & mask) {
-        sim_conn *c = m->slots[j];
-        m->slots[j] = NULL;
-        map_place(m->slots, m->cap, c);
-    }
-}
 
 /* ------------------------------------------------------------------ helpers */
 
@@ -310,7 +236,7 @@ static void on_close(struct evhttp_connection *evcon, void *arg)
      * one still attached is freed with the connection. */
     if (req && !evhttp_request_get_connection(req))
         evhttp_request_free(req);
-    map_del(&c->w->conns, evcon);
+    aq_ptrmap_take(&c->w->conns, evcon);
     aq_sim_stats_conn_close(c->w->srv->stats);
     free(c);
 }
@@ -373,7 +299,7 @@ static void pend(sim_conn *c, struct evhttp_request *req, pend_action a, int cod
 
 static sim_conn *conn_get(sim_worker *w, struct evhttp_connection *evcon)
 {
-    sim_conn *c = map_get(&w->conns, evcon);
+    sim_conn *c = aq_ptrmap_get(&w->conns, evcon);
     if (!c) {
         c = calloc(1, sizeof(*c));
         if (!c)
@@ -384,7 +310,7 @@ static sim_conn *conn_get(sim_worker *w, struct evhttp_connection *evcon)
         evtimer_assign(&c->timer, w->base, on_timer, c);
         if (c->fd >= 0)
             event_assign(&c->watch, w->base, c->fd, EV_READ, on_watch, c);
-        if (!map_put(&w->conns, c)) {
+        if (aq_ptrmap_put(&w->conns, evcon, c) != AQ_OK) {
             free(c);
             return NULL;
         }
@@ -763,10 +689,7 @@ static void worker_free(sim_worker *w)
 {
     if (w->http)
         evhttp_free(w->http); /* closes every connection: on_close frees each sim_conn */
-    for (size_t i = 0; i < w->conns.cap; i++) /* defensive: none should be left */
-        if (w->conns.slots[i])
-            free(w->conns.slots[i]);
-    free(w->conns.slots);
+    aq_ptrmap_clear(&w->conns, free); /* defensive: none should be left */
     if (w->wake_ev)
         event_free(w->wake_ev);
     if (w->wake_fd >= 0)

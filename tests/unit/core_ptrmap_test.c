@@ -180,9 +180,26 @@ static void test_clear_frees_owned_values(void **state)
     assert_int_equal(aq_ptrmap_len(&m), 0);
 }
 
+static void test_get_does_not_remove(void **state)
+{
+    (void)state;
+    aq_ptrmap m;
+    aq_ptrmap_init(&m);
+    int a, b;
+    assert_null(aq_ptrmap_get(&m, &a));
+    assert_int_equal(aq_ptrmap_put(&m, &a, &b), AQ_OK);
+    assert_ptr_equal(aq_ptrmap_get(&m, &a), &b);
+    assert_ptr_equal(aq_ptrmap_get(&m, &a), &b);
+    assert_int_equal(aq_ptrmap_len(&m), 1);
+    assert_ptr_equal(aq_ptrmap_take(&m, &a), &b);
+    assert_null(aq_ptrmap_get(&m, &a));
+    aq_ptrmap_free(&m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_get_does_not_remove),
         cmocka_unit_test(test_empty_map),
         cmocka_unit_test(test_put_take_overwrite),
         cmocka_unit_test(test_many_keys_growth),
