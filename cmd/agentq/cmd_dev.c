@@ -106,12 +106,15 @@ static int find_in_path(const char *name, char *out, size_t n)
     return -1;
 }
 
-/* fork + exec with stdout/stderr to `log`; the child dies with us. */
+/* fork + exec with stdout/stderr to `log`; the child dies with us. It gets
+ * its own process group, so a Ctrl-C at the terminal reaches only us and we
+ * stop the children in order (worker first, nats-server last). */
 static pid_t spawn(char *const argv[], const char *log)
 {
     pid_t pid = fork();
     if (pid != 0)
         return pid;
+    setpgid(0, 0);
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (fd >= 0) {
