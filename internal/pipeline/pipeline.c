@@ -96,7 +96,6 @@ struct aq_pipeline {
     job *jobs; /* in flight, owned by the loop */
     size_t in_flight;
     bool stopping, cut_short, finished;
-    bool closing; /* set before we close the connection ourselves */
     aq_pipeline_stats stats; /* updated with atomics (fetcher and loop threads) */
 };
 
@@ -646,9 +645,7 @@ void aq_pipeline_shutdown(aq_pipeline *p)
 
 static void on_conn_event(void *arg, const char *what, const char *detail)
 {
-    const aq_pipeline *p = arg;
-    if (__atomic_load_n(&p->closing, __ATOMIC_ACQUIRE))
-        return; /* our own close, not news */
+    (void)arg;
     aq_log(strcmp(what, "reconnected") == 0 ? AQ_LOG_INFO : AQ_LOG_WARN, "nats connection",
            AQ_LF_S("event", what), AQ_LF_S("detail", detail));
 }
@@ -700,7 +697,6 @@ aq_status aq_pipeline_start(struct event_base *base, const aq_worker_config *cfg
 
     p->conn_opts.name = p->worker_name;
     p->conn_opts.on_event = on_conn_event;
-    p->conn_opts.event_arg = p;
     if ((st = aq_queue_connect(&cfg->queue, &p->conn_opts, &p->nc, &p->js, err)) != AQ_OK)
         goto fail;
     if ((st = aq_queue_check(p->js, &cfg->queue, err)) != AQ_OK)
@@ -781,19 +777,17 @@ void aq_pipeline_destroy(aq_pipeline *p)
     aq_fetcher_destroy(p->fetcher);
     if (p->nc)
         natsConnection_FlushTimeout(p->nc, FLUSH_TIMEOUT_MS);
-    /* Close first: no publish acknowledgement may arrive after this. */
-    __atomic_store_n(&p->closing, true, __ATOMIC_RELEASE);
-    if (p->nc)
-        natsConnection_Close(p->nc);
+    kvStore_Destroy(p->results);
+    /* Close first: no publish acknowledgement or connection callback may
+     * arrive after this, so what they point at can be freed. */
+    aq_queue_disconnect(p->nc, p->js);
     aq_publisher_destroy(p->pub);
     aq_llm_client_destroy(p->llm);
-    kvStore_Destroy(p->results);
     if (p->progress_timer)
         event_free(p->progress_timer);
     if (p->grace_timer)
         event_free(p->grace_timer);
     aq_mailbox_destroy(p->mb);
-    aq_queue_disconnect(p->nc, p->js);
     free(p->keys_buf);
     free(p->models_buf);
     free(p);

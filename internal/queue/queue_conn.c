@@ -1,7 +1,10 @@
 #include "queue_conn.h"
 
+#include "core/ptrmap.h"
 #include "core/text.h"
 
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,39 +27,71 @@ aq_status aq_queue_nats_error(aq_err *err, natsStatus s, jsErrCode jerr, const c
     return aq_err_set(err, st, "%s: %s", what, natsStatus_GetText(s));
 }
 
+/* Per-connection callback state. nats.c calls back on its own thread, and
+ * the CLOSED callback, its last, comes after natsConnection_Close returns:
+ * aq_queue_disconnect waits for it, so no callback can outlive the caller's
+ * objects. Found by connection through a small registry. */
+typedef struct conn_ctx {
+    aq_queue_event_fn on_event;
+    void *event_arg;
+    pthread_mutex_t lock;
+    pthread_cond_t closed_cond;
+    bool quiet;  /* our own close: user callbacks are no longer called */
+    bool closed;
+} conn_ctx;
+
+static pthread_mutex_t g_registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static aq_ptrmap g_registry; /* natsConnection* -> conn_ctx* */
+
+static void conn_event(conn_ctx *c, const char *what, const char *detail)
+{
+    /* The user callback runs under the lock, so once disconnect has set
+     * `quiet` none is running or will run. */
+    pthread_mutex_lock(&c->lock);
+    if (!c->quiet && c->on_event)
+        c->on_event(c->event_arg, what, detail);
+    pthread_mutex_unlock(&c->lock);
+}
+
 static void on_disconnected(natsConnection *nc, void *closure)
 {
     (void)nc;
-    const aq_queue_conn_opts *o = closure;
-    if (o->on_event)
-        o->on_event(o->event_arg, "disconnected", "lost the connection to NATS; reconnecting");
+    conn_event(closure, "disconnected", "lost the connection to NATS; reconnecting");
 }
 
 static void on_reconnected(natsConnection *nc, void *closure)
 {
-    const aq_queue_conn_opts *o = closure;
     char url[256] = "", safe[256];
     natsConnection_GetConnectedUrl(nc, url, sizeof(url));
     aq_redact_urls(url, safe, sizeof(safe));
-    if (o->on_event)
-        o->on_event(o->event_arg, "reconnected", safe);
+    conn_event(closure, "reconnected", safe);
 }
 
 static void on_closed(natsConnection *nc, void *closure)
 {
     (void)nc;
-    const aq_queue_conn_opts *o = closure;
-    if (o->on_event)
-        o->on_event(o->event_arg, "closed", "connection closed");
+    conn_ctx *c = closure;
+    conn_event(c, "closed", "connection closed");
+    pthread_mutex_lock(&c->lock);
+    c->closed = true;
+    pthread_cond_broadcast(&c->closed_cond);
+    pthread_mutex_unlock(&c->lock);
 }
 
 static void on_error(natsConnection *nc, natsSubscription *sub, natsStatus s, void *closure)
 {
     (void)nc;
     (void)sub;
-    const aq_queue_conn_opts *o = closure;
-    if (o->on_event)
-        o->on_event(o->event_arg, "error", natsStatus_GetText(s));
+    conn_event(closure, "error", natsStatus_GetText(s));
+}
+
+static void conn_ctx_free(conn_ctx *c)
+{
+    if (!c)
+        return;
+    pthread_cond_destroy(&c->closed_cond);
+    pthread_mutex_destroy(&c->lock);
+    free(c);
 }
 
 aq_status aq_queue_connect(const aq_queue_config *cfg, const aq_queue_conn_opts *opts,
@@ -67,12 +102,22 @@ aq_status aq_queue_connect(const aq_queue_config *cfg, const aq_queue_conn_opts 
     jsCtx *js = NULL;
     natsStatus s;
     aq_status st = AQ_OK;
+    conn_ctx *ctx = calloc(1, sizeof(*ctx));
     char *urls = strdup(cfg->nats_url ? cfg->nats_url : "");
     const char *servers[MAX_SERVERS];
     int n = 0;
 
-    if (!urls)
+    if (!urls || !ctx) {
+        free(urls);
+        free(ctx);
         return aq_err_set(err, AQ_NOMEM, "out of memory");
+    }
+    pthread_mutex_init(&ctx->lock, NULL);
+    pthread_cond_init(&ctx->closed_cond, NULL);
+    if (opts) {
+        ctx->on_event = opts->on_event;
+        ctx->event_arg = opts->event_arg;
+    }
     for (char *save = NULL, *tok = strtok_r(urls, ", ", &save); tok && n < MAX_SERVERS;
          tok = strtok_r(NULL, ", ", &save))
         servers[n++] = tok;
@@ -95,12 +140,10 @@ aq_status aq_queue_connect(const aq_queue_config *cfg, const aq_queue_conn_opts 
         natsOptions_SetName(no, opts->name);
     if (opts && opts->retry_initial_connect)
         natsOptions_SetRetryOnFailedConnect(no, true, NULL, NULL);
-    if (opts) {
-        natsOptions_SetDisconnectedCB(no, on_disconnected, (void *)opts);
-        natsOptions_SetReconnectedCB(no, on_reconnected, (void *)opts);
-        natsOptions_SetClosedCB(no, on_closed, (void *)opts);
-        natsOptions_SetErrorHandler(no, on_error, (void *)opts);
-    }
+    natsOptions_SetDisconnectedCB(no, on_disconnected, ctx);
+    natsOptions_SetReconnectedCB(no, on_reconnected, ctx);
+    natsOptions_SetClosedCB(no, on_closed, ctx);
+    natsOptions_SetErrorHandler(no, on_error, ctx);
     if (cfg->nats_creds && *cfg->nats_creds &&
         (s = natsOptions_SetUserCredentialsFromFiles(no, cfg->nats_creds, NULL)) != NATS_OK) {
         st = aq_err_set(err, AQ_CONFIG, "nats_creds %s: %s", cfg->nats_creds,
@@ -149,13 +192,34 @@ aq_status aq_queue_connect(const aq_queue_config *cfg, const aq_queue_conn_opts 
         st = aq_queue_nats_error(err, s, 0, "JetStream context");
         goto out;
     }
+    pthread_mutex_lock(&g_registry_lock);
+    st = aq_ptrmap_put(&g_registry, nc, ctx);
+    pthread_mutex_unlock(&g_registry_lock);
+    if (st != AQ_OK) {
+        aq_err_set(err, st, "out of memory");
+        goto out;
+    }
+    ctx = NULL; /* the registry has it until aq_queue_disconnect */
     *nc_out = nc;
     *js_out = js;
     nc = NULL;
     js = NULL;
 out:
     jsCtx_Destroy(js);
+    if (nc && ctx) {
+        /* A connection that failed after connecting still calls back. */
+        pthread_mutex_lock(&ctx->lock);
+        ctx->quiet = true;
+        pthread_mutex_unlock(&ctx->lock);
+        natsConnection_Close(nc);
+        pthread_mutex_lock(&ctx->lock);
+        while (!ctx->closed)
+            pthread_cond_wait(&ctx->closed_cond, &ctx->lock);
+        pthread_mutex_unlock(&ctx->lock);
+    }
     natsConnection_Destroy(nc);
+    /* Without a connection nats.c never calls back: the ctx is ours. */
+    conn_ctx_free(ctx);
     natsOptions_Destroy(no);
     free(urls);
     return st;
@@ -164,8 +228,24 @@ out:
 void aq_queue_disconnect(natsConnection *nc, jsCtx *js)
 {
     jsCtx_Destroy(js);
-    if (nc) {
-        natsConnection_Close(nc);
-        natsConnection_Destroy(nc);
+    if (!nc)
+        return;
+    pthread_mutex_lock(&g_registry_lock);
+    conn_ctx *c = aq_ptrmap_take(&g_registry, nc);
+    pthread_mutex_unlock(&g_registry_lock);
+    if (c) {
+        pthread_mutex_lock(&c->lock);
+        c->quiet = true;
+        pthread_mutex_unlock(&c->lock);
     }
+    natsConnection_Close(nc);
+    if (c) {
+        /* CLOSED is nats.c's last callback for this connection. */
+        pthread_mutex_lock(&c->lock);
+        while (!c->closed)
+            pthread_cond_wait(&c->closed_cond, &c->lock);
+        pthread_mutex_unlock(&c->lock);
+        conn_ctx_free(c);
+    }
+    natsConnection_Destroy(nc);
 }

@@ -20,11 +20,12 @@ typedef struct aq_queue_conn_opts {
     void *event_arg;
 } aq_queue_conn_opts;
 
-/* `opts` (may be NULL) must outlive the connection: its callbacks hold it.
- * Connects and creates a JetStream context. Reconnects forever; publishes
+/* `opts` may be NULL; it is copied. Connects and creates a JetStream context. Reconnects forever; publishes
  * made while disconnected are buffered (up to 64 MiB) and sent on reconnect. */
 aq_status aq_queue_connect(const aq_queue_config *cfg, const aq_queue_conn_opts *opts,
                            natsConnection **nc_out, jsCtx **js_out, aq_err *err);
+/* Closes and frees. After it returns no callback of this connection runs
+ * (it waits for nats.c's final CLOSED callback). Accepts NULLs. */
 void aq_queue_disconnect(natsConnection *nc, jsCtx *js);
 
 /* The NATS status as an aq_err message. */
