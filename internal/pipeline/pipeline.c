@@ -10,6 +10,7 @@
 
 #include "core/buf.h"
 #include "core/clock.h"
+#include "core/list.h"
 #include "core/log.h"
 #include "core/mailbox.h"
 #include "llm/llm_client.h"
@@ -21,8 +22,6 @@
 #include "queue/queue_setup.h"
 #include "task/task_codec.h"
 
-#define MAX_API_KEYS 64
-#define MAX_MODELS 64
 #define REQUEST_BODY_SLACK (64 * 1024) /* JSON framing around the prompt */
 #define STORE_RETRY_MIN_MS 250
 #define STORE_RETRY_MAX_MS 5000
@@ -88,10 +87,9 @@ struct aq_pipeline {
 
     char worker_name[128];
     char results_prefix[256]; /* "$KV.<bucket>." */
-    char *keys_buf, *keys[MAX_API_KEYS];
-    size_t n_keys, next_key;
-    char *models_buf, *models[MAX_MODELS];
-    size_t n_models;
+    aq_list keys;
+    size_t next_key;
+    aq_list models; /* allowed; empty allows any */
 
     job *jobs; /* in flight, owned by the loop */
     size_t in_flight;
@@ -197,18 +195,13 @@ static void on_fetch_error(void *ctx, const aq_err *err)
 
 static bool model_allowed(const aq_pipeline *p, const char *model)
 {
-    if (p->n_models == 0)
-        return true;
-    for (size_t i = 0; i < p->n_models; i++)
-        if (strcmp(p->models[i], model) == 0)
-            return true;
-    return false;
+    return p->models.n == 0 || aq_list_contains(&p->models, model);
 }
 
 static const char *next_api_key(aq_pipeline *p)
 {
-    const char *k = p->keys[p->next_key];
-    p->next_key = (p->next_key + 1) % p->n_keys;
+    const char *k = p->keys.items[p->next_key];
+    p->next_key = (p->next_key + 1) % p->keys.n;
     return k;
 }
 
@@ -650,15 +643,6 @@ static void on_conn_event(void *arg, const char *what, const char *detail)
            AQ_LF_S("event", what), AQ_LF_S("detail", detail));
 }
 
-static size_t split_list(char *buf, char **out, size_t max)
-{
-    size_t n = 0;
-    for (char *save = NULL, *tok = strtok_r(buf, ", ", &save); tok && n < max;
-         tok = strtok_r(NULL, ", ", &save))
-        out[n++] = tok;
-    return n;
-}
-
 aq_status aq_pipeline_start(struct event_base *base, const aq_worker_config *cfg,
                             aq_pipeline **out, aq_err *err)
 {
@@ -682,15 +666,11 @@ aq_status aq_pipeline_start(struct event_base *base, const aq_worker_config *cfg
         snprintf(p->worker_name, sizeof(p->worker_name), "%s-%d", host, (int)getpid());
     }
     snprintf(p->results_prefix, sizeof(p->results_prefix), "$KV.%s.", cfg->queue.results_bucket);
-    p->keys_buf = strdup(cfg->api_key ? cfg->api_key : "");
-    p->models_buf = strdup(cfg->allowed_models ? cfg->allowed_models : "");
-    if (!p->keys_buf || !p->models_buf) {
-        st = aq_err_set(err, AQ_NOMEM, "pipeline: out of memory");
+    if ((st = aq_list_split(cfg->api_key, "api_key", AQ_WORKER_MAX_API_KEYS, &p->keys, err)) != AQ_OK ||
+        (st = aq_list_split(cfg->allowed_models, "allowed_models", AQ_WORKER_MAX_MODELS, &p->models, err)) !=
+            AQ_OK)
         goto fail;
-    }
-    p->n_keys = split_list(p->keys_buf, p->keys, MAX_API_KEYS);
-    p->n_models = split_list(p->models_buf, p->models, MAX_MODELS);
-    if (p->n_keys == 0) {
+    if (p->keys.n == 0) {
         st = aq_err_set(err, AQ_CONFIG, "no API key configured");
         goto fail;
     }
@@ -788,7 +768,7 @@ void aq_pipeline_destroy(aq_pipeline *p)
     if (p->grace_timer)
         event_free(p->grace_timer);
     aq_mailbox_destroy(p->mb);
-    free(p->keys_buf);
-    free(p->models_buf);
+    aq_list_free(&p->keys);
+    aq_list_free(&p->models);
     free(p);
 }

@@ -1,5 +1,7 @@
 #include "worker_config.h"
 
+#include "core/list.h"
+
 #include <stddef.h>
 #include <string.h>
 
@@ -57,20 +59,6 @@ const aq_option aq_worker_options[] = {
     AQ_OPTIONS_END,
 };
 
-/* Is `item` one of the comma- or space-separated names in `list`? */
-static bool list_has(const char *list, const char *item)
-{
-    size_t n = strlen(item);
-    for (const char *p = list; *p;) {
-        p += strspn(p, ", ");
-        size_t len = strcspn(p, ", ");
-        if (len == n && strncmp(p, item, n) == 0)
-            return true;
-        p += len;
-    }
-    return false;
-}
-
 aq_status aq_worker_config_validate(const aq_worker_config *cfg, aq_err *err)
 {
     if (cfg->retry_base_ms > cfg->retry_max_ms)
@@ -81,7 +69,14 @@ aq_status aq_worker_config_validate(const aq_worker_config *cfg, aq_err *err)
                           (long long)cfg->default_max_tokens, (long long)cfg->max_tokens_cap);
     if (strncmp(cfg->base_url, "http://", 7) != 0 && strncmp(cfg->base_url, "https://", 8) != 0)
         return aq_err_set(err, AQ_CONFIG, "base_url must start with http:// or https://");
-    if (cfg->allowed_models && *cfg->allowed_models && !list_has(cfg->allowed_models, cfg->default_model))
+    aq_list models;
+    aq_status st = aq_list_split(cfg->allowed_models, "allowed_models", AQ_WORKER_MAX_MODELS,
+                                 &models, err);
+    if (st != AQ_OK)
+        return st;
+    bool refused = models.n > 0 && !aq_list_contains(&models, cfg->default_model);
+    aq_list_free(&models);
+    if (refused)
         return aq_err_set(err, AQ_CONFIG,
                           "default_model \"%s\" is not in allowed_models: every task without a "
                           "model would be refused",

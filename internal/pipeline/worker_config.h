@@ -38,6 +38,10 @@ typedef struct aq_worker_config {
     char *log_level;
 } aq_worker_config;
 
+/* Caps on the comma-separated lists. */
+#define AQ_WORKER_MAX_API_KEYS 64
+#define AQ_WORKER_MAX_MODELS 64
+
 extern const aq_option aq_worker_options[];
 
 /* Checks across options that one row cannot express. */

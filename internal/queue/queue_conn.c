@@ -1,5 +1,6 @@
 #include "queue_conn.h"
 
+#include "core/list.h"
 #include "core/ptrmap.h"
 #include "core/text.h"
 
@@ -103,30 +104,24 @@ aq_status aq_queue_connect(const aq_queue_config *cfg, const aq_queue_conn_opts 
     natsStatus s;
     aq_status st = AQ_OK;
     conn_ctx *ctx = calloc(1, sizeof(*ctx));
-    char *urls = strdup(cfg->nats_url ? cfg->nats_url : "");
-    const char *servers[MAX_SERVERS];
-    int n = 0;
+    aq_list urls = {NULL, NULL, 0};
 
-    if (!urls || !ctx) {
-        free(urls);
-        free(ctx);
+    if (!ctx)
         return aq_err_set(err, AQ_NOMEM, "out of memory");
-    }
     pthread_mutex_init(&ctx->lock, NULL);
     pthread_cond_init(&ctx->closed_cond, NULL);
     if (opts) {
         ctx->on_event = opts->on_event;
         ctx->event_arg = opts->event_arg;
     }
-    for (char *save = NULL, *tok = strtok_r(urls, ", ", &save); tok && n < MAX_SERVERS;
-         tok = strtok_r(NULL, ", ", &save))
-        servers[n++] = tok;
-    if (n == 0) {
+    if ((st = aq_list_split(cfg->nats_url, "nats_url", MAX_SERVERS, &urls, err)) != AQ_OK)
+        goto out;
+    if (urls.n == 0) {
         st = aq_err_set(err, AQ_CONFIG, "nats_url is empty");
         goto out;
     }
     if ((s = natsOptions_Create(&no)) != NATS_OK ||
-        (s = natsOptions_SetServers(no, servers, n)) != NATS_OK ||
+        (s = natsOptions_SetServers(no, urls.items, (int)urls.n)) != NATS_OK ||
         (s = natsOptions_SetTimeout(no, cfg->nats_timeout_ms)) != NATS_OK ||
         (s = natsOptions_SetMaxReconnect(no, -1)) != NATS_OK ||
         (s = natsOptions_SetReconnectWait(no, 250)) != NATS_OK ||
@@ -221,7 +216,7 @@ out:
     /* Without a connection nats.c never calls back: the ctx is ours. */
     conn_ctx_free(ctx);
     natsOptions_Destroy(no);
-    free(urls);
+    aq_list_free(&urls);
     return st;
 }
 

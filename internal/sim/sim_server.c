@@ -10,6 +10,7 @@
  * hold its request (evhttp itself stops reading while a request is pending). */
 #include "sim.h"
 
+#include "core/list.h"
 #include "core/ptrmap.h"
 
 #include <errno.h>
@@ -84,12 +85,8 @@ struct aq_sim_server {
     sim_worker *workers;
     int port;
     aq_sim_limits limits;
-    char *models_mem;
-    const char **models;
-    size_t n_models;
-    char *keys_mem;
-    const char **keys;
-    size_t n_keys;
+    aq_list models;
+    aq_list keys;
     aq_sim_output_range out_range;
     aq_sim_latency latency;
     double fault_cum[6]; /* cumulative: 429, 500, 504, 529, drop, stall */
@@ -192,14 +189,6 @@ static void reply_messages(sim_worker *w, struct evhttp_request *req, int code, 
 {
     aq_sim_stats_response(w->srv->stats, w->idx, code, in, out);
     evhttp_send_reply(req, code, reason_phrase(code), NULL);
-}
-
-static bool key_known(const aq_sim_server *srv, const char *key)
-{
-    for (size_t i = 0; i < srv->n_keys; i++)
-        if (strcmp(srv->keys[i], key) == 0)
-            return true;
-    return false;
 }
 
 static bool is_json_type(const char *ct)
@@ -350,7 +339,7 @@ static void handle_messages(sim_worker *w, sim_conn *c, struct evhttp_request *r
         msg = "x-api-key header is required";
         goto fail_unauth;
     }
-    if (srv->n_keys && !key_known(srv, key)) {
+    if (srv->keys.n && !aq_list_contains(&srv->keys, key)) {
         code = 401;
         etype = "authentication_error";
         msg = "invalid x-api-key";
@@ -556,47 +545,6 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-static aq_status split_list(const char *s, const char *what, char **mem_out, const char ***items_out,
-                            size_t *n_out, aq_err *err)
-{
-    aq_status st = AQ_OK;
-    char *mem = NULL, *save = NULL;
-    const char **items = NULL;
-    size_t n = 0;
-
-    if (!s || !*s)
-        goto done;
-    mem = strdup(s);
-    items = calloc(SIM_MAX_LIST_ITEMS, sizeof(*items));
-    if (!mem || !items) {
-        st = aq_err_set(err, AQ_NOMEM, "out of memory");
-        goto out;
-    }
-    for (char *tok = strtok_r(mem, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        while (*tok == ' ' || *tok == '\t')
-            tok++;
-        char *e = tok + strlen(tok);
-        while (e > tok && (e[-1] == ' ' || e[-1] == '\t'))
-            *--e = '\0';
-        if (!*tok)
-            continue;
-        if (n == SIM_MAX_LIST_ITEMS) {
-            st = aq_err_set(err, AQ_CONFIG, "%s: more than %d entries", what, SIM_MAX_LIST_ITEMS);
-            goto out;
-        }
-        items[n++] = tok;
-    }
-done:
-    *mem_out = mem;
-    *items_out = items;
-    *n_out = n;
-    return AQ_OK;
-out:
-    free(mem);
-    free(items);
-    return st;
-}
-
 static aq_status parse_listen(const char *listen_addr, struct sockaddr_storage *ss, socklen_t *sslen,
                               aq_err *err)
 {
@@ -733,12 +681,12 @@ aq_status aq_sim_server_new(const aq_sim_config *cfg, aq_sim_server **out, aq_er
         st = aq_err_set(err, AQ_CONFIG, "fault rates add up to %g, more than 1", sum);
         goto out;
     }
-    if ((st = split_list(cfg->models, "models", &srv->models_mem, &srv->models, &srv->n_models, err)) != AQ_OK ||
-        (st = split_list(cfg->keys, "keys", &srv->keys_mem, &srv->keys, &srv->n_keys, err)) != AQ_OK)
+    if ((st = aq_list_split(cfg->models, "models", SIM_MAX_LIST_ITEMS, &srv->models, err)) != AQ_OK ||
+        (st = aq_list_split(cfg->keys, "keys", SIM_MAX_LIST_ITEMS, &srv->keys, err)) != AQ_OK)
         goto out;
     srv->limits.max_tokens_cap = cfg->max_tokens_cap > 0 ? cfg->max_tokens_cap : AQ_SIM_DEFAULT_MAX_TOKENS_CAP;
-    srv->limits.models = srv->models;
-    srv->limits.n_models = srv->n_models;
+    srv->limits.models = srv->models.items;
+    srv->limits.n_models = srv->models.n;
     srv->retry_after_s = cfg->retry_after;
     srv->stall_max_ms = cfg->stall_max > 0 ? cfg->stall_max : 600000;
     srv->max_body = cfg->max_body_bytes > 0 ? cfg->max_body_bytes : 32 * 1024 * 1024;
@@ -855,10 +803,8 @@ void aq_sim_server_destroy(aq_sim_server *srv)
     free(srv->workers);
     aq_sim_stats_destroy(srv->stats);
     aq_sim_ratelimit_destroy(srv->rl);
-    free(srv->models);
-    free(srv->models_mem);
-    free(srv->keys);
-    free(srv->keys_mem);
+    aq_list_free(&srv->models);
+    aq_list_free(&srv->keys);
     free(srv);
 }
 
