@@ -26,7 +26,8 @@ enum {
 int cli_parse(const aq_option *opts, void *cfg, int argc, char **argv, const char *usage,
               int *argi);
 
-/* Connect (and report failures on stderr). Returns CLI_OK or CLI_CONNECT. */
+/* Connect (and report failures on stderr); `js` may be NULL. Returns CLI_OK or
+ * CLI_CONNECT. */
 int cli_connect(const aq_queue_config *q, natsConnection **nc, jsCtx **js);
 
 /* Print "agentq <cmd>: <message>" on stderr. */

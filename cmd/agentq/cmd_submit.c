@@ -308,18 +308,24 @@ int cmd_submit(int argc, char **argv)
 
     natsConnection *nc = NULL;
     jsCtx *js = NULL;
-    if ((rc = cli_connect(&cfg.queue, &nc, &js)) != CLI_OK) {
+    if ((rc = cli_connect(&cfg.queue, &nc, NULL)) != CLI_OK) {
         json_decref(single);
         goto out;
     }
-    jsCtx_Destroy(js);
+    /* Our own context: pipelined publishes with a bounded window. */
     jsOptions jo;
     jsOptions_Init(&jo);
     jo.Wait = cfg.queue.nats_timeout_ms;
     jo.PublishAsync.MaxPending = 4096; /* pipelined, but bounded */
     jo.PublishAsync.AckHandler = on_ack;
     jo.PublishAsync.AckHandlerClosure = &state;
-    natsConnection_JetStream(&js, nc, &jo);
+    if (natsConnection_JetStream(&js, nc, &jo) != NATS_OK) {
+        cli_error("submit", "JetStream context: %s", nats_GetLastError(NULL));
+        rc = CLI_CONNECT;
+        json_decref(single);
+        aq_queue_disconnect(nc, NULL);
+        goto out;
+    }
     sb.nc = nc;
     sb.js = js;
     sb.max_payload = natsConnection_GetMaxPayload(nc);

@@ -748,11 +748,10 @@ void aq_pipeline_destroy(aq_pipeline *p)
         return;
     aq_fetcher_stop(p->fetcher);
     /* Anything still owned goes back to the stream for redelivery. */
+    p->stopping = p->finished = true; /* releasing must not try to leave the loop */
     while (p->jobs) {
-        job *j = p->jobs;
-        natsMsg_Nak(j->msg, NULL);
-        p->stopping = p->finished = true;
-        job_release(j);
+        natsMsg_Nak(p->jobs->msg, NULL);
+        job_release(p->jobs);
     }
     aq_fetcher_destroy(p->fetcher);
     if (p->nc)

@@ -183,7 +183,7 @@ aq_status aq_queue_connect(const aq_queue_config *cfg, const aq_queue_conn_opts 
     jsOptions jo;
     jsOptions_Init(&jo);
     jo.Wait = cfg->nats_timeout_ms;
-    if ((s = natsConnection_JetStream(&js, nc, &jo)) != NATS_OK) {
+    if (js_out && (s = natsConnection_JetStream(&js, nc, &jo)) != NATS_OK) {
         st = aq_queue_nats_error(err, s, 0, "JetStream context");
         goto out;
     }
@@ -196,7 +196,8 @@ aq_status aq_queue_connect(const aq_queue_config *cfg, const aq_queue_conn_opts 
     }
     ctx = NULL; /* the registry has it until aq_queue_disconnect */
     *nc_out = nc;
-    *js_out = js;
+    if (js_out)
+        *js_out = js;
     nc = NULL;
     js = NULL;
 out:

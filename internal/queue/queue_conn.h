@@ -20,7 +20,8 @@ typedef struct aq_queue_conn_opts {
     void *event_arg;
 } aq_queue_conn_opts;
 
-/* `opts` may be NULL; it is copied. Connects and creates a JetStream context. Reconnects forever; publishes
+/* `opts` may be NULL; it is copied. `js_out` may be NULL for a caller that
+ * makes its own JetStream context (with other options). Connects and creates a JetStream context. Reconnects forever; publishes
  * made while disconnected are buffered (up to 64 MiB) and sent on reconnect. */
 aq_status aq_queue_connect(const aq_queue_config *cfg, const aq_queue_conn_opts *opts,
                            natsConnection **nc_out, jsCtx **js_out, aq_err *err);
