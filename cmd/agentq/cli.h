@@ -33,9 +33,6 @@ int cli_connect(const aq_queue_config *q, natsConnection **nc, jsCtx **js);
 /* Print "agentq <cmd>: <message>" on stderr. */
 void cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* Result lookups shared by get, wait and submit --wait. */
-typedef struct cli_waiter cli_waiter;
-
 int cmd_init(int argc, char **argv);
 int cmd_submit(int argc, char **argv);
 int cmd_get(int argc, char **argv);

@@ -33,18 +33,8 @@ aq_disposition aq_status_disposition(aq_status st)
     return status_in_range(st) ? status_table[st].disp : AQ_DISP_PERMANENT;
 }
 
-const char *aq_disposition_name(aq_disposition d)
-{
-    switch (d) {
-    case AQ_DISP_NONE: return "none";
-    case AQ_DISP_DEFER: return "deferral";
-    case AQ_DISP_RETRY: return "retryable";
-    case AQ_DISP_PERMANENT: return "permanent";
-    }
-    return "unknown";
-}
-
-aq_status aq_err_vset(aq_err *err, aq_status st, const char *fmt, va_list ap)
+__attribute__((format(printf, 3, 0)))
+static aq_status err_vset(aq_err *err, aq_status st, const char *fmt, va_list ap)
 {
     if (err) {
         err->status = st;
@@ -57,7 +47,7 @@ aq_status aq_err_set(aq_err *err, aq_status st, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    aq_err_vset(err, st, fmt, ap);
+    err_vset(err, st, fmt, ap);
     va_end(ap);
     return st;
 }

@@ -70,7 +70,6 @@ const char *aq_status_class(aq_status st);
 /* A short human description. Never NULL. */
 const char *aq_status_text(aq_status st);
 aq_disposition aq_status_disposition(aq_status st);
-const char *aq_disposition_name(aq_disposition d);
 
 /* The error buffer that travels with a status (curl's CURLOPT_ERRORBUFFER
  * idea): libraries fill it, callers log it. Never holds a secret. */
@@ -85,8 +84,6 @@ typedef struct aq_err {
  */
 aq_status aq_err_set(aq_err *err, aq_status st, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-aq_status aq_err_vset(aq_err *err, aq_status st, const char *fmt, va_list ap)
-    __attribute__((format(printf, 3, 0)));
 /* Prefix an existing message: "context: previous message". */
 aq_status aq_err_prefix(aq_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void aq_err_clear(aq_err *err);

@@ -124,14 +124,6 @@ aq_status aq_publisher_send(aq_publisher *p, natsMsg *msg, const char *msg_id, a
     return AQ_OK;
 }
 
-size_t aq_publisher_pending(aq_publisher *p)
-{
-    pthread_mutex_lock(&p->lock);
-    size_t n = aq_ptrmap_len(&p->pending);
-    pthread_mutex_unlock(&p->lock);
-    return n;
-}
-
 void aq_publisher_destroy(aq_publisher *p)
 {
     if (!p)

@@ -28,9 +28,6 @@ aq_status aq_publisher_new(natsConnection *nc, aq_mailbox *mb, int64_t ack_timeo
 aq_status aq_publisher_send(aq_publisher *p, natsMsg *msg, const char *msg_id, aq_publish_fn done,
                             void *ctx, aq_err *err);
 
-/* Publishes sent and not yet completed. */
-size_t aq_publisher_pending(aq_publisher *p);
-
 /* Completions that have not run yet are dropped. Close the connection first,
  * so that no acknowledgement arrives during or after this. Accepts NULL. */
 void aq_publisher_destroy(aq_publisher *p);

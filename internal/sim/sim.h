@@ -59,10 +59,6 @@ void aq_sim_server_stop(aq_sim_server *srv);
 /* Stops first if needed. Accepts NULL. */
 void aq_sim_server_destroy(aq_sim_server *srv);
 
-/* The GET /sim/stats document (caller frees), and POST /sim/reset. */
-aq_status aq_sim_server_stats_json(aq_sim_server *srv, char **out, aq_err *err);
-void aq_sim_server_reset_stats(aq_sim_server *srv);
-
 /* Raise RLIMIT_NOFILE's soft limit to the hard limit; *limit gets the result. */
 aq_status aq_sim_raise_nofile(uint64_t *limit, aq_err *err);
 

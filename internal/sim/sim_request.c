@@ -357,7 +357,7 @@ static void hash_text(XXH3_state_t *h, aq_sim_text t)
     XXH3_64bits_update(h, t.ptr, t.len);
 }
 
-uint64_t aq_sim_request_hash(const aq_sim_request *r)
+static uint64_t request_hash(const aq_sim_request *r)
 {
     XXH3_state_t h;
     double temp = r->has_temperature ? r->temperature : 1.0;
@@ -454,7 +454,7 @@ aq_status aq_sim_answer_build(const aq_sim_request *r, aq_sim_output_range range
     aq_sim_answer a = {.stop_reason = "end_turn"};
     uint64_t rng;
 
-    a.hash = aq_sim_request_hash(r);
+    a.hash = request_hash(r);
     rng = a.hash;
     uint32_t target = range.min;
     if (range.max > range.min)
@@ -521,7 +521,7 @@ fail:
 
 /* ----------------------------------------------------------------- render */
 
-aq_status aq_sim_json_escape(aq_buf *out, const char *s, size_t n)
+static aq_status json_escape(aq_buf *out, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
     aq_status st = AQ_OK;
@@ -566,15 +566,15 @@ aq_status aq_sim_render_message(aq_buf *out, const aq_sim_request *r, const aq_s
     aq_status st = aq_buf_append_str(out, "{\"id\":\"");
     if (st == AQ_OK) st = aq_buf_append_str(out, msg_id);
     if (st == AQ_OK) st = aq_buf_append_str(out, "\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"");
-    if (st == AQ_OK) st = aq_sim_json_escape(out, r->model.ptr, r->model.len);
+    if (st == AQ_OK) st = json_escape(out, r->model.ptr, r->model.len);
     if (st == AQ_OK) st = aq_buf_append_str(out, "\",\"content\":[{\"type\":\"text\",\"text\":\"");
-    if (st == AQ_OK) st = aq_sim_json_escape(out, text, text_len);
+    if (st == AQ_OK) st = json_escape(out, text, text_len);
     if (st == AQ_OK) st = aq_buf_append_str(out, "\"}],\"stop_reason\":\"");
     if (st == AQ_OK) st = aq_buf_append_str(out, a->stop_reason);
     if (st == AQ_OK) st = aq_buf_append_str(out, "\",\"stop_sequence\":");
     if (a->stop_sequence.ptr) {
         if (st == AQ_OK) st = aq_buf_append(out, "\"", 1);
-        if (st == AQ_OK) st = aq_sim_json_escape(out, a->stop_sequence.ptr, a->stop_sequence.len);
+        if (st == AQ_OK) st = json_escape(out, a->stop_sequence.ptr, a->stop_sequence.len);
         if (st == AQ_OK) st = aq_buf_append(out, "\"", 1);
     } else if (st == AQ_OK) {
         st = aq_buf_append_str(out, "null");
@@ -593,7 +593,7 @@ aq_status aq_sim_render_error(aq_buf *out, const char *error_type, const char *m
     aq_status st = aq_buf_append_str(out, "{\"type\":\"error\",\"error\":{\"type\":\"");
     if (st == AQ_OK) st = aq_buf_append_str(out, error_type);
     if (st == AQ_OK) st = aq_buf_append_str(out, "\",\"message\":\"");
-    if (st == AQ_OK) st = aq_sim_json_escape(out, message, strlen(message));
+    if (st == AQ_OK) st = json_escape(out, message, strlen(message));
     if (st == AQ_OK) st = aq_buf_append_str(out, "\"},\"request_id\":\"");
     if (st == AQ_OK) st = aq_buf_append_str(out, request_id);
     if (st == AQ_OK) st = aq_buf_append_str(out, "\"}");

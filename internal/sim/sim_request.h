@@ -89,9 +89,6 @@ int64_t aq_sim_tokens(size_t bytes);
 int64_t aq_sim_input_tokens(const aq_sim_request *r);
 /* The largest n <= max (and <= len) such that s[0..n) ends on a UTF-8 boundary. */
 size_t aq_sim_utf8_cut(const char *s, size_t len, size_t max);
-/* XXH3 of the canonical request: model, system, messages, max_tokens, temperature
- * (absent temperature == 1.0). Independent of JSON formatting and key order. */
-uint64_t aq_sim_request_hash(const aq_sim_request *r);
 
 /* Output length in tokens: min == max for a fixed length. */
 typedef struct aq_sim_output_range {
@@ -113,8 +110,6 @@ typedef struct aq_sim_answer {
 aq_status aq_sim_answer_build(const aq_sim_request *r, aq_sim_output_range range, aq_buf *text,
                               aq_sim_answer *out, aq_err *err);
 
-/* Append JSON: a string's escaped body (no quotes), a success message, an error. */
-aq_status aq_sim_json_escape(aq_buf *out, const char *s, size_t n);
 aq_status aq_sim_render_message(aq_buf *out, const aq_sim_request *r, const aq_sim_answer *a,
                                 const char *text, size_t text_len, const char *msg_id);
 aq_status aq_sim_render_error(aq_buf *out, const char *error_type, const char *message,

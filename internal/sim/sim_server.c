@@ -500,7 +500,8 @@ static void on_request(struct evhttp_request *req, void *arg)
         return;
     }
     if (path_is(uri, plen, "/sim/reset") && cmd == EVHTTP_REQ_POST) {
-        aq_sim_server_reset_stats(srv);
+        aq_sim_stats_reset(srv->stats);
+        aq_sim_ratelimit_reset(srv->rl);
         aq_buf_reset(&w->out);
         aq_buf_append_str(&w->out, "{\"ok\":true}");
         set_body(w, req, "application/json");
@@ -806,17 +807,6 @@ void aq_sim_server_destroy(aq_sim_server *srv)
     aq_list_free(&srv->models);
     aq_list_free(&srv->keys);
     free(srv);
-}
-
-aq_status aq_sim_server_stats_json(aq_sim_server *srv, char **out, aq_err *err)
-{
-    return aq_sim_stats_json(srv->stats, srv->rl, out, err);
-}
-
-void aq_sim_server_reset_stats(aq_sim_server *srv)
-{
-    aq_sim_stats_reset(srv->stats);
-    aq_sim_ratelimit_reset(srv->rl);
 }
 
 aq_status aq_sim_raise_nofile(uint64_t *limit, aq_err *err)

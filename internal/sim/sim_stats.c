@@ -134,9 +134,14 @@ static uint64_t get(_Atomic uint64_t *c)
     return atomic_load_explicit(c, memory_order_relaxed);
 }
 
-void aq_sim_stats_read(aq_sim_stats *s, aq_sim_stats_snapshot *out)
+typedef struct stats_snapshot {
+    uint64_t requests_total, dropped, stalled, input_tokens_total, output_tokens_total;
+    int64_t concurrent_requests, peak_concurrent_requests, connections_open, peak_connections;
+} stats_snapshot;
+
+static void stats_read(aq_sim_stats *s, stats_snapshot *out)
 {
-    aq_sim_stats_snapshot v = {0};
+    stats_snapshot v = {0};
     for (size_t i = 0; i < s->n_threads; i++) {
         thread_counters *t = &s->threads[i];
         v.requests_total += get(&t->requests);
@@ -160,7 +165,7 @@ static void add_key(const char *key_id, uint64_t requests, void *arg)
 aq_status aq_sim_stats_json(aq_sim_stats *s, aq_sim_ratelimit *rl, char **out, aq_err *err)
 {
     aq_status st = AQ_OK;
-    aq_sim_stats_snapshot v;
+    stats_snapshot v;
     json_t *doc = json_object(), *by_status = json_object(), *by_key = json_object();
     char *text = NULL;
 
@@ -168,7 +173,7 @@ aq_status aq_sim_stats_json(aq_sim_stats *s, aq_sim_ratelimit *rl, char **out, a
         st = aq_err_set(err, AQ_NOMEM, "out of memory");
         goto out;
     }
-    aq_sim_stats_read(s, &v);
+    stats_read(s, &v);
     for (size_t j = 0; j <= N_TRACKED; j++) {
         uint64_t n = 0;
         for (size_t i = 0; i < s->n_threads; i++)

@@ -29,12 +29,6 @@ void aq_sim_stats_end(aq_sim_stats *s);
 void aq_sim_stats_conn_open(aq_sim_stats *s);
 void aq_sim_stats_conn_close(aq_sim_stats *s);
 
-typedef struct aq_sim_stats_snapshot {
-    uint64_t requests_total, dropped, stalled, input_tokens_total, output_tokens_total;
-    int64_t concurrent_requests, peak_concurrent_requests, connections_open, peak_connections;
-} aq_sim_stats_snapshot;
-
-void aq_sim_stats_read(aq_sim_stats *s, aq_sim_stats_snapshot *out);
 /* The /sim/stats document (caller frees); rl adds requests per key id (may be NULL). */
 aq_status aq_sim_stats_json(aq_sim_stats *s, aq_sim_ratelimit *rl, char **out, aq_err *err);
 /* Zero the counters; peaks restart from the current gauges. */
