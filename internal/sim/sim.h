@@ -4,7 +4,8 @@
  *
  * Routes: POST /v1/messages, GET /sim/stats, POST /sim/reset, GET /healthz.
  * The answer is a pure function of the request (see sim_request.h); latency,
- * faults and rate-limit headers are configured by the options below. */
+ * faults and the per-key rate limits (sim_ratelimit.h) are configured by the
+ * options below. */
 #ifndef AQ_SIM_SIM_H
 #define AQ_SIM_SIM_H
 
@@ -28,15 +29,18 @@ typedef struct aq_sim_config {
     int64_t latency_p99_ms;    /* lognormal */
     char *output_tokens;       /* "40" or "20-200" */
     double fault_429, fault_500, fault_504, fault_529, fault_drop, fault_stall;
+    double fault_bad_json, fault_truncated, fault_huge; /* 200s with a bad body */
     int64_t stall_max;         /* ms a stalled request is held at most */
-    int64_t retry_after;       /* seconds, on 429 */
+    int64_t huge_bytes;        /* fault_huge answers have a text longer than this */
+    int64_t retry_after;       /* seconds, on fault_429 answers */
     char *keys;                /* comma-separated accepted API keys; empty = any */
     char *models;              /* comma-separated known model ids; empty = any */
     int64_t max_body_bytes;
     int64_t max_tokens_cap;
-    int64_t rl_requests;       /* per minute, reported in anthropic-ratelimit-* */
+    int64_t rl_requests;       /* per minute and API key, enforced and reported */
     int64_t rl_input_tokens;
     int64_t rl_output_tokens;
+    bool rl_enforce;           /* false: only reported in anthropic-ratelimit-* */
     int64_t seed;
     char *log_level;
     char *port_file;           /* written with the chosen port once listening */

@@ -50,15 +50,30 @@
 
 typedef enum pend_action { ACT_REPLY, ACT_DROP, ACT_STALL } pend_action;
 
+/* What a valid request is answered with, in the order of fault_cum. */
+typedef enum sim_fault {
+    F_429, F_500, F_504, F_529, F_DROP, F_STALL, F_BAD_JSON, F_TRUNCATED, F_HUGE,
+    N_FAULTS,
+    F_NONE = N_FAULTS,
+} sim_fault;
+
 typedef struct sim_worker sim_worker;
+
+/* An answer on its way: what it is counted as, and the rate-limit charge it
+ * settles when it is sent (or when the request ends without it). */
+typedef struct sim_reply {
+    int code;
+    int64_t stat_input, stat_output; /* tokens for the counters (proper 200s only) */
+    aq_sim_rl_ticket ticket;         /* admitted requests: settled exactly once */
+    int64_t settle_output;           /* the output the charge is corrected to on reply */
+} sim_reply;
 
 typedef struct sim_conn {
     sim_worker *w;
     struct evhttp_connection *evcon;
     struct evhttp_request *pending; /* our answer is due (latency) or never (stall) */
     pend_action action;
-    int code;
-    int64_t input_tokens, output_tokens; /* of a pending 200, for the counters */
+    sim_reply reply;                /* of the pending request */
     int fd;
     struct event timer; /* latency, or stall_max */
     struct event watch; /* EOF from the client while pending */
@@ -89,8 +104,8 @@ struct aq_sim_server {
     aq_list keys;
     aq_sim_output_range out_range;
     aq_sim_latency latency;
-    double fault_cum[6]; /* cumulative: 429, 500, 504, 529, drop, stall */
-    int64_t retry_after_s, stall_max_ms, max_body;
+    double fault_cum[N_FAULTS]; /* cumulative shares, in sim_fault order */
+    int64_t retry_after_s, stall_max_ms, max_body, huge_bytes;
     uint32_t nonce;
     aq_sim_stats *stats;
     aq_sim_ratelimit *rl;
@@ -144,25 +159,13 @@ static void add_header_i64(struct evkeyvalq *h, const char *name, int64_t v)
     evhttp_add_header(h, name, num);
 }
 
-static void add_ratelimit_headers(struct evkeyvalq *h, const aq_sim_rl_view *v, bool limited)
+/* The anthropic-ratelimit-* headers of a key's buckets, as of now. */
+static void add_ratelimit_headers(struct evkeyvalq *h, const aq_sim_rl_state *v)
 {
-    char reset[32];
-    struct tm tm;
-    time_t t = (time_t)(v->reset_unix_ms / 1000);
-    gmtime_r(&t, &tm);
-    strftime(reset, sizeof(reset), "%Y-%m-%dT%H:%M:%SZ", &tm);
-    add_header_i64(h, "anthropic-ratelimit-requests-limit", v->requests_limit);
-    add_header_i64(h, "anthropic-ratelimit-requests-remaining", limited ? 0 : v->requests_remaining);
-    evhttp_add_header(h, "anthropic-ratelimit-requests-reset", reset);
-    add_header_i64(h, "anthropic-ratelimit-input-tokens-limit", v->input_limit);
-    add_header_i64(h, "anthropic-ratelimit-input-tokens-remaining", v->input_remaining);
-    evhttp_add_header(h, "anthropic-ratelimit-input-tokens-reset", reset);
-    add_header_i64(h, "anthropic-ratelimit-output-tokens-limit", v->output_limit);
-    add_header_i64(h, "anthropic-ratelimit-output-tokens-remaining", v->output_remaining);
-    evhttp_add_header(h, "anthropic-ratelimit-output-tokens-reset", reset);
-    add_header_i64(h, "anthropic-ratelimit-tokens-limit", v->tokens_limit);
-    add_header_i64(h, "anthropic-ratelimit-tokens-remaining", v->tokens_remaining);
-    evhttp_add_header(h, "anthropic-ratelimit-tokens-reset", reset);
+    aq_sim_rl_header hdrs[AQ_SIM_RL_N_HEADERS];
+    aq_sim_rl_headers(v, aq_now_unix_ms(), hdrs);
+    for (size_t i = 0; i < AQ_SIM_RL_N_HEADERS; i++)
+        evhttp_add_header(h, hdrs[i].name, hdrs[i].value);
 }
 
 /* Put w->out as the body, with its content type. */
@@ -191,6 +194,18 @@ static void reply_messages(sim_worker *w, struct evhttp_request *req, int code, 
     evhttp_send_reply(req, code, reason_phrase(code), NULL);
 }
 
+/* Send a prepared answer: settle its charge first, so that its headers show
+ * the buckets after the correction. */
+static void finish_reply(sim_worker *w, struct evhttp_request *req, sim_reply *rep)
+{
+    if (rep->ticket.key_hash) {
+        aq_sim_rl_state view;
+        aq_sim_ratelimit_settle(w->srv->rl, &rep->ticket, rep->settle_output, aq_mono_ms(), &view);
+        add_ratelimit_headers(evhttp_request_get_output_headers(req), &view);
+    }
+    reply_messages(w, req, rep->code, rep->stat_input, rep->stat_output);
+}
+
 static bool is_json_type(const char *ct)
 {
     if (!ct)
@@ -205,6 +220,8 @@ static bool is_json_type(const char *ct)
 
 /* -------------------------------------------------- pending requests, close */
 
+/* The pending request is over; a charge it still holds is corrected to no
+ * output (dropped, stalled, given up by the client, or the server stopping). */
 static void conn_end_pending(sim_conn *c)
 {
     event_del(&c->timer);
@@ -214,6 +231,8 @@ static void conn_end_pending(sim_conn *c)
         aq_sim_stats_end(c->w->srv->stats);
         c->pending = NULL;
     }
+    if (c->reply.ticket.key_hash)
+        aq_sim_ratelimit_settle(c->w->srv->rl, &c->reply.ticket, 0, aq_mono_ms(), NULL);
 }
 
 static void on_close(struct evhttp_connection *evcon, void *arg)
@@ -246,10 +265,13 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     if (!req)
         return;
     switch (c->action) {
-    case ACT_REPLY:
+    case ACT_REPLY: {
+        sim_reply rep = c->reply;
+        memset(&c->reply, 0, sizeof(c->reply)); /* the charge goes with the answer */
         conn_end_pending(c);
-        reply_messages(c->w, req, c->code, c->input_tokens, c->output_tokens);
+        finish_reply(c->w, req, &rep);
         break;
+    }
     case ACT_DROP:
         aq_sim_stats_dropped(c->w->srv->stats, c->w->idx);
         conn_abort(c);
@@ -275,12 +297,13 @@ static void on_watch(evutil_socket_t fd, short what, void *arg)
     conn_abort(c); /* EOF or reset: the client gave up */
 }
 
-static void pend(sim_conn *c, struct evhttp_request *req, pend_action a, int code, int64_t delay_ms)
+static void pend(sim_conn *c, struct evhttp_request *req, pend_action a, const sim_reply *rep,
+                 int64_t delay_ms)
 {
     struct timeval tv = {(time_t)(delay_ms / 1000), (suseconds_t)((delay_ms % 1000) * 1000)};
     c->pending = req;
     c->action = a;
-    c->code = code;
+    c->reply = *rep;
     evtimer_add(&c->timer, &tv);
     if (c->fd >= 0)
         event_add(&c->watch, NULL);
@@ -312,17 +335,154 @@ static sim_conn *conn_get(sim_worker *w, struct evhttp_connection *evcon)
 
 /* ------------------------------------------------------------ the handlers */
 
+#define BAD_JSON_BODY \
+    "<html><body><h1>agentq-sim fault_bad_json</h1><p>a 200 answer that is not JSON</p></body></html>\n"
+#define HUGE_FILLER "lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod "
+
+static sim_fault pick_fault(const aq_sim_server *srv, double u)
+{
+    for (int i = 0; i < N_FAULTS; i++)
+        if (u < srv->fault_cum[i])
+            return (sim_fault)i;
+    return F_NONE;
+}
+
+static void free_huge(const void *data, size_t len, void *arg)
+{
+    (void)len;
+    (void)arg;
+    free((void *)data);
+}
+
+/* fault_huge: the answer with its text padded past huge_bytes, as the body
+ * (handed to evbuffer without a copy). usage.output_tokens counts the padded text. */
+static aq_status set_huge_body(sim_worker *w, struct evhttp_request *req, const aq_sim_request *r,
+                               const aq_sim_answer *ans, const char *msg_id)
+{
+    size_t want = (size_t)w->srv->huge_bytes + 1, len = 0;
+    aq_buf text, body;
+    aq_sim_answer a = *ans;
+    aq_status st;
+    char *at = NULL, *data;
+
+    aq_buf_init(&text, want + w->text.len);
+    aq_buf_init(&body, want + w->text.len * 6 + 65536); /* only the answer's own text needs escapes */
+    if ((st = aq_buf_append(&text, w->text.data, w->text.len)) != AQ_OK)
+        goto out;
+    if (text.len < want) {
+        size_t pad = want - text.len;
+        if ((st = aq_buf_extend(&text, pad, &at)) != AQ_OK)
+            goto out;
+        for (size_t i = 0; i < pad; i++)
+            at[i] = HUGE_FILLER[i % (sizeof(HUGE_FILLER) - 1)];
+    }
+    a.output_tokens = aq_sim_tokens(text.len);
+    if ((st = aq_sim_render_message(&body, r, &a, text.data, text.len, msg_id)) != AQ_OK)
+        goto out;
+    data = aq_buf_take(&body, &len);
+    if (evbuffer_add_reference(evhttp_request_get_output_buffer(req), data, len, free_huge, NULL) != 0) {
+        free(data);
+        st = AQ_NOMEM;
+        goto out;
+    }
+    evhttp_add_header(evhttp_request_get_output_headers(req), "content-type", "application/json");
+out:
+    aq_buf_free(&text);
+    aq_buf_free(&body);
+    return st;
+}
+
+/* A 200 (or, for a fault answer, a bad 200) for an admitted request; 500 if
+ * the simulator cannot build it. The charge is corrected to the answer's
+ * output tokens either way: a fault answer costs what the answer it spoils would. */
+static void answer(sim_worker *w, struct evhttp_request *req, const aq_sim_request *r, sim_fault fault,
+                   sim_reply *rep, const char *rid)
+{
+    aq_sim_server *srv = w->srv;
+    aq_sim_answer ans = {0};
+    aq_err err = {0};
+    char msg_id[SIM_ID_LEN];
+    aq_status st;
+
+    if ((st = aq_sim_answer_build(r, srv->out_range, &w->text, &ans, &err)) == AQ_OK) {
+        make_id(w, "msg_", msg_id);
+        aq_buf_reset(&w->out);
+        st = aq_sim_render_message(&w->out, r, &ans, w->text.data, w->text.len, msg_id);
+    }
+    if (st == AQ_OK && fault == F_HUGE)
+        st = set_huge_body(w, req, r, &ans, msg_id);
+    if (st != AQ_OK) {
+        rep->code = 500;
+        set_error(w, req, "api_error", "the simulator could not build its answer", rid);
+        return;
+    }
+    rep->code = 200;
+    rep->settle_output = ans.output_tokens;
+    switch (fault) {
+    case F_BAD_JSON:
+        aq_sim_stats_fault(srv->stats, w->idx, AQ_SIM_FAULT_BAD_JSON);
+        aq_buf_reset(&w->out);
+        aq_buf_append_str(&w->out, BAD_JSON_BODY);
+        set_body(w, req, "application/json");
+        break;
+    case F_TRUNCATED:
+        /* a prefix of a JSON object is never JSON; cut where a character starts */
+        aq_sim_stats_fault(srv->stats, w->idx, AQ_SIM_FAULT_TRUNCATED);
+        w->out.len = aq_sim_utf8_cut(w->out.data, w->out.len, w->out.len / 2);
+        w->out.data[w->out.len] = '\0'; /* aq_buf keeps its content terminated */
+        set_body(w, req, "application/json");
+        break;
+    case F_HUGE:
+        aq_sim_stats_fault(srv->stats, w->idx, AQ_SIM_FAULT_HUGE);
+        break;
+    default:
+        rep->stat_input = ans.input_tokens;
+        rep->stat_output = ans.output_tokens;
+        set_body(w, req, "application/json");
+        break;
+    }
+}
+
+/* An enforced limit refused the request: 429 with the buckets and when to retry. */
+static void set_rate_limited(sim_worker *w, struct evhttp_request *req, const aq_sim_rl_decision *d,
+                             const aq_sim_rl_state *view, const char *rid)
+{
+    struct evkeyvalq *oh = evhttp_request_get_output_headers(req);
+    char msg[320];
+    if (d->outcome == AQ_SIM_RL_TOO_MANY_KEYS) {
+        snprintf(msg, sizeof(msg),
+                 "This request would exceed the simulator's limit of %d API keys with rate-limit "
+                 "state at once (none is idle); retry later (enforced by agentq-sim)",
+                 AQ_SIM_RL_MAX_KEYS);
+    } else if (d->never) {
+        snprintf(msg, sizeof(msg),
+                 "This request needs %" PRId64 " %s, more than the rate limit for this API key of %" PRId64
+                 " %s per minute allows at all (enforced by agentq-sim)",
+                 d->cost, aq_sim_rl_dim_name(d->limited_by), view->limit[d->limited_by],
+                 aq_sim_rl_dim_name(d->limited_by));
+    } else {
+        snprintf(msg, sizeof(msg),
+                 "This request would exceed the rate limit for this API key of %" PRId64
+                 " %s per minute (enforced by agentq-sim)",
+                 view->limit[d->limited_by], aq_sim_rl_dim_name(d->limited_by));
+    }
+    add_ratelimit_headers(oh, view);
+    add_header_i64(oh, "retry-after", d->retry_after_s);
+    set_error(w, req, "rate_limit_error", msg, rid);
+}
+
 static void handle_messages(sim_worker *w, sim_conn *c, struct evhttp_request *req, const char *rid)
 {
     aq_sim_server *srv = w->srv;
     struct evkeyvalq *ih = evhttp_request_get_input_headers(req);
     struct evkeyvalq *oh = evhttp_request_get_output_headers(req);
     aq_sim_request r = {0};
-    aq_sim_answer ans = {0};
-    aq_sim_rl_view view;
+    aq_sim_rl_state view;
+    aq_sim_rl_decision dec;
+    sim_reply rep = {0};
     aq_err err = {0};
     const char *etype = "invalid_request_error", *msg = NULL, *key;
-    char msg_id[SIM_ID_LEN];
+    size_t key_len = 0;
     int code = 400;
     aq_status st;
 
@@ -345,6 +505,7 @@ static void handle_messages(sim_worker *w, sim_conn *c, struct evhttp_request *r
         msg = "invalid x-api-key";
         goto fail_unauth;
     }
+    key_len = strlen(key);
     if (!evhttp_find_header(ih, "anthropic-version")) {
         msg = "anthropic-version: header is required";
         goto fail;
@@ -374,79 +535,73 @@ static void handle_messages(sim_worker *w, sim_conn *c, struct evhttp_request *r
         goto fail;
     }
 
-    /* A valid request: fault, answer, latency. */
+    /* A valid request: fault, rate limits, answer, latency. */
     aq_sim_stats_begin(srv->stats);
-    double u = aq_sim_rng_uniform(&w->rng);
+    sim_fault fault = pick_fault(srv, aq_sim_rng_uniform(&w->rng));
     pend_action action = ACT_REPLY;
-    if (u < srv->fault_cum[0]) {
-        code = 429;
-    } else if (u < srv->fault_cum[1]) {
-        code = 500;
-    } else if (u < srv->fault_cum[2]) {
-        code = 504;
-    } else if (u < srv->fault_cum[3]) {
-        code = 529;
-    } else if (u < srv->fault_cum[4]) {
-        action = ACT_DROP;
-    } else if (u < srv->fault_cum[5]) {
-        action = ACT_STALL;
+    if (fault == F_429) { /* a random 429: charges nothing, like an enforced one */
+        aq_sim_stats_fault(srv->stats, w->idx, AQ_SIM_FAULT_429);
+        aq_sim_ratelimit_observe(srv->rl, key, key_len, aq_mono_ms(), &view);
+        add_ratelimit_headers(oh, &view);
+        add_header_i64(oh, "retry-after", srv->retry_after_s);
+        set_error(w, req, "rate_limit_error",
+                  "This request would exceed your rate limit (simulated by agentq-sim)", rid);
+        rep.code = 429;
     } else {
-        code = 200;
-    }
-
-    if (action == ACT_REPLY && code == 200) {
-        if ((st = aq_sim_answer_build(&r, srv->out_range, &w->text, &ans, &err)) == AQ_OK) {
-            make_id(w, "msg_", msg_id);
-            aq_buf_reset(&w->out);
-            st = aq_sim_render_message(&w->out, &r, &ans, w->text.data, w->text.len, msg_id);
+        aq_sim_ratelimit_admit(srv->rl, key, key_len, aq_sim_input_tokens(&r), r.max_tokens,
+                               aq_mono_ms(), &rep.ticket, &dec, &view);
+        if (dec.outcome != AQ_SIM_RL_ADMITTED) { /* refused at once, no latency */
+            aq_sim_request_free(&r);
+            set_rate_limited(w, req, &dec, &view, rid);
+            aq_sim_stats_end(srv->stats);
+            reply_messages(w, req, 429, 0, 0);
+            return;
         }
-        if (st != AQ_OK) {
-            code = 500;
-            set_error(w, req, "api_error", "the simulator could not build its answer", rid);
-            ans.input_tokens = ans.output_tokens = 0;
-        } else {
-            aq_sim_ratelimit_charge(srv->rl, key, strlen(key), ans.input_tokens, ans.output_tokens,
-                                    aq_now_unix_ms(), &view);
-            add_ratelimit_headers(oh, &view, false);
-            set_body(w, req, "application/json");
-        }
-    } else {
-        aq_sim_ratelimit_charge(srv->rl, key, strlen(key), 0, 0, aq_now_unix_ms(), &view);
-        if (code == 429) {
-            add_ratelimit_headers(oh, &view, true);
-            add_header_i64(oh, "retry-after", srv->retry_after_s);
-            set_error(w, req, "rate_limit_error",
-                      "This request would exceed your rate limit (simulated by agentq-sim)", rid);
-        } else if (code == 500) {
+        switch (fault) {
+        case F_500:
+            rep.code = 500;
             set_error(w, req, "api_error", "Internal server error (simulated by agentq-sim)", rid);
-        } else if (code == 504) {
+            break;
+        case F_504:
+            rep.code = 504;
             set_error(w, req, "timeout_error", "Request timed out (simulated by agentq-sim)", rid);
-        } else if (code == 529) {
+            break;
+        case F_529:
+            rep.code = 529;
             set_error(w, req, "overloaded_error", "Overloaded (simulated by agentq-sim)", rid);
+            break;
+        case F_DROP:
+            action = ACT_DROP;
+            break;
+        case F_STALL:
+            action = ACT_STALL;
+            break;
+        default:
+            answer(w, req, &r, fault, &rep, rid);
+            break;
         }
     }
     aq_sim_request_free(&r);
 
     if (action == ACT_STALL) {
         aq_sim_stats_stalled(srv->stats, w->idx);
-        pend(c, req, ACT_STALL, 0, srv->stall_max_ms);
+        pend(c, req, ACT_STALL, &rep, srv->stall_max_ms);
         return;
     }
     int64_t delay = aq_sim_latency_sample(&srv->latency, &w->rng);
     if (action == ACT_REPLY && delay == 0) {
         aq_sim_stats_end(srv->stats);
-        reply_messages(w, req, code, ans.input_tokens, ans.output_tokens);
+        finish_reply(w, req, &rep);
         return;
     }
     /* A drop always goes through the timer: freeing the connection from inside
      * evhttp's request callback is not safe. */
-    c->input_tokens = ans.input_tokens;
-    c->output_tokens = ans.output_tokens;
-    pend(c, req, action, code, delay);
+    pend(c, req, action, &rep, delay);
     return;
 
 fail:
-    aq_sim_ratelimit_charge(srv->rl, key, strlen(key), 0, 0, aq_now_unix_ms(), NULL);
+    aq_sim_ratelimit_observe(srv->rl, key, key_len, aq_mono_ms(), &view);
+    add_ratelimit_headers(oh, &view);
 fail_unauth:
     set_error(w, req, etype, msg, rid);
     reply_messages(w, req, code, 0, 0);
@@ -667,10 +822,11 @@ aq_status aq_sim_server_new(const aq_sim_config *cfg, aq_sim_server **out, aq_er
     if ((st = aq_sim_latency_init(&srv->latency, cfg->latency_dist, lat_ms, cfg->latency_max_ms,
                                   cfg->latency_median_ms, cfg->latency_p99_ms, err)) != AQ_OK)
         goto out;
-    const double rates[6] = {cfg->fault_429, cfg->fault_500, cfg->fault_504,
-                             cfg->fault_529, cfg->fault_drop, cfg->fault_stall};
+    const double rates[N_FAULTS] = {cfg->fault_429,  cfg->fault_500,      cfg->fault_504,
+                                    cfg->fault_529,  cfg->fault_drop,     cfg->fault_stall,
+                                    cfg->fault_bad_json, cfg->fault_truncated, cfg->fault_huge};
     double sum = 0;
-    for (int i = 0; i < 6; i++) {
+    for (int i = 0; i < N_FAULTS; i++) {
         if (!(rates[i] >= 0 && rates[i] <= 1)) {
             st = aq_err_set(err, AQ_CONFIG, "fault rates must be in [0, 1]");
             goto out;
@@ -691,6 +847,7 @@ aq_status aq_sim_server_new(const aq_sim_config *cfg, aq_sim_server **out, aq_er
     srv->retry_after_s = cfg->retry_after;
     srv->stall_max_ms = cfg->stall_max > 0 ? cfg->stall_max : 600000;
     srv->max_body = cfg->max_body_bytes > 0 ? cfg->max_body_bytes : 32 * 1024 * 1024;
+    srv->huge_bytes = cfg->huge_bytes > 0 ? cfg->huge_bytes : 16 * 1024 * 1024;
     uint64_t nonce_src = (uint64_t)aq_mono_us() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)srv;
     aq_sim_rng nr;
     aq_sim_rng_seed(&nr, nonce_src);
@@ -702,7 +859,8 @@ aq_status aq_sim_server_new(const aq_sim_config *cfg, aq_sim_server **out, aq_er
         srv->n_workers = AQ_SIM_MAX_THREADS;
 
     aq_sim_rl_limits rl = {cfg->rl_requests, cfg->rl_input_tokens, cfg->rl_output_tokens};
-    if ((st = aq_sim_ratelimit_new(&rl, &srv->rl, err)) != AQ_OK ||
+    aq_sim_rl_options rlo = {.enforce = cfg->rl_enforce, .max_keys = AQ_SIM_RL_MAX_KEYS};
+    if ((st = aq_sim_ratelimit_create(&rl, &rlo, &srv->rl, err)) != AQ_OK ||
         (st = aq_sim_stats_new(srv->n_workers, &srv->stats, err)) != AQ_OK)
         goto out;
 

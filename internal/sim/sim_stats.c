@@ -1,6 +1,7 @@
 #include "sim_stats.h"
 
 #include <jansson.h>
+#include <limits.h>
 #include <stdalign.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -15,7 +16,11 @@ typedef struct thread_counters {
     alignas(64) _Atomic uint64_t requests;
     _Atomic uint64_t by_status[N_TRACKED + 1];
     _Atomic uint64_t dropped, stalled, input_tokens, output_tokens;
+    _Atomic uint64_t faults[AQ_SIM_N_FAULTS];
 } thread_counters;
+
+static const char *const fault_names[AQ_SIM_N_FAULTS] = {"fault_429", "fault_bad_json", "fault_truncated",
+                                                         "fault_huge"};
 
 struct aq_sim_stats {
     size_t n_threads;
@@ -45,6 +50,8 @@ aq_status aq_sim_stats_new(size_t n_threads, aq_sim_stats **out, aq_err *err)
         atomic_init(&t[i].stalled, 0);
         atomic_init(&t[i].input_tokens, 0);
         atomic_init(&t[i].output_tokens, 0);
+        for (size_t j = 0; j < AQ_SIM_N_FAULTS; j++)
+            atomic_init(&t[i].faults[j], 0);
     }
     atomic_init(&s->concurrent, 0);
     atomic_init(&s->peak_concurrent, 0);
@@ -100,6 +107,12 @@ void aq_sim_stats_stalled(aq_sim_stats *s, size_t thread)
     add(&s->threads[thread].stalled, 1);
 }
 
+void aq_sim_stats_fault(aq_sim_stats *s, size_t thread, aq_sim_fault f)
+{
+    if (f >= 0 && f < AQ_SIM_N_FAULTS)
+        add(&s->threads[thread].faults[f], 1);
+}
+
 static void gauge_up(_Atomic int64_t *g, _Atomic int64_t *peak)
 {
     int64_t now = atomic_fetch_add_explicit(g, 1, memory_order_relaxed) + 1;
@@ -136,6 +149,7 @@ static uint64_t get(_Atomic uint64_t *c)
 
 typedef struct stats_snapshot {
     uint64_t requests_total, dropped, stalled, input_tokens_total, output_tokens_total;
+    uint64_t faults[AQ_SIM_N_FAULTS];
     int64_t concurrent_requests, peak_concurrent_requests, connections_open, peak_connections;
 } stats_snapshot;
 
@@ -149,6 +163,8 @@ static void stats_read(aq_sim_stats *s, stats_snapshot *out)
         v.stalled += get(&t->stalled);
         v.input_tokens_total += get(&t->input_tokens);
         v.output_tokens_total += get(&t->output_tokens);
+        for (size_t j = 0; j < AQ_SIM_N_FAULTS; j++)
+            v.faults[j] += get(&t->faults[j]);
     }
     v.concurrent_requests = atomic_load_explicit(&s->concurrent, memory_order_relaxed);
     v.peak_concurrent_requests = atomic_load_explicit(&s->peak_concurrent, memory_order_relaxed);
@@ -160,6 +176,42 @@ static void stats_read(aq_sim_stats *s, stats_snapshot *out)
 static void add_key(const char *key_id, uint64_t requests, void *arg)
 {
     json_object_set_new((json_t *)arg, key_id, json_integer((json_int_t)requests));
+}
+
+static json_t *u64(uint64_t v)
+{
+    return json_integer(v > (uint64_t)LLONG_MAX ? (json_int_t)LLONG_MAX : (json_int_t)v);
+}
+
+/* The rate limiter's part: 429s by limit, what was charged, keys. */
+static aq_status add_ratelimit(json_t *doc, aq_sim_ratelimit *rl, json_t *by_key, aq_err *err)
+{
+    aq_sim_rl_totals t;
+    json_t *limited = json_object(), *charged = json_object();
+    aq_status st = AQ_OK;
+
+    if (!limited || !charged) {
+        st = aq_err_set(err, AQ_NOMEM, "out of memory");
+        goto out;
+    }
+    aq_sim_ratelimit_foreach(rl, add_key, by_key);
+    aq_sim_ratelimit_totals(rl, &t);
+    json_object_set_new(limited, "requests", u64(t.limited[AQ_SIM_RL_REQUESTS]));
+    json_object_set_new(limited, "input_tokens", u64(t.limited[AQ_SIM_RL_INPUT_TOKENS]));
+    json_object_set_new(limited, "output_tokens", u64(t.limited[AQ_SIM_RL_OUTPUT_TOKENS]));
+    json_object_set_new(limited, "keys", u64(t.limited_keys));
+    json_object_set_new(charged, "requests", u64(t.charged_requests));
+    json_object_set_new(charged, "input_tokens", u64(t.charged_input_tokens));
+    json_object_set_new(charged, "output_tokens", json_integer(t.charged_output_tokens));
+    json_object_set_new(doc, "rate_limit_enforced", json_boolean(aq_sim_ratelimit_enforced(rl)));
+    json_object_set(doc, "rate_limited", limited);
+    json_object_set(doc, "charged", charged);
+    json_object_set_new(doc, "keys_tracked", u64(t.keys_tracked));
+    json_object_set_new(doc, "keys_reclaimed", u64(t.keys_reclaimed));
+out:
+    json_decref(limited);
+    json_decref(charged);
+    return st;
 }
 
 aq_status aq_sim_stats_json(aq_sim_stats *s, aq_sim_ratelimit *rl, char **out, aq_err *err)
@@ -185,20 +237,22 @@ aq_status aq_sim_stats_json(aq_sim_stats *s, aq_sim_ratelimit *rl, char **out, a
             snprintf(code, sizeof(code), "other");
         else
             snprintf(code, sizeof(code), "%d", tracked_status[j]);
-        json_object_set_new(by_status, code, json_integer((json_int_t)n));
+        json_object_set_new(by_status, code, u64(n));
     }
-    if (rl)
-        aq_sim_ratelimit_foreach(rl, add_key, by_key);
-    json_object_set_new(doc, "requests_total", json_integer((json_int_t)v.requests_total));
+    json_object_set_new(doc, "requests_total", u64(v.requests_total));
     json_object_set(doc, "by_status", by_status);
-    json_object_set_new(doc, "dropped", json_integer((json_int_t)v.dropped));
-    json_object_set_new(doc, "stalled", json_integer((json_int_t)v.stalled));
-    json_object_set_new(doc, "input_tokens_total", json_integer((json_int_t)v.input_tokens_total));
-    json_object_set_new(doc, "output_tokens_total", json_integer((json_int_t)v.output_tokens_total));
+    json_object_set_new(doc, "dropped", u64(v.dropped));
+    json_object_set_new(doc, "stalled", u64(v.stalled));
+    for (size_t j = 0; j < AQ_SIM_N_FAULTS; j++)
+        json_object_set_new(doc, fault_names[j], u64(v.faults[j]));
+    json_object_set_new(doc, "input_tokens_total", u64(v.input_tokens_total));
+    json_object_set_new(doc, "output_tokens_total", u64(v.output_tokens_total));
     json_object_set_new(doc, "concurrent_requests", json_integer(v.concurrent_requests));
     json_object_set_new(doc, "peak_concurrent_requests", json_integer(v.peak_concurrent_requests));
     json_object_set_new(doc, "connections_open", json_integer(v.connections_open));
     json_object_set_new(doc, "peak_connections", json_integer(v.peak_connections));
+    if (rl && (st = add_ratelimit(doc, rl, by_key, err)) != AQ_OK)
+        goto out;
     json_object_set(doc, "requests_by_key", by_key);
     text = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
     if (!text) {
@@ -224,6 +278,8 @@ void aq_sim_stats_reset(aq_sim_stats *s)
         atomic_store_explicit(&t->stalled, 0, memory_order_relaxed);
         atomic_store_explicit(&t->input_tokens, 0, memory_order_relaxed);
         atomic_store_explicit(&t->output_tokens, 0, memory_order_relaxed);
+        for (size_t j = 0; j < AQ_SIM_N_FAULTS; j++)
+            atomic_store_explicit(&t->faults[j], 0, memory_order_relaxed);
     }
     atomic_store_explicit(&s->peak_concurrent, atomic_load(&s->concurrent), memory_order_relaxed);
     atomic_store_explicit(&s->peak_connections, atomic_load(&s->connections), memory_order_relaxed);

@@ -22,6 +22,15 @@ void aq_sim_stats_request(aq_sim_stats *s, size_t thread);
 void aq_sim_stats_response(aq_sim_stats *s, size_t thread, int http_status, int64_t input_tokens,
                            int64_t output_tokens);
 void aq_sim_stats_dropped(aq_sim_stats *s, size_t thread);
+/* Answers chosen by a fault share (besides drop and stall). */
+typedef enum aq_sim_fault {
+    AQ_SIM_FAULT_429,       /* fault_429: a random 429, not an enforced limit */
+    AQ_SIM_FAULT_BAD_JSON,  /* a 200 whose body is not JSON */
+    AQ_SIM_FAULT_TRUNCATED, /* a 200 whose JSON body is cut short */
+    AQ_SIM_FAULT_HUGE,      /* a 200 with a text longer than huge_bytes */
+    AQ_SIM_N_FAULTS,
+} aq_sim_fault;
+void aq_sim_stats_fault(aq_sim_stats *s, size_t thread, aq_sim_fault f);
 void aq_sim_stats_stalled(aq_sim_stats *s, size_t thread);
 /* Requests in flight (validated, not yet answered or given up). */
 void aq_sim_stats_begin(aq_sim_stats *s);
@@ -29,7 +38,8 @@ void aq_sim_stats_end(aq_sim_stats *s);
 void aq_sim_stats_conn_open(aq_sim_stats *s);
 void aq_sim_stats_conn_close(aq_sim_stats *s);
 
-/* The /sim/stats document (caller frees); rl adds requests per key id (may be NULL). */
+/* The /sim/stats document (caller frees); rl (may be NULL) adds the requests
+ * per key id and the rate-limit counters. */
 aq_status aq_sim_stats_json(aq_sim_stats *s, aq_sim_ratelimit *rl, char **out, aq_err *err);
 /* Zero the counters; peaks restart from the current gauges. */
 void aq_sim_stats_reset(aq_sim_stats *s);

@@ -5,8 +5,14 @@
  * kind and status, the client's own CPU per request, and the simulator's
  * /sim/stats peaks.
  *
- *   sim_load --port 8090 -c 256 -n 200000 -t 1
- *   sim_load --port-file /tmp/sim.port -c 10000 -n 10000 --timeout 30
+ * agentq-sim enforces its rate limits per API key (rl_requests etc., 4,000
+ * requests a minute by default), so a throughput run either spreads its
+ * requests over many keys (--keys N: "<key>-0" ... "<key>-N-1", round robin)
+ * or runs the simulator with --rl_enforce=false. 429s are counted, and make
+ * the exit status 1 like every other error.
+ *
+ *   sim_load --port 8090 -c 256 -n 200000 -t 1 --keys 100
+ *   sim_load --port-file /tmp/sim.port -c 10000 -n 10000 --timeout 30 --keys 100
  */
 #include <errno.h>
 #include <event2/buffer.h>
@@ -31,11 +37,12 @@
 #define LOAD_MAX_THREADS 64
 #define LOAD_STATS_BODY_MAX (1024 * 1024) /* /sim/stats answer cap */
 #define LOAD_PROMPT_MAX 4096
+#define LOAD_MAX_KEYS 1000000
 
 typedef struct load_opts {
     const char *host;
     int port;
-    long conns, requests, threads, timeout_s, max_tokens;
+    long conns, requests, threads, timeout_s, max_tokens, keys;
     const char *key, *model, *prompt;
     bool reset;
 } load_opts;
@@ -60,6 +67,7 @@ struct load_thread {
     uint32_t *lat_us;
     long nlat;
     char body[LOAD_PROMPT_MAX + 512];
+    char key[600];
 };
 
 static int64_t now_us(void)
@@ -117,7 +125,13 @@ static void issue(load_conn *c)
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
     snprintf(host, sizeof(host), "%s:%d", o->host, o->port);
     evhttp_add_header(h, "Host", host);
-    evhttp_add_header(h, "x-api-key", o->key);
+    if (o->keys > 1) { /* round robin over the keys, across threads */
+        snprintf(t->key, sizeof(t->key), "%s-%ld", o->key,
+                 (long)(((unsigned long)t->issued * (unsigned long)o->threads + t->idx) % (unsigned long)o->keys));
+        evhttp_add_header(h, "x-api-key", t->key);
+    } else {
+        evhttp_add_header(h, "x-api-key", o->key);
+    }
     evhttp_add_header(h, "anthropic-version", "2023-06-01");
     evhttp_add_header(h, "content-type", "application/json");
     n = snprintf(t->body, sizeof(t->body),
@@ -214,7 +228,9 @@ static void usage(void)
 {
     fprintf(stderr,
             "usage: sim_load [--host H] (--port P | --port-file F) [-c CONNS] [-n REQUESTS] [-t THREADS]\n"
-            "                [--timeout S] [--key K] [--model M] [--prompt TEXT] [--max-tokens N] [--no-reset]\n");
+            "                [--timeout S] [--key K] [--keys N] [--model M] [--prompt TEXT] [--max-tokens N]\n"
+            "                [--no-reset]\n"
+            "  --keys N   spread the requests over N API keys K-0 ... K-(N-1) (agentq-sim limits each key)\n");
 }
 
 static long parse_long(const char *s, const char *what)
@@ -232,7 +248,7 @@ static long parse_long(const char *s, const char *what)
 int main(int argc, char **argv)
 {
     load_opts o = {.host = "127.0.0.1", .port = 8090, .conns = 256, .requests = 100000,
-                   .threads = 1, .timeout_s = 60, .max_tokens = 1024, .key = "sk-load-test",
+                   .threads = 1, .timeout_s = 60, .max_tokens = 1024, .keys = 1, .key = "sk-load-test",
                    .model = "claude-haiku-4-5", .prompt = "load test request", .reset = true};
     static const struct option longopts[] = {
         {"host", required_argument, NULL, 'H'},       {"port", required_argument, NULL, 'p'},
@@ -241,7 +257,8 @@ int main(int argc, char **argv)
         {"timeout", required_argument, NULL, 'T'},    {"key", required_argument, NULL, 'k'},
         {"model", required_argument, NULL, 'm'},      {"prompt", required_argument, NULL, 'r'},
         {"max-tokens", required_argument, NULL, 'x'}, {"no-reset", no_argument, NULL, 'R'},
-        {"help", no_argument, NULL, 'h'},             {NULL, 0, NULL, 0}};
+        {"keys", required_argument, NULL, 'K'},       {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "c:n:t:h", longopts, NULL)) != -1) {
         switch (ch) {
@@ -261,6 +278,7 @@ int main(int argc, char **argv)
         case 't': o.threads = parse_long(optarg, "threads"); break;
         case 'T': o.timeout_s = parse_long(optarg, "timeout"); break;
         case 'k': o.key = optarg; break;
+        case 'K': o.keys = parse_long(optarg, "keys"); break;
         case 'm': o.model = optarg; break;
         case 'r': o.prompt = optarg; break;
         case 'x': o.max_tokens = parse_long(optarg, "max-tokens"); break;
@@ -268,7 +286,8 @@ int main(int argc, char **argv)
         default: usage(); return ch == 'h' ? 0 : 2;
         }
     }
-    if (o.threads < 1 || o.threads > LOAD_MAX_THREADS || o.conns < 1 || strlen(o.prompt) > LOAD_PROMPT_MAX) {
+    if (o.threads < 1 || o.threads > LOAD_MAX_THREADS || o.conns < 1 || strlen(o.prompt) > LOAD_PROMPT_MAX ||
+        o.keys < 1 || o.keys > LOAD_MAX_KEYS || strlen(o.key) > 512) {
         usage();
         return 2;
     }

@@ -1,5 +1,8 @@
 /* agentq-sim over real HTTP: the server runs in this process on port 0 (its
- * own worker threads) and libcurl talks to it. */
+ * own worker threads) and libcurl talks to it. Success and error answers,
+ * faults (including the bad 200s), latency, the body cap, and the per-key
+ * rate limits (429 + retry-after + anthropic-ratelimit-* headers, refill,
+ * separate keys, max_tokens reserved then corrected, report-only mode). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/buf.h"
@@ -19,7 +23,8 @@
 #include "core/config.h"
 #include "sim/sim.h"
 
-#define RESP_BODY_CAP (1024 * 1024)
+#define RESP_BODY_CAP (64 * 1024 * 1024) /* fault_huge answers are 16 MiB */
+#define RL_HEADERS_MAX 16
 
 typedef struct resp {
     CURLcode rc;
@@ -30,6 +35,9 @@ typedef struct resp {
     char retry_after[16];
     char rl_requests_limit[32];
     char rl_tokens_reset[40];
+    int n_rl; /* every anthropic-ratelimit-* header */
+    char rl_name[RL_HEADERS_MAX][64];
+    char rl_value[RL_HEADERS_MAX][40];
 } resp;
 
 typedef struct sim {
@@ -62,6 +70,12 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *arg)
     header_value(line, n, "retry-after", r->retry_after, sizeof(r->retry_after));
     header_value(line, n, "anthropic-ratelimit-requests-limit", r->rl_requests_limit, sizeof(r->rl_requests_limit));
     header_value(line, n, "anthropic-ratelimit-tokens-reset", r->rl_tokens_reset, sizeof(r->rl_tokens_reset));
+    const char *colon = memchr(line, ':', n);
+    if (colon && n > 20 && strncasecmp(line, "anthropic-ratelimit-", 20) == 0 && r->n_rl < RL_HEADERS_MAX) {
+        snprintf(r->rl_name[r->n_rl], sizeof(r->rl_name[0]), "%.*s", (int)(colon - line), line);
+        header_value(line, n, r->rl_name[r->n_rl], r->rl_value[r->n_rl], sizeof(r->rl_value[0]));
+        r->n_rl++;
+    }
     return n;
 }
 
@@ -109,6 +123,63 @@ static void resp_free(resp *r)
 
 static const char *const api_headers[] = {"x-api-key: k1", "anthropic-version: 2023-06-01",
                                           "content-type: application/json", NULL};
+static const char *const api_headers_k2[] = {"x-api-key: k2", "anthropic-version: 2023-06-01",
+                                             "content-type: application/json", NULL};
+
+/* The value of anthropic-ratelimit-<suffix>; fails if absent or repeated. */
+static const char *rl_header(const resp *r, const char *suffix)
+{
+    const char *v = NULL;
+    for (int i = 0; i < r->n_rl; i++) {
+        if (strcasecmp(r->rl_name[i] + 20, suffix) == 0) {
+            if (v)
+                fail_msg("anthropic-ratelimit-%s twice", suffix);
+            v = r->rl_value[i];
+        }
+    }
+    if (!v)
+        fail_msg("no anthropic-ratelimit-%s header (status %ld)", suffix, r->code);
+    return v;
+}
+
+/* An RFC 3339 UTC time "YYYY-MM-DDTHH:MM:SSZ" as Unix seconds; -1 if not one. */
+static int64_t rfc3339_s(const char *v)
+{
+    struct tm tm = {0};
+    int n = 0;
+    if (strlen(v) != 20 || sscanf(v, "%4d-%2d-%2dT%2d:%2d:%2dZ%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+                                  &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &n) != 6 || n != 20)
+        return -1;
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    return (int64_t)timegm(&tm);
+}
+
+/* All twelve rate-limit headers, consistent, resets within the next minute. */
+static void assert_rl_headers(const resp *r, const char *requests_limit, const char *input_limit,
+                              const char *output_limit)
+{
+    static const char *const dims[] = {"requests", "input-tokens", "output-tokens", "tokens"};
+    char name[64];
+    int64_t now = (int64_t)time(NULL);
+    assert_int_equal(r->n_rl, 12);
+    for (int i = 0; i < 4; i++) {
+        snprintf(name, sizeof(name), "%s-reset", dims[i]);
+        int64_t reset = rfc3339_s(rl_header(r, name));
+        if (reset < now - 2 || reset > now + 62)
+            fail_msg("%s %s is not within the next minute", name, rl_header(r, name));
+        snprintf(name, sizeof(name), "%s-remaining", dims[i]);
+        long long rem = atoll(rl_header(r, name));
+        snprintf(name, sizeof(name), "%s-limit", dims[i]);
+        assert_true(rem >= 0 && rem <= atoll(rl_header(r, name)) + 500);
+        if (i > 0) /* token counts are rounded to thousands */
+            assert_int_equal(rem % 1000, 0);
+    }
+    assert_string_equal(rl_header(r, "requests-limit"), requests_limit);
+    assert_string_equal(rl_header(r, "input-tokens-limit"), input_limit);
+    assert_string_equal(rl_header(r, "output-tokens-limit"), output_limit);
+    assert_int_equal(atoll(rl_header(r, "tokens-limit")), atoll(input_limit) + atoll(output_limit));
+}
 
 /* Start a simulator with the defaults plus "name=value" overrides. */
 static sim *sim_start(const char *const *overrides)
@@ -160,6 +231,15 @@ static json_int_t by_status(json_t *doc, const char *code)
     return json_integer_value(json_object_get(json_object_get(doc, "by_status"), code));
 }
 
+/* doc.<obj>.<name>, e.g. rate_limited.requests */
+static json_int_t sub_int(json_t *doc, const char *obj, const char *name)
+{
+    json_t *o = json_object_get(doc, obj);
+    if (!json_is_object(o) || !json_is_integer(json_object_get(o, name)))
+        fail_msg("/sim/stats has no integer %s.%s", obj, name);
+    return json_integer_value(json_object_get(o, name));
+}
+
 static void assert_api_error(resp *r, long code, const char *type, const char *msg_part)
 {
     if (r->code != code)
@@ -200,6 +280,9 @@ static void test_http_success_and_errors(void **state)
     assert_string_equal(r.content_type, "application/json");
     assert_string_equal(r.rl_requests_limit, "4000");
     assert_int_equal(strlen(r.rl_tokens_reset), 20); /* 2026-01-01T00:00:00Z */
+    assert_rl_headers(&r, "4000", "2000000", "400000");
+    assert_string_equal(rl_header(&r, "requests-remaining"), "3999");
+    assert_string_equal(rl_header(&r, "input-tokens-remaining"), "2000000"); /* 1999994, rounded */
     json_t *doc = json_loads(r.body.data, 0, NULL);
     assert_non_null(doc);
     assert_true(strncmp(json_string_value(json_object_get(doc, "id")), "msg_", 4) == 0);
@@ -227,6 +310,7 @@ static void test_http_success_and_errors(void **state)
     /* 400s */
     http(s, "POST", "/v1/messages", api_headers, "{not json", 0, &r);
     assert_api_error(&r, 400, "invalid_request_error", "not valid JSON");
+    assert_rl_headers(&r, "4000", "2000000", "400000"); /* any answer to a known key */
     resp_free(&r);
     http(s, "POST", "/v1/messages", api_headers,
          "{\"model\":\"claude-haiku-4-5\",\"max_tokens\":0,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", 0, &r);
@@ -249,6 +333,7 @@ static void test_http_success_and_errors(void **state)
     static const char *const bad_key[] = {"x-api-key: k3", "anthropic-version: 2023-06-01", "content-type: application/json", NULL};
     http(s, "POST", "/v1/messages", bad_key, HELLO, 0, &r);
     assert_api_error(&r, 401, "authentication_error", "invalid x-api-key");
+    assert_int_equal(r.n_rl, 0);
     resp_free(&r);
 
     /* 404s */
@@ -284,6 +369,18 @@ static void test_http_success_and_errors(void **state)
     assert_true(stat_int(doc, "peak_concurrent_requests") >= 1);
     assert_true(stat_int(doc, "connections_open") >= 1);
     assert_true(stat_int(doc, "peak_connections") >= 1);
+    /* only the two valid requests were charged; nothing was limited */
+    assert_true(json_is_true(json_object_get(doc, "rate_limit_enforced")));
+    assert_int_equal(sub_int(doc, "charged", "requests"), 2);
+    assert_int_equal(sub_int(doc, "charged", "input_tokens"), 12);
+    assert_int_equal(sub_int(doc, "charged", "output_tokens"), 80); /* 2 x 64 reserved, corrected to 2 x 40 */
+    assert_int_equal(sub_int(doc, "rate_limited", "requests") + sub_int(doc, "rate_limited", "input_tokens") +
+                         sub_int(doc, "rate_limited", "output_tokens") + sub_int(doc, "rate_limited", "keys"),
+                     0);
+    assert_int_equal(stat_int(doc, "keys_tracked"), 1);
+    assert_int_equal(stat_int(doc, "fault_429") + stat_int(doc, "fault_bad_json") +
+                         stat_int(doc, "fault_truncated") + stat_int(doc, "fault_huge"),
+                     0);
     json_t *keys = json_object_get(doc, "requests_by_key");
     assert_int_equal(json_object_size(keys), 1);
     assert_null(json_object_get(keys, "k1"));
@@ -320,7 +417,14 @@ static void test_http_faults_and_latency(void **state)
     assert_api_error(&r, 429, "rate_limit_error", "rate limit");
     assert_string_equal(r.retry_after, "7");
     assert_string_equal(r.rl_requests_limit, "4000");
+    assert_rl_headers(&r, "4000", "2000000", "400000");
+    assert_string_equal(rl_header(&r, "requests-remaining"), "4000"); /* a fault charges nothing */
     resp_free(&r);
+    json_t *doc = stats(s);
+    assert_int_equal(stat_int(doc, "fault_429"), 1);
+    assert_int_equal(sub_int(doc, "rate_limited", "requests"), 0);
+    assert_int_equal(sub_int(doc, "charged", "requests"), 0);
+    json_decref(doc);
     sim_stop(s);
 
     static const char *const f529[] = {"fault_529", "1", NULL};
@@ -351,7 +455,8 @@ static void test_http_faults_and_latency(void **state)
     http(s, "POST", "/v1/messages", api_headers, HELLO, 0, &r);
     assert_int_equal(r.rc, CURLE_GOT_NOTHING);
     resp_free(&r);
-    json_t *doc = stats(s);
+    doc = stats(s);
+    assert_int_equal(sub_int(doc, "charged", "output_tokens"), 0); /* no answer: reservation refunded */
     assert_int_equal(stat_int(doc, "dropped"), 1);
     assert_int_equal(stat_int(doc, "concurrent_requests"), 0);
     json_decref(doc);
@@ -403,6 +508,300 @@ static void test_http_faults_and_latency(void **state)
     curl_slist_free_all(hl);
 }
 
+/* A request with its own max_tokens. */
+static void hello_max_tokens(char *buf, size_t cap, long max_tokens)
+{
+    snprintf(buf, cap,
+             "{\"model\":\"claude-haiku-4-5\",\"max_tokens\":%ld,\"messages\":[{\"role\":\"user\",\"content\":\"hi there\"}]}",
+             max_tokens);
+}
+
+static void test_http_rate_limits_requests(void **state)
+{
+    (void)state;
+    /* 60 a minute: a bucket of 60 that refills one per second */
+    static const char *const tight[] = {"rl_requests", "60", "rl_input_tokens", "100000",
+                                        "rl_output_tokens", "100000", NULL};
+    sim *s = sim_start(tight);
+    resp r;
+    int ok = 0, limited = 0;
+
+    for (int i = 0; i < 200 && !limited; i++) {
+        http(s, "POST", "/v1/messages", api_headers, HELLO, 0, &r);
+        if (r.code == 200)
+            ok++;
+        else if (r.code == 429)
+            limited = 1;
+        else
+            fail_msg("status %ld", r.code);
+        if (!limited)
+            resp_free(&r);
+    }
+    assert_true(limited);
+    assert_true(ok >= 60 && ok < 70); /* the bucket, plus what refilled meanwhile */
+    assert_api_error(&r, 429, "rate_limit_error", "rate limit for this API key of 60 requests per minute");
+    assert_string_equal(r.retry_after, "1"); /* less than a second to the next request */
+    assert_rl_headers(&r, "60", "100000", "100000");
+    assert_string_equal(rl_header(&r, "requests-remaining"), "0");
+    resp_free(&r);
+
+    /* another key has its own buckets */
+    http(s, "POST", "/v1/messages", api_headers_k2, HELLO, 0, &r);
+    assert_int_equal(r.code, 200);
+    assert_string_equal(rl_header(&r, "requests-remaining"), "59");
+    resp_free(&r);
+
+    json_t *doc = stats(s);
+    assert_int_equal(sub_int(doc, "rate_limited", "requests"), 1);
+    assert_int_equal(sub_int(doc, "rate_limited", "input_tokens"), 0);
+    assert_int_equal(by_status(doc, "429"), 1);
+    assert_int_equal(stat_int(doc, "fault_429"), 0);
+    assert_int_equal(sub_int(doc, "charged", "requests"), ok + 1); /* the 429 charged nothing */
+    assert_int_equal(stat_int(doc, "keys_tracked"), 2);
+    assert_int_equal(json_object_size(json_object_get(doc, "requests_by_key")), 2);
+    json_decref(doc);
+
+    /* after the retry-after, the key passes again */
+    usleep(1100 * 1000);
+    http(s, "POST", "/v1/messages", api_headers, HELLO, 0, &r);
+    assert_int_equal(r.code, 200);
+    assert_string_equal(rl_header(&r, "requests-remaining"), "0");
+    resp_free(&r);
+    http(s, "POST", "/v1/messages", api_headers, HELLO, 0, &r);
+    assert_int_equal(r.code, 429);
+    resp_free(&r);
+
+    /* /sim/reset fills the buckets again */
+    http(s, "POST", "/sim/reset", NULL, "", 0, &r);
+    resp_free(&r);
+    http(s, "POST", "/v1/messages", api_headers, HELLO, 0, &r);
+    assert_int_equal(r.code, 200);
+    assert_string_equal(rl_header(&r, "requests-remaining"), "59");
+    resp_free(&r);
+    doc = stats(s);
+    assert_int_equal(sub_int(doc, "rate_limited", "requests"), 0);
+    assert_int_equal(sub_int(doc, "charged", "requests"), 1);
+    json_decref(doc);
+    sim_stop(s);
+}
+
+static void test_http_rate_limits_tokens(void **state)
+{
+    (void)state;
+    char body[512];
+    resp r;
+
+    /* input tokens: HELLO is 6; 30 a minute is 0.5 a second */
+    static const char *const in30[] = {"rl_input_tokens", "30", NULL};
+    sim *s = sim_start(in30);
+    for (int i = 0; i < 5; i++) {
+        http(s, "POST", "/v1/messages", api_headers, HELLO, 0, &r);
+        assert_int_equal(r.code, 200);
+        resp_free(&r);
+    }
+    http(s, "POST", "/v1/messages", api_headers, HELLO, 0, &r);
+    assert_api_error(&r, 429, "rate_limit_error", "of 30 input tokens per minute");
+    int ra = atoi(r.retry_after); /* 6 tokens at 0.5/s: 12 s, less what refilled meanwhile */
+    assert_true(ra >= 11 && ra <= 12);
+    assert_rl_headers(&r, "4000", "30", "400000");
+    resp_free(&r);
+    /* a prompt larger than the whole bucket can never pass */
+    char big[1024];
+    snprintf(big, sizeof(big),
+             "{\"model\":\"claude-haiku-4-5\",\"max_tokens\":8,\"messages\":[{\"role\":\"user\",\"content\":\"%0400d\"}]}", 7);
+    http(s, "POST", "/v1/messages", api_headers_k2, big, 0, &r);
+    assert_api_error(&r, 429, "rate_limit_error", "104 input tokens, more than the rate limit");
+    resp_free(&r);
+    json_t *doc = stats(s);
+    assert_int_equal(sub_int(doc, "rate_limited", "input_tokens"), 2);
+    assert_int_equal(sub_int(doc, "charged", "input_tokens"), 30);
+    json_decref(doc);
+    sim_stop(s);
+
+    /* output tokens: max_tokens is reserved while the request runs, then
+     * corrected to the real output (40) */
+    static const char *const out10k[] = {"rl_output_tokens", "10000", "latency", "500ms", NULL};
+    s = sim_start(out10k);
+    CURLM *m = curl_multi_init();
+    CURL *e = curl_easy_init();
+    struct curl_slist *hl = NULL;
+    char url[128];
+    int running = 0;
+    resp ra_resp;
+    memset(&ra_resp, 0, sizeof(ra_resp));
+    aq_buf_init(&ra_resp.body, RESP_BODY_CAP);
+    snprintf(url, sizeof(url), "%s/v1/messages", s->base);
+    for (size_t i = 0; api_headers[i]; i++)
+        hl = curl_slist_append(hl, api_headers[i]);
+    hello_max_tokens(body, sizeof(body), 8000);
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, hl);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, &ra_resp);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, &ra_resp);
+    curl_multi_add_handle(m, e);
+    json_int_t charged = 0;
+    for (int i = 0; i < 100 && charged == 0; i++) { /* until the first request is admitted */
+        curl_multi_perform(m, &running);
+        curl_multi_poll(m, NULL, 0, 10, NULL);
+        doc = stats(s);
+        charged = sub_int(doc, "charged", "requests");
+        json_decref(doc);
+    }
+    assert_int_equal(charged, 1);
+    /* 8000 of 10000 reserved: another 8000 does not fit now (answered at once) */
+    char body2[512];
+    hello_max_tokens(body2, sizeof(body2), 8000);
+    int64_t t0 = aq_mono_ms();
+    http(s, "POST", "/v1/messages", api_headers, body2, 0, &r);
+    assert_true(aq_mono_ms() - t0 < 400);
+    assert_api_error(&r, 429, "rate_limit_error", "of 10000 output tokens per minute");
+    assert_true(atoi(r.retry_after) >= 30); /* ~6000 short at 166.7/s */
+    assert_string_equal(rl_header(&r, "output-tokens-remaining"), "2000");
+    resp_free(&r);
+    /* more than the limit itself: never */
+    hello_max_tokens(body2, sizeof(body2), 20000);
+    http(s, "POST", "/v1/messages", api_headers_k2, body2, 0, &r);
+    assert_api_error(&r, 429, "rate_limit_error", "20000 output tokens, more than the rate limit");
+    resp_free(&r);
+    while (running) {
+        curl_multi_perform(m, &running);
+        curl_multi_poll(m, NULL, 0, 10, NULL);
+    }
+    long code = 0;
+    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
+    assert_int_equal(code, 200);
+    /* its headers show the bucket after the correction to 40 */
+    assert_string_equal(rl_header(&ra_resp, "output-tokens-remaining"), "10000"); /* ~9960+, rounded */
+    /* so another 8000 fits again */
+    hello_max_tokens(body2, sizeof(body2), 8000);
+    http(s, "POST", "/v1/messages", api_headers, body2, 0, &r);
+    assert_int_equal(r.code, 200);
+    resp_free(&r);
+    doc = stats(s);
+    assert_int_equal(sub_int(doc, "charged", "requests"), 2);
+    assert_int_equal(sub_int(doc, "charged", "output_tokens"), 80);
+    assert_int_equal(sub_int(doc, "rate_limited", "output_tokens"), 2);
+    json_decref(doc);
+    curl_multi_remove_handle(m, e);
+    curl_easy_cleanup(e);
+    curl_multi_cleanup(m);
+    curl_slist_free_all(hl);
+    resp_free(&ra_resp);
+    sim_stop(s);
+
+    /* report only: nothing refused, the headers still count down */
+    static const char *const report[] = {"rl_requests", "2", "rl_enforce", "false", NULL};
+    s = sim_start(report);
+    for (int i = 0; i < 4; i++) {
+        http(s, "POST", "/v1/messages", api_headers, HELLO, 0, &r);
+        assert_int_equal(r.code, 200);
+        if (i >= 1)
+            assert_string_equal(rl_header(&r, "requests-remaining"), "0"); /* 2 a minute, then in debt */
+        resp_free(&r);
+    }
+    doc = stats(s);
+    assert_true(json_is_false(json_object_get(doc, "rate_limit_enforced")));
+    assert_int_equal(sub_int(doc, "charged", "requests"), 4);
+    assert_int_equal(sub_int(doc, "rate_limited", "requests"), 0);
+    json_decref(doc);
+    sim_stop(s);
+}
+
+static void test_http_bad_responses(void **state)
+{
+    (void)state;
+    resp r;
+    curl_off_t clen = -1;
+
+    /* the length of the normal answer to HELLO (ids have a fixed length) */
+    sim *s = sim_start(NULL);
+    http(s, "POST", "/v1/messages", api_headers, HELLO, 0, &r);
+    assert_int_equal(r.code, 200);
+    size_t full_len = r.body.len;
+    resp_free(&r);
+    sim_stop(s);
+
+    static const char *const bad_json[] = {"fault_bad_json", "1", NULL};
+    s = sim_start(bad_json);
+    http(s, "POST", "/v1/messages", api_headers, HELLO, 0, &r);
+    assert_int_equal(r.rc, CURLE_OK);
+    assert_int_equal(r.code, 200);
+    assert_string_equal(r.content_type, "application/json"); /* it claims to be JSON */
+    json_t *doc = json_loads(r.body.data, 0, NULL);
+    assert_null(doc);
+    assert_true(strncmp(r.body.data, "<html>", 6) == 0);
+    assert_rl_headers(&r, "4000", "2000000", "400000");
+    resp_free(&r);
+    /* invalid requests are still 400 */
+    http(s, "POST", "/v1/messages", api_headers, "{}", 0, &r);
+    assert_int_equal(r.code, 400);
+    resp_free(&r);
+    doc = stats(s);
+    assert_int_equal(stat_int(doc, "fault_bad_json"), 1);
+    assert_int_equal(by_status(doc, "200"), 1);
+    assert_int_equal(stat_int(doc, "output_tokens_total"), 0);  /* no usable answer */
+    assert_int_equal(sub_int(doc, "charged", "output_tokens"), 40); /* charged like the answer */
+    json_decref(doc);
+    sim_stop(s);
+
+    static const char *const truncated[] = {"fault_truncated", "1", NULL};
+    s = sim_start(truncated);
+    http(s, "POST", "/v1/messages", api_headers, HELLO, 0, &r);
+    assert_int_equal(r.rc, CURLE_OK); /* a complete response ... */
+    assert_int_equal(r.code, 200);
+    curl_easy_getinfo(s->h, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &clen);
+    assert_int_equal(clen, (curl_off_t)r.body.len); /* ... whose Content-Length is the cut body */
+    assert_true(r.body.len <= full_len / 2 && r.body.len + 4 > full_len / 2);
+    assert_true(strncmp(r.body.data, "{\"id\":\"msg_", 11) == 0);
+    json_error_t jerr;
+    assert_null(json_loads(r.body.data, 0, &jerr));
+    resp_free(&r);
+    /* the connection is still good for the next request */
+    http(s, "POST", "/v1/messages", api_headers, HELLO, 0, &r);
+    assert_int_equal(r.code, 200);
+    resp_free(&r);
+    doc = stats(s);
+    assert_int_equal(stat_int(doc, "fault_truncated"), 2);
+    json_decref(doc);
+    sim_stop(s);
+
+    static const char *const huge[] = {"fault_huge", "1", NULL}; /* huge_bytes: 16MiB by default */
+    s = sim_start(huge);
+    http(s, "POST", "/v1/messages", api_headers, HELLO, 30000, &r);
+    assert_int_equal(r.rc, CURLE_OK);
+    assert_int_equal(r.code, 200);
+    assert_true(r.body.len > 16 * 1024 * 1024);
+    doc = json_loadb(r.body.data, r.body.len, 0, &jerr);
+    if (!doc)
+        fail_msg("fault_huge body is not JSON: %s", jerr.text);
+    const char *text = json_string_value(json_object_get(json_array_get(json_object_get(doc, "content"), 0), "text"));
+    size_t tlen = strlen(text);
+    assert_true(tlen > 16 * 1024 * 1024);
+    assert_true(strncmp(text, "echo: hi there | ", 17) == 0);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(doc, "usage"), "output_tokens")),
+                     (json_int_t)((tlen + 3) / 4));
+    json_decref(doc);
+    resp_free(&r);
+    doc = stats(s);
+    assert_int_equal(stat_int(doc, "fault_huge"), 1);
+    json_decref(doc);
+    sim_stop(s);
+
+    static const char *const small_huge[] = {"fault_huge", "1", "huge_bytes", "100KiB", NULL};
+    s = sim_start(small_huge);
+    http(s, "POST", "/v1/messages", api_headers, HELLO, 0, &r);
+    assert_int_equal(r.code, 200);
+    assert_true(r.body.len > 100 * 1024 && r.body.len < 101 * 1024);
+    doc = json_loadb(r.body.data, r.body.len, 0, &jerr);
+    assert_non_null(doc);
+    json_decref(doc);
+    resp_free(&r);
+    sim_stop(s);
+}
+
 static void test_http_body_cap(void **state)
 {
     (void)state;
@@ -437,6 +836,11 @@ static void test_bad_config_is_refused(void **state)
     assert_int_equal(aq_sim_server_new(&cfg, &srv, &err), AQ_CONFIG);
     assert_null(srv);
     aq_config_set(aq_sim_options, &cfg, "fault_529", "0", "test", &err);
+    aq_config_set(aq_sim_options, &cfg, "fault_bad_json", "0.2", "test", &err);
+    aq_config_set(aq_sim_options, &cfg, "fault_huge", "0.2", "test", &err);
+    assert_int_equal(aq_sim_server_new(&cfg, &srv, &err), AQ_CONFIG); /* 0.7 + 0.2 + 0.2 */
+    assert_non_null(strstr(err.msg, "more than 1"));
+    aq_config_set(aq_sim_options, &cfg, "fault_500", "0", "test", &err);
     aq_config_set(aq_sim_options, &cfg, "output_tokens", "5-2", "test", &err);
     assert_int_equal(aq_sim_server_new(&cfg, &srv, &err), AQ_CONFIG);
     aq_config_set(aq_sim_options, &cfg, "output_tokens", "40", "test", &err);
@@ -452,6 +856,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_http_success_and_errors),
         cmocka_unit_test(test_http_faults_and_latency),
+        cmocka_unit_test(test_http_rate_limits_requests),
+        cmocka_unit_test(test_http_rate_limits_tokens),
+        cmocka_unit_test(test_http_bad_responses),
         cmocka_unit_test(test_http_body_cap),
         cmocka_unit_test(test_bad_config_is_refused),
     };
