@@ -35,12 +35,14 @@ typedef enum aq_disposition {
     X(NATS,                "nats_error",          AQ_DISP_RETRY,       "NATS error")         \
     X(NATS_CONNECT,        "nats_connect",        AQ_DISP_RETRY,       "cannot connect to NATS") \
     X(SHUTDOWN,            "shutdown",            AQ_DISP_RETRY,       "shutting down")      \
+    X(WRITE_CONFLICT,      "write_conflict",      AQ_DISP_RETRY,       "stored state changed under a compare-and-set write") \
     /* task input */                                                                         \
     X(TASK_DECODE,         "undecodable_task",    AQ_DISP_PERMANENT,   "task does not decode as agentq.v1.Task") \
     X(TASK_INVALID,        "invalid_task",        AQ_DISP_PERMANENT,   "task is invalid")    \
     X(PROMPT_TOO_LARGE,    "prompt_too_large",    AQ_DISP_PERMANENT,   "prompt over the size cap") \
     X(MODEL_NOT_ALLOWED,   "model_not_allowed",   AQ_DISP_PERMANENT,   "unknown or disallowed model") \
     X(EXPIRED,             "expired",             AQ_DISP_PERMANENT,   "task deadline passed") \
+    X(MAX_DELIVERIES,      "max_deliveries",      AQ_DISP_PERMANENT,   "delivered MaxDeliver times without being settled (crashes a worker?)") \
     /* provider answers */                                                                   \
     X(HTTP_RATE_LIMITED,   "rate_limited",        AQ_DISP_DEFER,       "provider rate limit (429)") \
     X(HTTP_OVERLOADED,     "overloaded",          AQ_DISP_DEFER,       "provider overloaded (529)") \

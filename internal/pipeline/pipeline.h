@@ -1,7 +1,9 @@
 /* The worker's pipeline: the one place that strings the stages together.
  *
- *   fetch -> decode+validate -> admit (deadline) -> result already stored?
- *   -> route model -> LLM call -> classify -> store Result -> settle
+ *   fetch -> decode+validate -> admit: result already stored (redeliveries)?
+ *   -> same id in flight here? -> route model -> LLM call -> classify
+ *   -> retry or defer in place | store Result (compare-and-set) | dead letter
+ *   -> settle (ack, term or hand back)
  *
  * Everything after fetch runs on one libevent loop; fetching runs on its own
  * thread and hands messages over through a mailbox. */
@@ -17,7 +19,9 @@ struct event_base;
 typedef struct aq_pipeline aq_pipeline;
 
 typedef struct aq_pipeline_stats {
-    uint64_t fetched, completed, failed, retried, deferred, dead_lettered, already_done;
+    uint64_t fetched, completed, failed, retried, deferred, dead_lettered;
+    uint64_t already_done; /* settled from a stored result, without a call */
+    uint64_t coalesced;    /* waited for another delivery of the same id */
     uint64_t in_flight;
 } aq_pipeline_stats;
 

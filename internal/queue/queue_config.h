@@ -37,6 +37,8 @@ typedef struct aq_queue_config {
     int64_t max_deliver;
     int64_t max_ack_pending;
     int64_t dlq_max_age_ms;
+    char *advisory_stream;     /* captures the consumer's MAX_DELIVERIES advisories */
+    char *backstop_consumer;   /* durable consumer on it, shared by the workers */
 } aq_queue_config;
 
 /* Option rows for a config struct `T` that embeds aq_queue_config as `m`. */
@@ -85,11 +87,17 @@ typedef struct aq_queue_config {
      offsetof(T, m.max_msg_size), "largest task payload the stream accepts"},                    \
     {"ack_wait", "AGENTQ_ACK_WAIT", AQ_OPT_DURATION, "30s", 1000, 43200000,                       \
      offsetof(T, m.ack_wait_ms), "redeliver a task not acked (or marked in progress) in this time"}, \
-    {"max_deliver", "AGENTQ_MAX_DELIVER", AQ_OPT_INT, "100", 2, 100000,                           \
-     offsetof(T, m.max_deliver), "server-side backstop on deliveries of one task"},              \
+    {"max_deliver", "AGENTQ_MAX_DELIVER", AQ_OPT_INT, "10", 2, 100000,                            \
+     offsetof(T, m.max_deliver),                                                                 \
+     "deliveries of one task at most (crashes and hand-backs; retries do not count), then it is dead-lettered as max_deliveries"}, \
     {"max_ack_pending", "AGENTQ_MAX_ACK_PENDING", AQ_OPT_INT, "20000", 1, 1000000,                \
      offsetof(T, m.max_ack_pending), "tasks in flight across the whole fleet at most"},          \
     {"dlq_max_age", "AGENTQ_DLQ_MAX_AGE", AQ_OPT_DURATION, "720h", 60000, 31536000000.0,          \
-     offsetof(T, m.dlq_max_age_ms), "how long dead letters are kept"}
+     offsetof(T, m.dlq_max_age_ms), "how long dead letters are kept"},                           \
+    {"advisory_stream", "AGENTQ_ADVISORY_STREAM", AQ_OPT_STRING, "AGENTQ_ADVISORIES", 0, 0,       \
+     offsetof(T, m.advisory_stream),                                                             \
+     "stream keeping the consumer's MAX_DELIVERIES advisories until a worker dead-letters the task"}, \
+    {"backstop_consumer", "AGENTQ_BACKSTOP_CONSUMER", AQ_OPT_STRING, "agentq-backstop", 0, 0,      \
+     offsetof(T, m.backstop_consumer), "durable consumer of the advisory stream, shared by all workers"}
 
 #endif

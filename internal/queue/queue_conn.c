@@ -18,6 +18,8 @@ aq_status aq_queue_nats_error(aq_err *err, natsStatus s, jsErrCode jerr, const c
     aq_status st = s == NATS_TIMEOUT ? AQ_TIMEOUT : AQ_NATS;
     if (s == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr || jerr == JSConsumerNotFoundErr)
         st = AQ_NOT_FOUND;
+    if (jerr == JSStreamWrongLastSequenceErr)
+        st = AQ_WRITE_CONFLICT;
     if (jerr)
         return aq_err_set(err, st, "%s: %s (JetStream error %d)", what, natsStatus_GetText(s),
                           (int)jerr);

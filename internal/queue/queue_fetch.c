@@ -19,6 +19,7 @@ struct aq_fetcher {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     int in_use;     /* guarded by lock */
+    int limit;      /* guarded by lock: 0, or fewer slots than opts.slots */
     bool stopping;  /* guarded by lock */
 };
 
@@ -32,9 +33,12 @@ static void sleep_ms(int64_t ms)
 static int wait_for_slots(aq_fetcher *f)
 {
     pthread_mutex_lock(&f->lock);
-    while (!f->stopping && f->in_use >= f->opts.slots)
+    int slots = f->limit > 0 && f->limit < f->opts.slots ? f->limit : f->opts.slots;
+    while (!f->stopping && f->in_use >= slots) {
         pthread_cond_wait(&f->cond, &f->lock);
-    int free_slots = f->stopping ? 0 : f->opts.slots - f->in_use;
+        slots = f->limit > 0 && f->limit < f->opts.slots ? f->limit : f->opts.slots;
+    }
+    int free_slots = f->stopping ? 0 : slots - f->in_use;
     pthread_mutex_unlock(&f->lock);
     return free_slots < f->opts.max_batch ? free_slots : f->opts.max_batch;
 }
@@ -64,6 +68,8 @@ static void *fetch_loop(void *arg)
             for (int i = 0; i < list.Count; i++) {
                 f->opts.deliver(f->opts.ctx, list.Msgs[i]);
                 list.Msgs[i] = NULL; /* ownership passed on */
+                if (f->opts.release_on_return)
+                    aq_fetcher_release(f, 1);
             }
             natsMsgList_Destroy(&list);
             continue;
@@ -85,35 +91,44 @@ static void *fetch_loop(void *arg)
     return NULL;
 }
 
-aq_status aq_fetcher_start(jsCtx *js, const aq_queue_config *cfg, const aq_fetch_opts *opts,
-                           aq_fetcher **out, aq_err *err)
+aq_status aq_fetcher_start(jsCtx *js, const char *stream, const char *consumer,
+                           const char *subject, const aq_fetch_opts *opts, aq_fetcher **out,
+                           aq_err *err)
 {
     aq_fetcher *f = calloc(1, sizeof(*f));
     if (!f)
         return aq_err_set(err, AQ_NOMEM, "fetcher: out of memory");
     f->opts = *opts;
+    f->limit = opts->limit;
     pthread_mutex_init(&f->lock, NULL);
     pthread_cond_init(&f->cond, NULL);
 
-    char subject[256];
-    snprintf(subject, sizeof(subject), "%s.>", cfg->task_subjects);
     jsSubOptions so;
     jsSubOptions_Init(&so);
-    so.Stream = cfg->task_stream;
-    so.Consumer = cfg->consumer; /* bind: never create a consumer from here */
+    so.Stream = stream;
+    so.Consumer = consumer; /* bind: never create a consumer from here */
     jsErrCode jerr = 0;
-    natsStatus s = js_PullSubscribe(&f->sub, js, subject, cfg->consumer, NULL, &so, &jerr);
+    natsStatus s = js_PullSubscribe(&f->sub, js, subject, consumer, NULL, &so, &jerr);
     if (s != NATS_OK) {
         aq_fetcher_destroy(f);
         return aq_queue_nats_error(err, s, jerr, "binding to the consumer");
     }
+    *out = f;
     if (pthread_create(&f->thread, NULL, fetch_loop, f) != 0) {
+        *out = NULL;
         aq_fetcher_destroy(f);
         return aq_err_set(err, AQ_NOMEM, "fetcher: cannot start the thread");
     }
     f->running = true;
-    *out = f;
     return AQ_OK;
+}
+
+void aq_fetcher_limit(aq_fetcher *f, int n)
+{
+    pthread_mutex_lock(&f->lock);
+    f->limit = n;
+    pthread_cond_signal(&f->cond);
+    pthread_mutex_unlock(&f->lock);
 }
 
 void aq_fetcher_release(aq_fetcher *f, int n)

@@ -5,9 +5,9 @@
 #define AQ_QUEUE_FETCH_H
 
 #include <nats/nats.h>
+#include <stdbool.h>
 
 #include "core/status.h"
-#include "queue/queue_config.h"
 
 typedef struct aq_fetcher aq_fetcher;
 
@@ -22,11 +22,19 @@ typedef struct aq_fetch_opts {
     aq_fetch_deliver_fn deliver;
     aq_fetch_error_fn on_error;
     void *ctx;
+    bool release_on_return; /* `deliver` settles at once: its slot is free when it returns */
+    int limit;              /* initial aq_fetcher_limit (0: none) */
 } aq_fetch_opts;
 
-/* Binds to the durable consumer and starts the thread. */
-aq_status aq_fetcher_start(jsCtx *js, const aq_queue_config *cfg, const aq_fetch_opts *opts,
-                           aq_fetcher **out, aq_err *err);
+/* Binds to the existing durable `consumer` of `stream` (its filter is
+ * `subject`) and starts the thread. *out is set before the first delivery,
+ * so `deliver` may use it. */
+aq_status aq_fetcher_start(jsCtx *js, const char *stream, const char *consumer,
+                           const char *subject, const aq_fetch_opts *opts, aq_fetcher **out,
+                           aq_err *err);
+/* Thread-safe: hold at most `n` messages from the next fetch on (0: all
+ * the slots again). */
+void aq_fetcher_limit(aq_fetcher *f, int n);
 /* Thread-safe: `n` slots are free again. */
 void aq_fetcher_release(aq_fetcher *f, int n);
 /* Slots currently taken. */

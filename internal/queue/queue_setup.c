@@ -42,6 +42,28 @@ static aq_status ensure_stream(jsCtx *js, jsStreamConfig *sc, aq_queue_report_fn
     return AQ_OK;
 }
 
+static aq_status ensure_consumer(jsCtx *js, const char *stream, jsConsumerConfig *cc,
+                                 aq_queue_report_fn fn, void *arg, aq_err *err)
+{
+    jsConsumerInfo *ci = NULL;
+    jsErrCode jerr = 0;
+    const char *action = "created";
+    natsStatus s = js_AddConsumer(&ci, js, stream, cc, NULL, &jerr);
+    if (s != NATS_OK && (jerr == JSConsumerNameExistErr || jerr == 10148 /* exists, differs */)) {
+        jerr = 0;
+        s = js_UpdateConsumer(&ci, js, stream, cc, NULL, &jerr);
+        action = "updated";
+    }
+    jsConsumerInfo_Destroy(ci);
+    if (s != NATS_OK) {
+        char what[256];
+        snprintf(what, sizeof(what), "consumer %s", cc->Durable);
+        return aq_queue_nats_error(err, s, jerr, what);
+    }
+    report(fn, arg, "consumer", cc->Durable, action);
+    return AQ_OK;
+}
+
 aq_status aq_queue_ensure(jsCtx *js, const aq_queue_config *cfg, aq_queue_report_fn fn, void *arg,
                           aq_err *err)
 {
@@ -124,8 +146,9 @@ aq_status aq_queue_ensure(jsCtx *js, const aq_queue_config *cfg, aq_queue_report
         report(fn, arg, "kv", cfg->results_bucket, "updated");
     }
 
-    /* The durable pull consumer every worker shares. MaxDeliver is only a
-     * backstop: the worker dead-letters failures itself. */
+    /* The durable pull consumer every worker shares. Retries happen inside
+     * a delivery, so MaxDeliver counts crashes and hand-backs only: past it
+     * the server gives up and the backstop dead-letters the task. */
     jsConsumerConfig cc;
     jsConsumerConfig_Init(&cc);
     cc.Durable = cfg->consumer;
@@ -136,32 +159,56 @@ aq_status aq_queue_ensure(jsCtx *js, const aq_queue_config *cfg, aq_queue_report
     cc.MaxDeliver = cfg->max_deliver;
     cc.MaxAckPending = cfg->max_ack_pending;
     cc.MaxWaiting = 512;
-    jsConsumerInfo *ci = NULL;
-    jsErrCode jerr = 0;
-    const char *action = "created";
-    s = js_AddConsumer(&ci, js, cfg->task_stream, &cc, NULL, &jerr);
-    if (s != NATS_OK && (jerr == JSConsumerNameExistErr || jerr == 10148 /* exists, differs */)) {
-        jerr = 0;
-        s = js_UpdateConsumer(&ci, js, cfg->task_stream, &cc, NULL, &jerr);
-        action = "updated";
-    }
-    jsConsumerInfo_Destroy(ci);
-    if (s != NATS_OK)
-        return aq_queue_nats_error(err, s, jerr, "consumer");
-    report(fn, arg, "consumer", cfg->consumer, action);
-    return AQ_OK;
+    if ((st = ensure_consumer(js, cfg->task_stream, &cc, fn, arg, err)) != AQ_OK)
+        return st;
+
+    /* The server announces a task that reached MaxDeliver only once, on a
+     * core subject: a stream keeps the announcement until a worker has
+     * dead-lettered the task, even if no worker was up at that moment. */
+    char advisory_subject[512];
+    const char *advisory_subjects[1] = {advisory_subject};
+    aq_queue_advisory_subject(cfg, advisory_subject, sizeof(advisory_subject));
+    jsStreamConfig ac;
+    jsStreamConfig_Init(&ac);
+    ac.Name = cfg->advisory_stream;
+    ac.Subjects = advisory_subjects;
+    ac.SubjectsLen = 1;
+    ac.Retention = js_WorkQueuePolicy;
+    ac.Storage = js_FileStorage;
+    ac.Replicas = (int64_t)cfg->replicas;
+    ac.MaxAge = cfg->dlq_max_age_ms * NS_PER_MS;
+    if ((st = ensure_stream(js, &ac, fn, arg, err)) != AQ_OK)
+        return st;
+    jsConsumerConfig bc;
+    jsConsumerConfig_Init(&bc);
+    bc.Durable = cfg->backstop_consumer;
+    bc.Description = "agentq workers: dead-letter tasks that reached MaxDeliver";
+    bc.AckPolicy = js_AckExplicit;
+    bc.DeliverPolicy = js_DeliverAll;
+    bc.AckWait = cfg->ack_wait_ms * NS_PER_MS;
+    bc.MaxDeliver = -1; /* handling is idempotent; an advisory must not be lost */
+    return ensure_consumer(js, cfg->advisory_stream, &bc, fn, arg, err);
+}
+
+void aq_queue_advisory_subject(const aq_queue_config *cfg, char *out, size_t n)
+{
+    snprintf(out, n, "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.%s.%s", cfg->task_stream,
+             cfg->consumer);
 }
 
 aq_status aq_queue_check(jsCtx *js, const aq_queue_config *cfg, aq_err *err)
 {
     char missing[AQ_ERR_MAX] = "", kv_stream[256];
-    const char *streams[3][2] = {{"stream", cfg->task_stream},
+    const char *streams[4][2] = {{"stream", cfg->task_stream},
                                  {"dead-letter stream", cfg->dlq_stream},
-                                 {"results bucket", kv_stream}};
+                                 {"results bucket", kv_stream},
+                                 {"advisory stream", cfg->advisory_stream}};
+    const char *consumers[2][2] = {{cfg->task_stream, cfg->consumer},
+                                   {cfg->advisory_stream, cfg->backstop_consumer}};
     aq_queue_kv_stream(cfg->results_bucket, kv_stream, sizeof(kv_stream));
     size_t used = 0;
 
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 4; i++) {
         jsStreamInfo *si = NULL;
         jsErrCode jerr = 0;
         natsStatus s = js_GetStreamInfo(&si, js, streams[i][1], NULL, &jerr);
@@ -175,15 +222,19 @@ aq_status aq_queue_check(jsCtx *js, const aq_queue_config *cfg, aq_err *err)
         if (used >= sizeof(missing))
             used = sizeof(missing) - 1;
     }
-    jsConsumerInfo *ci = NULL;
-    jsErrCode jerr = 0;
-    natsStatus s = js_GetConsumerInfo(&ci, js, cfg->task_stream, cfg->consumer, NULL, &jerr);
-    jsConsumerInfo_Destroy(ci);
-    if (s == NATS_NOT_FOUND || jerr == JSConsumerNotFoundErr || jerr == JSStreamNotFoundErr)
-        snprintf(missing + used, sizeof(missing) - used, "%sconsumer %s", used ? ", " : "",
-                 cfg->consumer);
-    else if (s != NATS_OK)
-        return aq_queue_nats_error(err, s, jerr, "consumer");
+    for (int i = 0; i < 2; i++) {
+        jsConsumerInfo *ci = NULL;
+        jsErrCode jerr = 0;
+        natsStatus s = js_GetConsumerInfo(&ci, js, consumers[i][0], consumers[i][1], NULL, &jerr);
+        jsConsumerInfo_Destroy(ci);
+        if (s == NATS_NOT_FOUND || jerr == JSConsumerNotFoundErr || jerr == JSStreamNotFoundErr)
+            used += (size_t)snprintf(missing + used, sizeof(missing) - used, "%sconsumer %s",
+                                     used ? ", " : "", consumers[i][1]);
+        else if (s != NATS_OK)
+            return aq_queue_nats_error(err, s, jerr, "consumer");
+        if (used >= sizeof(missing))
+            used = sizeof(missing) - 1;
+    }
     if (missing[0])
         return aq_err_set(err, AQ_NOT_FOUND, "missing JetStream objects: %s (run `agentq init`)",
                           missing);

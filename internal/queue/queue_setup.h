@@ -1,5 +1,6 @@
 /* The JetStream objects agentq runs on: the task stream, the durable pull
- * consumer, the dead-letter stream and the results bucket. */
+ * consumer, the dead-letter stream, the results bucket, and the advisory
+ * stream with its consumer (the MAX_DELIVERIES backstop). */
 #ifndef AQ_QUEUE_SETUP_H
 #define AQ_QUEUE_SETUP_H
 
@@ -17,6 +18,9 @@ aq_status aq_queue_ensure(jsCtx *js, const aq_queue_config *cfg, aq_queue_report
 
 /* Check that every object exists; the error lists all that are missing. */
 aq_status aq_queue_check(jsCtx *js, const aq_queue_config *cfg, aq_err *err);
+
+/* The subject of the server's MAX_DELIVERIES advisories for the consumer. */
+void aq_queue_advisory_subject(const aq_queue_config *cfg, char *out, size_t n);
 
 /* Name of the stream behind a KV bucket ("KV_<bucket>"). */
 void aq_queue_kv_stream(const char *bucket, char *out, size_t n);

@@ -256,6 +256,8 @@ json_t *aq_result_to_json(const Agentq__V1__Result *r)
                                       "cache_read_input_tokens",
                                       (json_int_t)r->usage->cache_read_input_tokens));
     json_object_set_new(o, "attempts", json_integer(r->attempts));
+    if (r->stream_seq)
+        json_object_set_new(o, "stream_seq", json_integer((json_int_t)r->stream_seq));
     json_object_set_new(o, "llm_latency_ms", json_integer((json_int_t)r->llm_latency_ms));
     json_object_set_new(o, "queue_latency_ms", json_integer((json_int_t)r->queue_latency_ms));
     if (r->error)

@@ -13,7 +13,7 @@ expect_exit() { # CODE OUTFILE CMD... : run CMD, expect exit CODE, keep stderr+s
 start_nats
 # JetStream objects missing: the worker names each one and says what to run.
 expect_exit 3 "$T/missing.out" env ANTHROPIC_API_KEY="$KEY" "$WORKER"
-grep -q "missing JetStream objects: stream AGENTQ_TASKS, dead-letter stream AGENTQ_DLQ, results bucket agentq-results, consumer agentq-workers (run \`agentq init\`)" \
+grep -q "missing JetStream objects: stream AGENTQ_TASKS, dead-letter stream AGENTQ_DLQ, results bucket agentq-results, advisory stream AGENTQ_ADVISORIES, consumer agentq-workers, consumer agentq-backstop (run \`agentq init\`)" \
     "$T/missing.out" || fail "unclear: $(cat "$T/missing.out")"
 # That exit path once freed state nats.c still called back into (1 crash in
 # about 6 starts): repeat it.
