@@ -38,6 +38,7 @@ int cmd_submit(int argc, char **argv);
 int cmd_get(int argc, char **argv);
 int cmd_wait(int argc, char **argv);
 int cmd_stats(int argc, char **argv);
+int cmd_dlq(int argc, char **argv);
 int cmd_dev(int argc, char **argv);
 
 /* Wait for the results of `ids` (watching the bucket), print each as a JSON
