@@ -127,6 +127,7 @@ struct aq_pipeline {
     aq_list models; /* allowed; empty allows any */
     const char *crash_marker; /* test builds only: see job_begin */
     bool careful;             /* fetcher thread only: holding one task at a time */
+    int64_t ack_wait_ms;      /* the consumer's, as the server has it */
 
     job *jobs; /* in flight, owned by the loop */
     size_t in_flight;
@@ -837,7 +838,7 @@ static void on_progress_timer(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     aq_pipeline *p = arg;
-    int64_t now = aq_mono_ms(), every = p->cfg->queue.ack_wait_ms / 3;
+    int64_t now = aq_mono_ms(), every = p->ack_wait_ms / 3;
     for (job *j = p->jobs; j; j = j->next) {
         if (now - j->last_progress_ms >= every) {
             natsMsg_InProgress(j->msg, NULL);
@@ -978,6 +979,17 @@ aq_status aq_pipeline_start(struct event_base *base, const aq_worker_config *cfg
         goto fail;
     if ((st = aq_queue_check(p->js, &cfg->queue, err)) != AQ_OK)
         goto fail;
+    /* In-progress acks must beat the AckWait the consumer really has. */
+    int64_t max_deliver = 0;
+    if ((st = aq_queue_consumer_limits(p->js, &cfg->queue, &p->ack_wait_ms, &max_deliver, err)) != AQ_OK)
+        goto fail;
+    if (p->ack_wait_ms < 300) {
+        st = aq_err_set(err, AQ_CONFIG, "consumer %s has AckWait %lld ms: too short to keep calls owned",
+                        cfg->queue.consumer, (long long)p->ack_wait_ms);
+        goto fail;
+    }
+    aq_log(AQ_LOG_INFO, "consumer bound", AQ_LF_S("consumer", cfg->queue.consumer),
+           AQ_LF_I("ack_wait_ms", p->ack_wait_ms), AQ_LF_I("max_deliver", max_deliver));
     if ((st = aq_mailbox_new(base, &p->mb, err)) != AQ_OK)
         goto fail;
     if ((st = aq_publisher_new(p->nc, p->mb, cfg->store_timeout_ms, &p->pub, err)) != AQ_OK)
@@ -1004,7 +1016,7 @@ aq_status aq_pipeline_start(struct event_base *base, const aq_worker_config *cfg
         st = aq_err_set(err, AQ_NOMEM, "pipeline: cannot create timers");
         goto fail;
     }
-    int64_t every = cfg->queue.ack_wait_ms / 6;
+    int64_t every = p->ack_wait_ms / 6;
     struct timeval tv = {every / 1000, (every % 1000) * 1000};
     event_add(p->progress_timer, &tv);
 

@@ -190,6 +190,20 @@ aq_status aq_queue_ensure(jsCtx *js, const aq_queue_config *cfg, aq_queue_report
     return ensure_consumer(js, cfg->advisory_stream, &bc, fn, arg, err);
 }
 
+aq_status aq_queue_consumer_limits(jsCtx *js, const aq_queue_config *cfg, int64_t *ack_wait_ms,
+                                   int64_t *max_deliver, aq_err *err)
+{
+    jsConsumerInfo *ci = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_GetConsumerInfo(&ci, js, cfg->task_stream, cfg->consumer, NULL, &jerr);
+    if (s != NATS_OK)
+        return aq_queue_nats_error(err, s, jerr, "consumer");
+    *ack_wait_ms = ci->Config->AckWait / NS_PER_MS;
+    *max_deliver = ci->Config->MaxDeliver;
+    jsConsumerInfo_Destroy(ci);
+    return AQ_OK;
+}
+
 void aq_queue_advisory_subject(const aq_queue_config *cfg, char *out, size_t n)
 {
     snprintf(out, n, "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.%s.%s", cfg->task_stream,

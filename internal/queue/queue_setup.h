@@ -19,6 +19,11 @@ aq_status aq_queue_ensure(jsCtx *js, const aq_queue_config *cfg, aq_queue_report
 /* Check that every object exists; the error lists all that are missing. */
 aq_status aq_queue_check(jsCtx *js, const aq_queue_config *cfg, aq_err *err);
 
+/* The consumer's AckWait and MaxDeliver as the server has them: `agentq
+ * init` may have set other values than the worker's own configuration. */
+aq_status aq_queue_consumer_limits(jsCtx *js, const aq_queue_config *cfg, int64_t *ack_wait_ms,
+                                   int64_t *max_deliver, aq_err *err);
+
 /* The subject of the server's MAX_DELIVERIES advisories for the consumer. */
 void aq_queue_advisory_subject(const aq_queue_config *cfg, char *out, size_t n);
 
