@@ -43,7 +43,7 @@ const aq_option aq_worker_options[] = {
     {"fetch_wait", "AGENTQ_FETCH_WAIT", AQ_OPT_DURATION, "500ms", 10, 60000,
      offsetof(W, fetch_wait_ms), "how long one fetch waits for tasks"},
     {"max_attempts", "AGENTQ_MAX_ATTEMPTS", AQ_OPT_INT, "5", 1, 1000, offsetof(W, max_attempts),
-     "deliveries before a retryable failure is dead-lettered"},
+     "calls of a task that may fail (5xx, timeout, connection) before it is dead-lettered; 429/529 do not count"},
     {"retry_base", "AGENTQ_RETRY_BASE", AQ_OPT_DURATION, "1s", 1, 3600000,
      offsetof(W, retry_base_ms), "first retry delay (doubles per attempt, with jitter)"},
     {"retry_max", "AGENTQ_RETRY_MAX", AQ_OPT_DURATION, "60s", 1, 86400000,
