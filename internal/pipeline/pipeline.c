@@ -76,6 +76,7 @@ typedef struct job {
     struct job *fprev, *fnext;         /* a follower's place in that list */
 
     const char *model;
+    uint32_t max_tokens;
     aq_buf request;
     aq_llm_call *call;
     uint32_t calls;    /* LLM calls made by this delivery */
@@ -392,8 +393,8 @@ static void job_begin(job *j)
         job_fail(j, AQ_MODEL_NOT_ALLOWED, &err);
         return;
     }
-    uint32_t max_tokens = t->max_tokens ? t->max_tokens : (uint32_t)p->cfg->default_max_tokens;
-    if ((st = aq_llm_request_build(t, j->model, max_tokens, &j->request, &err)) != AQ_OK) {
+    j->max_tokens = t->max_tokens ? t->max_tokens : (uint32_t)p->cfg->default_max_tokens;
+    if ((st = aq_llm_request_build(t, j->model, j->max_tokens, &j->request, &err)) != AQ_OK) {
         if (aq_status_disposition(st) == AQ_DISP_PERMANENT) {
             job_fail(j, st, &err);
             return;
@@ -403,6 +404,15 @@ static void job_begin(job *j)
         return;
     }
     job_call(j);
+}
+
+/* A call's whole-time limit grows with the answer it may produce: output
+ * comes at tens of tokens a second, so allow a minute plus 50 ms a token,
+ * never more than llm_timeout. A short task that hangs is cut off early. */
+static int64_t call_timeout_ms(const aq_worker_config *cfg, uint32_t max_tokens)
+{
+    int64_t ms = 60000 + 50 * (int64_t)max_tokens;
+    return ms < cfg->llm_timeout_ms ? ms : cfg->llm_timeout_ms;
 }
 
 static void job_call(job *j)
@@ -427,8 +437,9 @@ static void job_call(job *j)
     j->stage = STAGE_CALLING;
     j->calls++;
     j->retry_after_ms = -1;
-    aq_status st = aq_llm_call_start(p->llm, next_api_key(p), j->request.data, j->request.len, 0,
-                                     on_llm_done, j, &j->call, &err);
+    aq_status st = aq_llm_call_start(p->llm, next_api_key(p), j->request.data, j->request.len,
+                                     call_timeout_ms(p->cfg, j->max_tokens), on_llm_done, j,
+                                     &j->call, &err);
     if (st != AQ_OK) {
         j->stage = STAGE_QUEUED;
         job_dispose(j, st, &err);

@@ -29,7 +29,7 @@ const aq_option aq_worker_options[] = {
     {"llm_connect_timeout", "AGENTQ_LLM_CONNECT_TIMEOUT", AQ_OPT_DURATION, "10s", 100, 600000,
      offsetof(W, llm_connect_timeout_ms), "timeout to connect to the provider"},
     {"llm_timeout", "AGENTQ_LLM_TIMEOUT", AQ_OPT_DURATION, "10m", 1000, 3600000,
-     offsetof(W, llm_timeout_ms), "timeout for one whole provider call"},
+     offsetof(W, llm_timeout_ms), "longest one provider call may take (each call gets 60 s + 50 ms per max_tokens, up to this)"},
     {"max_response_bytes", "AGENTQ_MAX_RESPONSE_BYTES", AQ_OPT_BYTES, "8MiB", 1024, 1073741824,
      offsetof(W, max_response_bytes), "largest provider response accepted"},
     {"max_prompt_bytes", "AGENTQ_MAX_PROMPT_BYTES", AQ_OPT_BYTES, "1MiB", 16, 33554432,
