@@ -97,7 +97,8 @@ int main(int argc, char **argv)
     aq_log(AQ_LOG_INFO, "worker stopped", AQ_LF_I("fetched", st.fetched),
            AQ_LF_I("completed", st.completed), AQ_LF_I("failed", st.failed),
            AQ_LF_I("dead_lettered", st.dead_lettered), AQ_LF_I("retried", st.retried),
-           AQ_LF_I("deferred", st.deferred), AQ_LF_I("already_done", st.already_done));
+           AQ_LF_I("deferred", st.deferred), AQ_LF_I("already_done", st.already_done),
+           AQ_LF_I("coalesced", st.coalesced), AQ_LF_I("budget_waits", st.budget_waits));
     rc = 0;
 out:
     if (sigterm)

@@ -25,6 +25,7 @@
 #include "queue/queue_kvread.h"
 #include "queue/queue_publish.h"
 #include "queue/queue_setup.h"
+#include "ratelimit/ratelimit.h"
 #include "task/task_codec.h"
 
 #define REQUEST_BODY_SLACK (64 * 1024) /* JSON framing around the prompt */
@@ -44,7 +45,7 @@ typedef enum job_stage {
     STAGE_CHECKING,  /* (cb) reading its stored Result */
     STAGE_FOLLOWING, /* the same task id is in flight here: waiting for that one */
     STAGE_CALLING,   /* LLM call in flight (cancellable) */
-    STAGE_WAITING,   /* retry or deferral timer before the next call */
+    STAGE_WAITING,   /* retry, deferral or rate-budget timer before the next call */
     STAGE_STORING,   /* (cb) result or dead letter being written */
 } job_stage;
 
@@ -77,6 +78,8 @@ typedef struct job {
 
     const char *model;
     uint32_t max_tokens;
+    aq_rl_reservation budget; /* the rate budget this call holds, if any */
+    bool waits_for_budget;
     aq_buf request;
     aq_llm_call *call;
     uint32_t calls;    /* LLM calls made by this delivery */
@@ -124,7 +127,8 @@ struct aq_pipeline {
     char worker_name[128];
     char results_prefix[256]; /* "$KV.<bucket>." */
     aq_list keys;
-    size_t next_key;
+    aq_rl *limiter;            /* rate budget per (key, model class) */
+    size_t waiting_for_budget; /* jobs; while any, the fetcher is paused */
     aq_list models; /* allowed; empty allows any */
     const char *crash_marker; /* test builds only: see job_begin */
     bool careful;             /* fetcher thread only: holding one task at a time */
@@ -324,13 +328,6 @@ static bool model_allowed(const aq_pipeline *p, const char *model)
     return p->models.n == 0 || aq_list_contains(&p->models, model);
 }
 
-static const char *next_api_key(aq_pipeline *p)
-{
-    const char *k = p->keys.items[p->next_key];
-    p->next_key = (p->next_key + 1) % p->keys.n;
-    return k;
-}
-
 /* The test build's poison task: lets the chaos tests prove that a task which
  * kills the worker on every delivery ends in the DLQ (MAX_DELIVERIES). */
 static void maybe_crash_for_test(const aq_pipeline *p, const Agentq__V1__Task *t)
@@ -415,6 +412,42 @@ static int64_t call_timeout_ms(const aq_worker_config *cfg, uint32_t max_tokens)
     return ms < cfg->llm_timeout_ms ? ms : cfg->llm_timeout_ms;
 }
 
+static void budget_wait_over(job *j, aq_pipeline *p)
+{
+    if (!j->waits_for_budget)
+        return;
+    j->waits_for_budget = false;
+    if (--p->waiting_for_budget == 0)
+        aq_fetcher_pause(p->fetcher, false);
+}
+
+/* Reserve rate budget for the call on the key with the most headroom.
+ * When there is none, the task waits here, still owned (in-progress acks),
+ * and the fetcher is paused: the backlog stays in JetStream. */
+static bool take_budget(job *j)
+{
+    aq_pipeline *p = j->p;
+    int64_t wait_ms = 0;
+    /* The request body's bytes/4 over-estimates its tokens a little; the
+     * charge is corrected from usage when the answer comes. */
+    int64_t est_input = (int64_t)(j->request.len / 4);
+    if (aq_rl_acquire(p->limiter, aq_rl_model_class(j->model), est_input, j->max_tokens,
+                      aq_mono_ms(), &j->budget, &wait_ms) == AQ_RL_GRANTED) {
+        budget_wait_over(j, p);
+        return true;
+    }
+    if (!j->waits_for_budget) {
+        j->waits_for_budget = true;
+        if (p->waiting_for_budget++ == 0)
+            aq_fetcher_pause(p->fetcher, true);
+        STAT_ADD(p, budget_waits);
+    }
+    j->stage = STAGE_WAITING;
+    if (!job_after(j, wait_ms, job_call))
+        job_settle(j, SETTLE_NAK, wait_ms);
+    return false;
+}
+
 static void job_call(job *j)
 {
     aq_pipeline *p = j->p;
@@ -434,13 +467,16 @@ static void job_call(job *j)
         job_fail(j, AQ_EXPIRED, &err);
         return;
     }
+    if (!take_budget(j))
+        return;
     j->stage = STAGE_CALLING;
     j->calls++;
     j->retry_after_ms = -1;
-    aq_status st = aq_llm_call_start(p->llm, next_api_key(p), j->request.data, j->request.len,
-                                     call_timeout_ms(p->cfg, j->max_tokens), on_llm_done, j,
-                                     &j->call, &err);
+    aq_status st = aq_llm_call_start(p->llm, p->keys.items[j->budget.key], j->request.data,
+                                     j->request.len, call_timeout_ms(p->cfg, j->max_tokens),
+                                     on_llm_done, j, &j->call, &err);
     if (st != AQ_OK) {
+        aq_rl_release(p->limiter, &j->budget, aq_mono_ms());
         j->stage = STAGE_QUEUED;
         job_dispose(j, st, &err);
     }
@@ -463,16 +499,22 @@ static void on_llm_done(void *ctx, const aq_llm_call_result *res)
     snprintf(j->request_id, sizeof(j->request_id), "%s", res->request_id ? res->request_id : "");
 
     if (res->transport != AQ_OK) {
+        aq_rl_finish(j->p->limiter, &j->budget, res, NULL, aq_mono_ms(), aq_now_unix_ms());
         aq_err_set(&err, res->transport, "%s", res->error ? res->error : aq_status_text(res->transport));
         job_dispose(j, res->transport, &err);
         return;
     }
     if (res->http_status != 200) {
+        aq_rl_finish(j->p->limiter, &j->budget, res, NULL, aq_mono_ms(), aq_now_unix_ms());
         st = aq_llm_error_classify(res->http_status, res->body, res->body_len, &err);
         job_dispose(j, st, &err);
         return;
     }
-    if ((st = aq_llm_response_parse(res->body, res->body_len, &j->response, &err)) != AQ_OK) {
+    st = aq_llm_response_parse(res->body, res->body_len, &j->response, &err);
+    /* The budget learns what the provider counted (and what it has left). */
+    aq_rl_finish(j->p->limiter, &j->budget, res, st == AQ_OK ? &j->response.usage : NULL,
+                 aq_mono_ms(), aq_now_unix_ms());
+    if (st != AQ_OK) {
         job_dispose(j, st, &err);
         return;
     }
@@ -808,6 +850,10 @@ static void job_release(job *j)
         aq_ptrmap_take(&p->leaders, (void *)(uintptr_t)j->id_hash);
     if (j->timer)
         event_free(j->timer);
+    budget_wait_over(j, p);
+    /* A call cut off may have reached the provider: it stays charged. */
+    if (j->call)
+        aq_rl_commit(p->limiter, &j->budget, NULL, NULL, aq_mono_ms(), aq_now_unix_ms());
     aq_llm_call_cancel(j->call);
     aq_llm_response_free(&j->response);
     aq_task_free(j->task);
@@ -983,6 +1029,10 @@ aq_status aq_pipeline_start(struct event_base *base, const aq_worker_config *cfg
         st = aq_err_set(err, AQ_CONFIG, "no API key configured");
         goto fail;
     }
+    aq_rl_config rc = {.n_keys = p->keys.n};
+    if ((st = aq_rl_limits_parse(cfg->rate_limits, &rc.limits, err)) != AQ_OK ||
+        (st = aq_rl_new(&rc, aq_mono_ms(), &p->limiter, err)) != AQ_OK)
+        goto fail;
 
     p->conn_opts.name = p->worker_name;
     p->conn_opts.on_event = on_conn_event;
@@ -1065,6 +1115,7 @@ void aq_pipeline_get_stats(const aq_pipeline *p, aq_pipeline_stats *out)
     __atomic_load(&p->stats.dead_lettered, &out->dead_lettered, __ATOMIC_RELAXED);
     __atomic_load(&p->stats.already_done, &out->already_done, __ATOMIC_RELAXED);
     __atomic_load(&p->stats.coalesced, &out->coalesced, __ATOMIC_RELAXED);
+    __atomic_load(&p->stats.budget_waits, &out->budget_waits, __ATOMIC_RELAXED);
     out->in_flight = p->in_flight;
 }
 
@@ -1095,6 +1146,7 @@ void aq_pipeline_destroy(aq_pipeline *p)
         event_free(p->grace_timer);
     aq_mailbox_destroy(p->mb);
     aq_ptrmap_free(&p->leaders);
+    aq_rl_destroy(p->limiter);
     aq_list_free(&p->keys);
     aq_list_free(&p->models);
     free(p);

@@ -22,6 +22,7 @@ typedef struct aq_pipeline_stats {
     uint64_t fetched, completed, failed, retried, deferred, dead_lettered;
     uint64_t already_done; /* settled from a stored result, without a call */
     uint64_t coalesced;    /* waited for another delivery of the same id */
+    uint64_t budget_waits; /* calls that had to wait for rate budget */
     uint64_t in_flight;
 } aq_pipeline_stats;
 

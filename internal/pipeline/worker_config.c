@@ -1,6 +1,7 @@
 #include "worker_config.h"
 
 #include "core/list.h"
+#include "ratelimit/ratelimit.h"
 
 #include <stddef.h>
 #include <string.h>
@@ -24,6 +25,8 @@ const aq_option aq_worker_options[] = {
      offsetof(W, default_model), "model for tasks that name none"},
     {"allowed_models", "AGENTQ_ALLOWED_MODELS", AQ_OPT_STRING, KNOWN_MODELS, 0, 0,
      offsetof(W, allowed_models), "models tasks may name, comma-separated (empty: any)"},
+    {"rate_limits", "AGENTQ_RATE_LIMITS", AQ_OPT_STRING, "", 0, 0, offsetof(W, rate_limits),
+     "per-minute limits of each API key by model class, e.g. sonnet:rpm=4000,itpm=2000000,otpm=400000;haiku:rpm=4000 (empty or 0: learned from the response headers)"},
     {"default_max_tokens", "AGENTQ_DEFAULT_MAX_TOKENS", AQ_OPT_INT, "1024", 1, 1000000,
      offsetof(W, default_max_tokens), "max_tokens for tasks that set none"},
     {"llm_connect_timeout", "AGENTQ_LLM_CONNECT_TIMEOUT", AQ_OPT_DURATION, "10s", 100, 600000,
@@ -81,6 +84,9 @@ aq_status aq_worker_config_validate(const aq_worker_config *cfg, aq_err *err)
                           "default_model \"%s\" is not in allowed_models: every task without a "
                           "model would be refused",
                           cfg->default_model);
+    aq_rl_limits limits;
+    if ((st = aq_rl_limits_parse(cfg->rate_limits, &limits, err)) != AQ_OK)
+        return aq_err_prefix(err, "rate_limits");
     if (!cfg->api_key || !*cfg->api_key)
         return aq_err_set(err, AQ_CONFIG,
                           "no API key: set ANTHROPIC_API_KEY (or --api_key, or api_key in the "

@@ -17,6 +17,7 @@ typedef struct aq_worker_config {
     char *ca_file;
     char *default_model;
     char *allowed_models;     /* comma-separated; empty allows any model */
+    char *rate_limits;        /* per model class, internal/ratelimit grammar; empty: learned */
     int64_t default_max_tokens;
     int64_t llm_connect_timeout_ms;
     int64_t llm_timeout_ms;

@@ -20,6 +20,7 @@ struct aq_fetcher {
     pthread_cond_t cond;
     int in_use;     /* guarded by lock */
     int limit;      /* guarded by lock: 0, or fewer slots than opts.slots */
+    bool paused;    /* guarded by lock */
     bool stopping;  /* guarded by lock */
 };
 
@@ -34,7 +35,7 @@ static int wait_for_slots(aq_fetcher *f)
 {
     pthread_mutex_lock(&f->lock);
     int slots = f->limit > 0 && f->limit < f->opts.slots ? f->limit : f->opts.slots;
-    while (!f->stopping && f->in_use >= slots) {
+    while (!f->stopping && (f->paused || f->in_use >= slots)) {
         pthread_cond_wait(&f->cond, &f->lock);
         slots = f->limit > 0 && f->limit < f->opts.slots ? f->limit : f->opts.slots;
     }
@@ -127,6 +128,14 @@ void aq_fetcher_limit(aq_fetcher *f, int n)
 {
     pthread_mutex_lock(&f->lock);
     f->limit = n;
+    pthread_cond_signal(&f->cond);
+    pthread_mutex_unlock(&f->lock);
+}
+
+void aq_fetcher_pause(aq_fetcher *f, bool paused)
+{
+    pthread_mutex_lock(&f->lock);
+    f->paused = paused;
     pthread_cond_signal(&f->cond);
     pthread_mutex_unlock(&f->lock);
 }

@@ -35,6 +35,9 @@ aq_status aq_fetcher_start(jsCtx *js, const char *stream, const char *consumer,
 /* Thread-safe: hold at most `n` messages from the next fetch on (0: all
  * the slots again). */
 void aq_fetcher_limit(aq_fetcher *f, int n);
+/* Thread-safe: stop fetching (slots stay as they are) until resumed. For
+ * backpressure that is not about slots, e.g. no rate budget left. */
+void aq_fetcher_pause(aq_fetcher *f, bool paused);
 /* Thread-safe: `n` slots are free again. */
 void aq_fetcher_release(aq_fetcher *f, int n);
 /* Slots currently taken. */
