@@ -13,9 +13,13 @@ NATS_SERVER=$(command -v nats-server || echo /usr/sbin/nats-server)
 T=$(mktemp -d "${TMPDIR:-/tmp}/agentq-it.XXXXXX")
 PIDS=()
 
+# Our own children only: a pid that exited long ago may belong to another
+# test's process by now (tests run side by side), and must not be signalled.
+ours() { [ "$(ps -o ppid= -p "$1" 2>/dev/null | tr -d ' ')" = "$$" ]; }
+
 cleanup() {
     local rc=$?
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do ours "$pid" && kill -TERM "$pid" 2>/dev/null || true; done
     for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
     if [ "$rc" -ne 0 ]; then
         echo "--- test failed (rc=$rc); logs in $T:" >&2
@@ -56,7 +60,7 @@ CONF
     port=$(sed -n 's/.*Listening for client connections on [0-9.]*:\([0-9]*\).*/\1/p' "$T/nats.log" | head -1)
     export AGENTQ_NATS_URL="nats://127.0.0.1:$port"
     NATS_PORT=$port
-    wait_until 10 "$AGENTQ" stats || true
+    wait_until 10 bash -c "echo > /dev/tcp/127.0.0.1/$port" || fail "nats-server does not accept connections"
 }
 
 # Restart nats-server on the same port and store (for restart tests).
@@ -107,4 +111,77 @@ make_tasks() {
 # check FILE ID EXPR: the one result for ID in the JSON lines of FILE satisfies EXPR.
 check() {
     jq -s -e --arg id "$2" "map(select(.id == \$id)) | length == 1 and (.[0] | $3)" "$1" > /dev/null
+}
+
+# ---- helpers for the bad-input and chaos tests (appended) ----
+
+AQ_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+RAW_PUBLISH="$AQ_BIN/tests/support/raw_publish"
+
+# Drop a reaped process from PIDS, so that cleanup never signals a pid the
+# system may have given to another process since (pid_max is 32768 here).
+forget_pid() {
+    local p keep=()
+    for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+    PIDS=("${keep[@]}")
+}
+
+# raw_publish --subject S [--header K:V]... [--msg-id ID] (--file F | --stdin | --hex H):
+# a JetStream publish of arbitrary bytes; prints the stream sequence.
+raw_publish() { "$RAW_PUBLISH" --url "$AGENTQ_NATS_URL" "$@"; }
+
+# The dead letters as JSON lines {seq, subject, headers, len[, payload_hex]}.
+dlq_dump() { "$RAW_PUBLISH" --url "$AGENTQ_NATS_URL" --dump-stream AGENTQ_DLQ "$@"; }
+
+# Encode an agentq.v1.Task from protobuf text format, to stdout:
+#   pb_task 'id: "t1" type: "it" prompt: "hi"' > t1.bin
+pb_task() {
+    protoc --encode=agentq.v1.Task -I "$AQ_SRC/schemas" "$AQ_SRC/schemas/agentq/v1/task.proto" <<< "$1"
+}
+
+# Like start_nats, but returns as soon as the server is ready (start_nats
+# also polls `agentq stats`, which cannot succeed before `agentq init`).
+start_nats_quick() {
+    mkdir -p "$T/js"
+    cat > "$T/nats.conf" <<CONF
+listen: 127.0.0.1:-1
+max_payload: 8MB
+jetstream { store_dir: "$T/js" }
+CONF
+    "$NATS_SERVER" -c "$T/nats.conf" > "$T/nats.log" 2>&1 &
+    NATS_PID=$!
+    PIDS+=("$NATS_PID")
+    wait_until 10 grep -q "Server is ready" "$T/nats.log" || fail "nats-server did not start"
+    NATS_PORT=$(sed -n 's/.*Listening for client connections on [0-9.]*:\([0-9]*\).*/\1/p' "$T/nats.log" | head -1)
+    export AGENTQ_NATS_URL="nats://127.0.0.1:$NATS_PORT"
+}
+
+# bounce_nats SIGNAL DOWN_SECS: stop nats-server with SIGNAL (TERM: clean
+# shutdown; KILL: crash), leave it down DOWN_SECS, start it again on the same
+# port and store directory, and wait until it is ready.
+bounce_nats() {
+    local sig=$1 down=$2 ready
+    ready=$(grep -c "Server is ready" "$T/nats.log" || true)
+    kill "-$sig" "$NATS_PID"; wait "$NATS_PID" 2>/dev/null || true
+    forget_pid "$NATS_PID"
+    sleep "$down"
+    sed -i "s#listen: .*#listen: 127.0.0.1:$NATS_PORT#" "$T/nats.conf"
+    "$NATS_SERVER" -c "$T/nats.conf" >> "$T/nats.log" 2>&1 &
+    NATS_PID=$!
+    PIDS+=("$NATS_PID")
+    wait_until 20 _nats_ready_more "$ready" || fail "nats-server did not come back"
+}
+_nats_ready_more() { [ "$(grep -c 'Server is ready' "$T/nats.log")" -gt "$1" ]; }
+
+# Restart the simulator on the same port with other options: a running
+# worker keeps its base_url. Stats start again from zero.
+restart_sim() {
+    local port=${SIM_URL##*:}
+    kill -TERM "$SIM_PID"; wait "$SIM_PID" 2>/dev/null || true
+    forget_pid "$SIM_PID"
+    rm -f "$T/sim.port"
+    "$SIM" --listen="127.0.0.1:$port" --port_file="$T/sim.port" --threads=1 "$@" >> "$T/sim.log" 2>&1 &
+    SIM_PID=$!
+    PIDS+=("$SIM_PID")
+    wait_until 10 test -s "$T/sim.port" || fail "agentq-sim did not restart on port $port"
 }
