@@ -229,7 +229,10 @@ static int submit_file(submitter *sb, FILE *in, bool show_progress, int64_t star
         lineno++;
         size_t n = strlen(line);
         if (n == line_cap - 1 && line[n - 1] != '\n') {
-            cli_error("submit", "line %zu: longer than %zu bytes", lineno, line_cap - 2);
+            cli_error("submit",
+                      "line %zu: longer than %zu bytes: a task that size is over the stream's "
+                      "max_msg_size (%lld bytes) and cannot be queued",
+                      lineno, line_cap - 2, (long long)sb->cfg->queue.max_msg_size);
             sb->rejected++;
             int ch;
             while ((ch = fgetc(in)) != EOF && ch != '\n')
@@ -292,7 +295,10 @@ int cmd_submit(int argc, char **argv)
             size_t n;
             while ((n = fread(chunk, 1, sizeof(chunk), stdin)) > 0) {
                 if (aq_buf_append(&stdin_prompt, chunk, n) != AQ_OK) {
-                    cli_error("submit", "prompt on stdin is over %zu bytes", stdin_prompt.cap);
+                    cli_error("submit",
+                              "prompt on stdin is over %zu bytes: a task that size is over the "
+                              "stream's max_msg_size (%lld bytes) and cannot be queued",
+                              stdin_prompt.cap, (long long)cfg.queue.max_msg_size);
                     rc = CLI_USAGE;
                     goto out;
                 }

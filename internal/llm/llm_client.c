@@ -53,6 +53,7 @@ struct aq_llm_call {
     int64_t retry_after_ms;      /* from retry-after-ms */
     int64_t retry_after_s_ms;    /* from retry-after */
     aq_llm_ratelimit rl;
+    unsigned sends;              /* times the request was sent (see prereq_cb) */
     unsigned too_big : 1;
     unsigned nomem : 1;
     unsigned in_done : 1;
@@ -502,6 +503,7 @@ static void call_complete(aq_llm_call *call, CURLcode rc)
     res.ratelimit = call->rl;
     res.error = errtext;
     res.latency_us = aq_mono_us() - call->start_us;
+    res.sends = call->sends;
 
     /* Give the connection back to the cache before the callback, which may
      * start new calls. */
@@ -757,6 +759,21 @@ out:
     return st;
 }
 
+/* Called each time the request is about to go out on a connection. libcurl
+ * re-sends a request by itself when the reused keep-alive connection it
+ * went out on dies before any answer: the provider may have seen both, so
+ * they are counted as calls, not hidden. */
+static int prereq_cb(void *clientp, char *conn_primary_ip, char *conn_local_ip, int conn_primary_port,
+                     int conn_local_port)
+{
+    (void)conn_primary_ip;
+    (void)conn_local_ip;
+    (void)conn_primary_port;
+    (void)conn_local_port;
+    ((aq_llm_call *)clientp)->sends++;
+    return CURL_PREREQFUNC_OK;
+}
+
 static aq_status easy_setup(aq_llm_client *c, aq_llm_call *call, const char *body, size_t len,
                             int64_t timeout_ms, aq_err *err)
 {
@@ -778,6 +795,8 @@ static aq_status easy_setup(aq_llm_client *c, aq_llm_call *call, const char *bod
     SET(CURLOPT_HEADERFUNCTION, header_cb);
     SET(CURLOPT_HEADERDATA, call);
     SET(CURLOPT_ERRORBUFFER, call->errbuf);
+    SET(CURLOPT_PREREQFUNCTION, prereq_cb);
+    SET(CURLOPT_PREREQDATA, call);
     SET(CURLOPT_NOSIGNAL, 1L);
     SET(CURLOPT_CONNECTTIMEOUT_MS, (long)c->connect_timeout_ms);
     SET(CURLOPT_TIMEOUT_MS, (long)timeout_ms);

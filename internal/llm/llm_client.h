@@ -75,6 +75,8 @@ typedef struct aq_llm_call_result {
     aq_llm_ratelimit ratelimit;
     const char *error;       /* transport error text, "" on AQ_OK; never holds the key */
     int64_t latency_us;      /* from aq_llm_call_start to completion */
+    unsigned sends;          /* times the request went out: 0 when it never did, 2+ when
+                                libcurl re-sent it after a reused connection died */
 } aq_llm_call_result;        /* every pointer is valid only during the callback */
 
 typedef void (*aq_llm_done_fn)(void *ctx, const aq_llm_call_result *res);

@@ -493,6 +493,8 @@ static void on_llm_done(void *ctx, const aq_llm_call_result *res)
     aq_status st;
     j->call = NULL;
     j->stage = STAGE_QUEUED;
+    if (res->sends > 1) /* the provider may have seen each: count them all */
+        j->calls += res->sends - 1;
     j->llm_latency_ms = (uint64_t)(res->latency_us / 1000);
     j->http_status = res->http_status;
     j->retry_after_ms = res->retry_after_ms;
