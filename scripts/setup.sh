@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Install what agentq needs from Debian 12 (only what is missing), then
-# configure and build.   usage: scripts/setup.sh [--test] [BUILD_DIR] [CMAKE_ARGS...]
-#   --test      also install what the test suite uses (jq, curl, Go for the interop test)
+# configure and build.
+#   usage: scripts/setup.sh [--test] [--fuzz] [--deps-only] [BUILD_DIR] [CMAKE_ARGS...]
+#   --test       also install what the test suite uses (jq, curl, Go for the interop test)
+#   --fuzz       also install clang and libFuzzer (scripts/fuzz.sh)
+#   --deps-only  install, do not configure or build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,12 +13,19 @@ BUILD_PKGS=(build-essential cmake pkg-config
             libxxhash-dev libssl-dev libevent-dev libjansson-dev libcmocka-dev)
 TEST_PKGS=(jq curl procps
            golang-go golang-github-nats-io-go-nats-dev golang-google-protobuf-dev protobuf-compiler)
+FUZZ_PKGS=(clang libclang-rt-14-dev)
 
 want=("${BUILD_PKGS[@]}")
-if [ "${1:-}" = "--test" ]; then
-    want+=("${TEST_PKGS[@]}")
+deps_only=0
+while [ $# -gt 0 ]; do
+    case $1 in
+        --test) want+=("${TEST_PKGS[@]}") ;;
+        --fuzz) want+=("${FUZZ_PKGS[@]}") ;;
+        --deps-only) deps_only=1 ;;
+        *) break ;;
+    esac
     shift
-fi
+done
 missing=()
 for p in "${want[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -26,6 +36,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" > /dev/null
 fi
+
+[ "$deps_only" -eq 1 ] && exit 0
 
 BUILD_DIR=${1:-build}
 [ $# -gt 0 ] && shift

@@ -186,11 +186,10 @@ static char *trim(char *s)
     return s;
 }
 
-static aq_status load_file(const aq_option *opts, void *cfg, const char *path, aq_err *err)
+/* The config-file format, from an open stream; `path` names it in errors. */
+static aq_status load_stream(const aq_option *opts, void *cfg, FILE *f, const char *path,
+                             aq_err *err)
 {
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return aq_err_set(err, AQ_CONFIG, "config file %s: %s", path, strerror(errno));
     char line[CONFIG_LINE_MAX], source[CONFIG_LINE_MAX + 32];
     aq_status st = AQ_OK;
     int lineno = 0;
@@ -227,6 +226,29 @@ static aq_status load_file(const aq_option *opts, void *cfg, const char *path, a
             goto out;
     }
 out:
+    return st;
+}
+
+static aq_status load_file(const aq_option *opts, void *cfg, const char *path, aq_err *err)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return aq_err_set(err, AQ_CONFIG, "config file %s: %s", path, strerror(errno));
+    aq_status st = load_stream(opts, cfg, f, path, err);
+    fclose(f);
+    return st;
+}
+
+aq_status aq_config_load_text(const aq_option *opts, void *cfg, const char *text, size_t len,
+                              const char *name, aq_err *err)
+{
+    if (len == 0) /* fmemopen refuses an empty buffer; an empty file sets nothing */
+        return AQ_OK;
+    /* Read-only: fmemopen does not write to the buffer in mode "r". */
+    FILE *f = fmemopen((void *)text, len, "r");
+    if (!f)
+        return aq_err_set(err, AQ_NOMEM, "config text %s: %s", name, strerror(errno));
+    aq_status st = load_stream(opts, cfg, f, name, err);
     fclose(f);
     return st;
 }

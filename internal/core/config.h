@@ -51,6 +51,13 @@ typedef struct aq_config_cli {
  * argv may be NULL). On error `err` names the option, the source and why. */
 aq_status aq_config_load(const aq_option *opts, void *cfg, int argc, char **argv,
                          aq_config_cli *cli, aq_err *err);
+/* Apply text in the config-file format (`name = value` lines, `#` comments,
+ * the same line-length and line-count limits) as if it were the content of a
+ * file called `name` (which errors name). Only the text: no defaults,
+ * environment or command line. For tests and the fuzzer (tests/fuzz), which
+ * must not write a file per input; programs use aq_config_load. */
+aq_status aq_config_load_text(const aq_option *opts, void *cfg, const char *text, size_t len,
+                              const char *name, aq_err *err);
 /* Set one option from text (used by the loader and by tests). */
 aq_status aq_config_set(const aq_option *opts, void *cfg, const char *name, const char *value,
                         const char *source, aq_err *err);

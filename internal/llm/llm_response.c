@@ -204,8 +204,12 @@ aq_status aq_llm_response_parse(const char *body, size_t len, aq_llm_response *o
     }
     root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
     if (!root) {
+        /* jansson's text quotes the body near the error as is: clean it like
+         * any provider text (control characters, partial UTF-8, keys). */
+        char jtext[sizeof(jerr.text) + 32];
+        aq_llm_sanitize(jtext, sizeof(jtext), jerr.text, strlen(jerr.text), sizeof(jtext), NULL);
         st = aq_err_set(err, AQ_LLM_BAD_RESPONSE, "response is not JSON: %s (line %d, column %d)",
-                        jerr.text, jerr.line, jerr.column);
+                        jtext, jerr.line, jerr.column);
         goto out;
     }
     if (!json_is_object(root)) {

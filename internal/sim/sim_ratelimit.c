@@ -20,7 +20,6 @@ typedef struct rl_key {
     int64_t inflight;                  /* tickets not settled */
     uint64_t requests;                 /* since the last reset, for /sim/stats */
     char key_id[AQ_SIM_KEY_ID_LEN + 1];
-    int64_t win_start_ms, win[AQ_SIM_RL_DIMS]; /* LEGACY aq_sim_ratelimit_charge only */
 } rl_key;
 
 struct aq_sim_ratelimit {
@@ -448,10 +447,8 @@ void aq_sim_ratelimit_reset(aq_sim_ratelimit *rl)
             continue;
         for (int d = 0; d < AQ_SIM_RL_DIMS; d++) {
             k->level[d] = rl->cap[d];
-            k->win[d] = 0;
         }
         k->last_ms = INT64_MIN; /* full at any time: the next refill only moves it to now */
-        k->win_start_ms = 0;
         k->requests = 0;
     }
     rl->other_requests = 0;
@@ -523,47 +520,4 @@ void aq_sim_rl_headers(const aq_sim_rl_state *v, int64_t now, aq_sim_rl_header o
     put_i64(&out[9], "anthropic-ratelimit-tokens-limit", lim[1] + lim[2]);
     put_i64(&out[10], "anthropic-ratelimit-tokens-remaining", aq_sim_rl_round_thousands(rem[1] + rem[2]));
     put_time(&out[11], "anthropic-ratelimit-tokens-reset", now, tokens_full);
-}
-
-/* ------------------------------------------------------------ LEGACY */
-
-static int64_t legacy_remaining(int64_t limit, int64_t used, bool round)
-{
-    int64_t r = limit - used;
-    return round ? aq_sim_rl_round_thousands(r) : (r < 0 ? 0 : r);
-}
-
-void aq_sim_ratelimit_charge(aq_sim_ratelimit *rl, const char *key, size_t key_len,
-                             int64_t input_tokens, int64_t output_tokens, int64_t now_unix_ms,
-                             aq_sim_rl_view *view)
-{
-    int64_t used[AQ_SIM_RL_DIMS] = {0}, start = now_unix_ms, wait = 0;
-    pthread_mutex_lock(&rl->lock);
-    rl_key *k = lookup(rl, key, key_len, key_hash(key, key_len), now_unix_ms, &wait);
-    if (!k) {
-        rl->other_requests++;
-    } else {
-        k->requests++;
-        if (now_unix_ms - k->win_start_ms >= AQ_SIM_RL_WINDOW_MS || now_unix_ms < k->win_start_ms) {
-            k->win_start_ms = now_unix_ms;
-            memset(k->win, 0, sizeof(k->win));
-        }
-        k->win[0] += 1;
-        k->win[1] += clamp_cost(input_tokens);
-        k->win[2] += clamp_cost(output_tokens);
-        memcpy(used, k->win, sizeof(used));
-        start = k->win_start_ms;
-    }
-    pthread_mutex_unlock(&rl->lock);
-    if (!view)
-        return;
-    view->requests_limit = rl->limit[0];
-    view->requests_remaining = legacy_remaining(rl->limit[0], used[0], false);
-    view->input_limit = rl->limit[1];
-    view->input_remaining = legacy_remaining(rl->limit[1], used[1], true);
-    view->output_limit = rl->limit[2];
-    view->output_remaining = legacy_remaining(rl->limit[2], used[2], true);
-    view->tokens_limit = rl->limit[1] + rl->limit[2];
-    view->tokens_remaining = legacy_remaining(view->tokens_limit, used[1] + used[2], true);
-    view->reset_unix_ms = start + AQ_SIM_RL_WINDOW_MS;
 }

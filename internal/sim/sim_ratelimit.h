@@ -169,23 +169,4 @@ void aq_sim_rl_headers(const aq_sim_rl_state *view, int64_t now_unix_ms,
 /* "requests", "input tokens", "output tokens". */
 const char *aq_sim_rl_dim_name(aq_sim_rl_dim d);
 
-/* ------------------------------------------------------------- LEGACY
- * The fixed one-minute-window counting this module did before the token
- * buckets. Nothing in the simulator uses it; it is kept, separate from the
- * buckets, only so that tests/unit/sim_request_test.c
- * (test_ratelimit_counts_per_key_without_the_key, not owned by the rate-limit
- * work) still builds and passes. Remove it together with that test: its
- * coverage (key ids, per-key counts without the key, reset) is in
- * tests/unit/sim_ratelimit_test.c. */
-typedef struct aq_sim_rl_view {
-    int64_t requests_limit, requests_remaining;
-    int64_t input_limit, input_remaining;
-    int64_t output_limit, output_remaining;
-    int64_t tokens_limit, tokens_remaining;
-    int64_t reset_unix_ms;
-} aq_sim_rl_view;
-void aq_sim_ratelimit_charge(aq_sim_ratelimit *rl, const char *key, size_t key_len,
-                             int64_t input_tokens, int64_t output_tokens, int64_t now_unix_ms,
-                             aq_sim_rl_view *view);
-
 #endif

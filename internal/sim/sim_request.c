@@ -1,5 +1,7 @@
 #include "sim_request.h"
 
+#include "core/text.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -590,12 +592,21 @@ aq_status aq_sim_render_message(aq_buf *out, const aq_sim_request *r, const aq_s
 aq_status aq_sim_render_error(aq_buf *out, const char *error_type, const char *message,
                               const char *request_id)
 {
+    /* The message may quote the request: jansson's error text can hold the
+     * first byte of a multi-byte character. Invalid UTF-8 becomes U+FFFD (at
+     * most 3 bytes for 1) so that the body is always JSON. */
+    size_t mlen = strlen(message);
+    char *clean = malloc(3 * mlen + 1);
+    if (!clean)
+        return AQ_NOMEM;
+    aq_utf8_sanitize(message, mlen, clean, 3 * mlen + 1);
     aq_status st = aq_buf_append_str(out, "{\"type\":\"error\",\"error\":{\"type\":\"");
     if (st == AQ_OK) st = aq_buf_append_str(out, error_type);
     if (st == AQ_OK) st = aq_buf_append_str(out, "\",\"message\":\"");
-    if (st == AQ_OK) st = json_escape(out, message, strlen(message));
+    if (st == AQ_OK) st = json_escape(out, clean, strlen(clean));
     if (st == AQ_OK) st = aq_buf_append_str(out, "\"},\"request_id\":\"");
     if (st == AQ_OK) st = aq_buf_append_str(out, request_id);
     if (st == AQ_OK) st = aq_buf_append_str(out, "\"}");
+    free(clean);
     return st;
 }

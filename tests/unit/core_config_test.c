@@ -836,6 +836,29 @@ static void test_free_and_reload(void **state)
     aq_config_free(opts, &fx->cfg); /* twice is harmless */
 }
 
+/* ---- config text from memory (the fuzzer's entry point) ---- */
+
+static void test_config_load_text(void **state)
+{
+    fixture *fx = *state;
+    aq_err err;
+    static const char text[] = "# comment\ncount = 21\nname = \"from text\"\nsize=1KiB";
+    assert_int_equal(aq_config_load_text(opts, &fx->cfg, text, sizeof(text) - 1, "mem", &err),
+                     AQ_OK);
+    assert_int_equal(fx->cfg.count, 21);
+    assert_string_equal(fx->cfg.name, "from text");
+    assert_int_equal(fx->cfg.size, 1024);
+    /* Only the text: no defaults were applied. */
+    assert_int_equal(fx->cfg.wait_ms, 0);
+    /* Empty text sets nothing. */
+    assert_int_equal(aq_config_load_text(opts, &fx->cfg, "", 0, "mem", &err), AQ_OK);
+    /* Errors name the text and the line, as for a file; bytes past len are not read. */
+    static const char bad[] = "count = 5\njust words\ncount = 7";
+    aq_status st = aq_config_load_text(opts, &fx->cfg, bad, 21, "mem", &err);
+    expect_config_error(st, &err, "mem:2", "name = value");
+    assert_int_equal(fx->cfg.count, 5);
+}
+
 #define TEST(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -870,6 +893,7 @@ int main(void)
         TEST(test_secret_never_in_errors),
         TEST(test_print_help),
         TEST(test_free_and_reload),
+        TEST(test_config_load_text),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -373,6 +373,30 @@ static void test_error_message_truncated_and_cleaned(void **state)
     assert_string_equal(err.msg, "HTTP 500: ??  oops");
 }
 
+/* Found by fuzzing (tests/fuzz/fuzz_llm_response): "not JSON" quoted
+ * jansson's error text, which quotes the body near the error as is, so a
+ * control character or the first byte of a UTF-8 character reached the
+ * message, and from it logs, DLQ headers and the Result's error (a proto3
+ * string, which must be UTF-8). */
+static void test_not_json_message_is_clean_utf8(void **state)
+{
+    (void)state;
+    static const char *const bodies[] = {
+        "\x0f",                           /* a control character */
+        "{\"content\":\"\\ud83\xc3\xa9\"}", /* a bad escape, then a 2-byte character */
+        "{\"content\":\"\x01\"}",
+    };
+    for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+        aq_llm_response r;
+        aq_err err;
+        assert_int_equal(parse(bodies[i], &r, &err), AQ_LLM_BAD_RESPONSE);
+        assert_non_null(strstr(err.msg, "not JSON"));
+        for (const unsigned char *p = (const unsigned char *)err.msg; *p; p++)
+            if (*p < 0x20 || *p >= 0x7f) /* these bodies give ASCII messages once cleaned */
+                fail_msg("body %zu: message \"%s\" has byte 0x%02x", i, err.msg, *p);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -387,6 +411,7 @@ int main(void)
         cmocka_unit_test(test_error_statuses),
         cmocka_unit_test(test_error_bodies_not_json_or_empty),
         cmocka_unit_test(test_error_message_truncated_and_cleaned),
+        cmocka_unit_test(test_not_json_message_is_clean_utf8),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

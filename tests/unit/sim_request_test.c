@@ -12,7 +12,6 @@
 #include <string.h>
 
 #include "sim/sim_random.h"
-#include "sim/sim_ratelimit.h"
 #include "sim/sim_request.h"
 
 static const char *const models[] = {"claude-haiku-4-5", "claude-sonnet-4-6"};
@@ -125,6 +124,36 @@ static void test_error_statuses(void **state)
     assert_string_equal(json_string_value(json_object_get(e, "type")), "invalid_request_error");
     assert_string_equal(json_string_value(json_object_get(e, "message")), "bad \"x\"\n");
     assert_string_equal(json_string_value(json_object_get(doc, "request_id")), "req_1");
+    json_decref(doc);
+    aq_buf_free(&b);
+}
+
+/* Found by fuzzing (tests/fuzz/fuzz_sim_request): jansson's error text for a
+ * bad \u escape quotes the first byte of the multi-byte character after it,
+ * so the 400 body carried invalid UTF-8 and was not JSON. */
+static void test_error_body_is_json_whatever_the_message(void **state)
+{
+    (void)state;
+    aq_sim_request r = {0};
+    aq_err err = {0};
+    const char *type = NULL;
+    aq_buf b;
+    aq_buf_init(&b, 4096);
+    aq_status st = parse("{\"model\":\"\\ud83\xc3\xa9\"}", &r, &err);
+    assert_int_equal(st, AQ_INVALID_ARG);
+    assert_int_equal(aq_sim_error_http_status(st, &type), 400);
+    assert_int_equal(aq_sim_render_error(&b, type, err.msg, "req_1"), AQ_OK);
+    json_t *doc = json_loadb(b.data, b.len, 0, NULL);
+    assert_non_null(doc);
+    json_decref(doc);
+
+    /* Any invalid byte becomes U+FFFD; valid UTF-8 is kept. */
+    aq_buf_reset(&b);
+    assert_int_equal(aq_sim_render_error(&b, type, "bad \xff\xc3 caf\xc3\xa9", "req_2"), AQ_OK);
+    doc = json_loadb(b.data, b.len, 0, NULL);
+    assert_non_null(doc);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(doc, "error"), "message")),
+                        "bad \xef\xbf\xbd\xef\xbf\xbd caf\xc3\xa9");
     json_decref(doc);
     aq_buf_free(&b);
 }
@@ -412,67 +441,6 @@ static void test_latency_sampling_stays_in_range(void **state)
     }
 }
 
-typedef struct key_seen {
-    char id[16];
-    uint64_t n;
-    int count;
-} key_seen;
-
-static void collect(const char *key_id, uint64_t requests, void *arg)
-{
-    key_seen *k = arg;
-    snprintf(k[k->count].id, sizeof(k->id), "%s", key_id);
-    k[k->count].n = requests;
-    k[0].count++;
-}
-
-static void test_ratelimit_counts_per_key_without_the_key(void **state)
-{
-    (void)state;
-    aq_sim_ratelimit *rl = NULL;
-    aq_sim_rl_limits lim = {100, 10000, 2000};
-    aq_sim_rl_view v;
-    aq_err err = {0};
-    char id[AQ_SIM_KEY_ID_LEN + 1];
-
-    aq_sim_key_id("abc", 3, id);
-    assert_string_equal(id, "ba7816bf"); /* SHA-256("abc") starts ba7816bf */
-
-    assert_int_equal(aq_sim_ratelimit_new(&lim, &rl, &err), AQ_OK);
-    aq_sim_ratelimit_charge(rl, "abc", 3, 1000, 100, 1000000, &v);
-    aq_sim_ratelimit_charge(rl, "abc", 3, 1000, 100, 1000500, &v);
-    assert_int_equal(v.requests_limit, 100);
-    assert_int_equal(v.requests_remaining, 98);
-    assert_int_equal(v.input_limit, 10000);
-    assert_int_equal(v.input_remaining, 8000);
-    assert_int_equal(v.output_remaining, 2000); /* 1800 rounds to the nearest thousand */
-    assert_int_equal(v.tokens_limit, 12000);
-    assert_int_equal(v.reset_unix_ms, 1000000 + AQ_SIM_RL_WINDOW_MS);
-    aq_sim_ratelimit_charge(rl, "other-key", 9, 0, 0, 1000500, &v);
-    assert_int_equal(v.requests_remaining, 99);
-    /* a new window after a minute */
-    aq_sim_ratelimit_charge(rl, "abc", 3, 0, 0, 1000000 + AQ_SIM_RL_WINDOW_MS, &v);
-    assert_int_equal(v.requests_remaining, 99);
-
-    key_seen seen[8] = {0};
-    aq_sim_ratelimit_foreach(rl, collect, seen);
-    assert_int_equal(seen[0].count, 2);
-    for (int i = 0; i < 2; i++) {
-        assert_int_equal(strlen(seen[i].id), AQ_SIM_KEY_ID_LEN);
-        assert_null(strstr(seen[i].id, "abc"));
-        if (strcmp(seen[i].id, "ba7816bf") == 0)
-            assert_int_equal(seen[i].n, 3);
-        else
-            assert_int_equal(seen[i].n, 1);
-    }
-    aq_sim_ratelimit_reset(rl);
-    memset(seen, 0, sizeof(seen));
-    aq_sim_ratelimit_foreach(rl, collect, seen);
-    assert_int_equal(seen[0].n + seen[1].n, 0);
-    aq_sim_ratelimit_destroy(rl);
-    aq_sim_ratelimit_destroy(NULL);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -487,7 +455,7 @@ int main(void)
         cmocka_unit_test(test_stop_sequences_cut),
         cmocka_unit_test(test_render_message_is_valid_json),
         cmocka_unit_test(test_latency_sampling_stays_in_range),
-        cmocka_unit_test(test_ratelimit_counts_per_key_without_the_key),
+        cmocka_unit_test(test_error_body_is_json_whatever_the_message),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,118 @@
+/* Fuzz target: the simulator's request parsing (aq_sim_parse_request), which
+ * reads every POST /v1/messages body, then what the server does with a parsed
+ * request: the deterministic answer and its rendering, or the error body.
+ * Input: the request body.
+ *
+ * Invariants beyond "no crash, no leak, no UB":
+ *  - with a list of known models the status is the one without the list,
+ *    except that an unknown model turns success into AQ_NOT_FOUND (a
+ *    malformed request is a 400 whatever its model);
+ *  - the answer text is valid UTF-8 within max_tokens, and the rendered
+ *    message parses with the worker's own parser (aq_llm_response_parse) to
+ *    the same text, stop reason, stop sequence and token counts;
+ *  - an error body is JSON that aq_llm_error_classify reads as the same
+ *    HTTP class. */
+#include "fuzz.h"
+
+#include <jansson.h>
+#include <string.h>
+
+#include "core/text.h"
+#include "llm/llm_response.h"
+#include "sim/sim_request.h"
+
+#define TEXT_CAP (300 * 4 + 4096)
+#define OUT_CAP (TEXT_CAP * 6 + 65536)
+
+static void check_answer(const aq_sim_request *r)
+{
+    static const aq_sim_output_range range = {1, 300};
+    aq_sim_answer a;
+    aq_buf text, out;
+    aq_err err;
+    aq_err_clear(&err);
+    aq_buf_init(&text, TEXT_CAP);
+    aq_buf_init(&out, OUT_CAP);
+
+    aq_status st = aq_sim_answer_build(r, range, &text, &a, &err);
+    FUZZ_CHECK_ERR(st == AQ_OK, &err);
+    FUZZ_CHECK(text.data != NULL);
+    FUZZ_CHECK(aq_utf8_valid(text.data, text.len));
+    FUZZ_CHECK(aq_sim_tokens(text.len) <= r->max_tokens);
+    FUZZ_CHECK(a.output_tokens == aq_sim_tokens(text.len));
+    FUZZ_CHECK(a.input_tokens == aq_sim_input_tokens(r));
+
+    st = aq_sim_render_message(&out, r, &a, text.data, text.len, "msg_fuzz");
+    FUZZ_CHECK(st == AQ_OK);
+
+    aq_llm_response resp;
+    st = aq_llm_response_parse(out.data, out.len, &resp, &err);
+    FUZZ_CHECK_ERR(st == AQ_OK, &err);
+    FUZZ_CHECK(resp.text_len == text.len && memcmp(resp.text, text.data, text.len) == 0);
+    FUZZ_CHECK(resp.stop_reason && strcmp(resp.stop_reason, a.stop_reason) == 0);
+    if (a.stop_sequence.ptr)
+        FUZZ_CHECK(resp.stop_sequence && strlen(resp.stop_sequence) == a.stop_sequence.len &&
+                   memcmp(resp.stop_sequence, a.stop_sequence.ptr, a.stop_sequence.len) == 0);
+    else
+        FUZZ_CHECK(resp.stop_sequence == NULL);
+    FUZZ_CHECK(resp.model && strlen(resp.model) == r->model.len &&
+               memcmp(resp.model, r->model.ptr, r->model.len) == 0);
+    FUZZ_CHECK(resp.usage.input_tokens == (uint64_t)a.input_tokens);
+    FUZZ_CHECK(resp.usage.output_tokens == (uint64_t)a.output_tokens);
+    aq_llm_response_free(&resp);
+    aq_buf_free(&text);
+    aq_buf_free(&out);
+}
+
+static void check_error_body(const aq_err *perr)
+{
+    const char *type;
+    if (perr->status == AQ_NOMEM)
+        return;
+    int code = aq_sim_error_http_status(perr->status, &type);
+    aq_buf out;
+    aq_err err;
+    aq_buf_init(&out, 64 * 1024);
+    FUZZ_CHECK(aq_sim_render_error(&out, type, perr->msg, "req_fuzz") == AQ_OK);
+    json_t *j = json_loadb(out.data, out.len, 0, NULL);
+    FUZZ_CHECK_ERR(j != NULL, perr);
+    json_decref(j);
+    aq_status st = aq_llm_error_classify(code, out.data, out.len, &err);
+    FUZZ_CHECK(st == (code == 400 ? AQ_HTTP_BAD_REQUEST : AQ_HTTP_NOT_FOUND));
+    aq_buf_free(&out);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static const char *const models[] = {"claude-sonnet-4-5", "claude-haiku-4-5"};
+    const aq_sim_limits any = {AQ_SIM_DEFAULT_MAX_TOKENS_CAP, NULL, 0};
+    const aq_sim_limits known = {AQ_SIM_DEFAULT_MAX_TOKENS_CAP, models, 2};
+    const char *body = (const char *)data;
+    aq_sim_request r;
+    aq_err err, err_known;
+    aq_err_clear(&err);
+    aq_err_clear(&err_known);
+
+    memset(&r, 0, sizeof(r));
+    aq_status st_known = aq_sim_parse_request(body, size, &known, &r, &err_known);
+    if (st_known == AQ_OK)
+        aq_sim_request_free(&r);
+
+    memset(&r, 0, sizeof(r));
+    aq_status st = aq_sim_parse_request(body, size, &any, &r, &err);
+    FUZZ_CHECK(st == AQ_OK || st == AQ_INVALID_ARG || st == AQ_NOMEM);
+    FUZZ_CHECK(st_known == st || (st == AQ_OK && st_known == AQ_NOT_FOUND));
+    if (st != AQ_OK) {
+        FUZZ_CHECK(err.status == st);
+        check_error_body(&err);
+        return 0;
+    }
+    if (st_known == AQ_NOT_FOUND)
+        check_error_body(&err_known);
+
+    FUZZ_CHECK(r.doc != NULL && r.n_messages >= 1 && r.max_tokens >= 1);
+    FUZZ_CHECK(r.n_system_blocks <= r.n_blocks);
+    check_answer(&r);
+    aq_sim_request_free(&r);
+    return 0;
+}

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Regenerates the valid-task seeds of corpus/task_decode/ from protobuf text
+# format with `protoc --encode` (the bytes are committed; run this only to
+# change them). The hand-made edge cases (raw-*) are not generated here.
+#   usage: tests/fuzz/gen_task_seeds.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+out=tests/fuzz/corpus/task_decode
+mkdir -p "$out"
+enc() { protoc --encode=agentq.v1.Task -I schemas schemas/agentq/v1/task.proto > "$out/$1"; }
+
+enc valid-minimal <<'T'
+id: "t1" type: "summarize" prompt: "Summarize: the quick brown fox."
+T
+enc valid-full <<'T'
+id: "order-42.summary_v=2" type: "summarize-long" tenant: "acme" model: "claude-haiku-4-5"
+system: "You are terse." prompt: "Summarize: caf\303\251 \342\202\254 \360\237\230\200 end"
+max_tokens: 256 temperature: 0.25 stop_sequences: "\n\nHuman:" stop_sequences: "END"
+metadata { key: "trace" value: "abc123" } metadata { key: "k\303\251y" value: "" }
+deadline_unix_ms: 1893456000000 created_unix_ms: 1700000000000
+T
+enc valid-messages <<'T'
+id: "conv-1" type: "chat"
+messages { role: "user" content: "Hello" }
+messages { role: "assistant" content: "Hi. What can I do?" }
+messages { role: "user" content: "Classify: spam or ham?" }
+max_tokens: 64000 temperature: 0
+T
+enc valid-temperature-one <<'T'
+id: "a" type: "b" prompt: "p" temperature: 1 max_tokens: 1
+T
+enc invalid-prompt-and-messages <<'T'
+id: "t2" type: "x" prompt: "p" messages { role: "user" content: "c" }
+T
+enc invalid-id <<'T'
+id: "..bad/id" type: "x" prompt: "p"
+T
+enc invalid-type <<'T'
+id: "t3" type: "a.b" prompt: "p"
+T
+enc invalid-first-message-assistant <<'T'
+id: "t4" type: "x" messages { role: "assistant" content: "c" }
+T
+enc invalid-temperature <<'T'
+id: "t5" type: "x" prompt: "p" temperature: 2.5
+T
+enc invalid-max-tokens <<'T'
+id: "t6" type: "x" prompt: "p" max_tokens: 4294967295
+T
+enc invalid-negative-deadline <<'T'
+id: "t7" type: "x" prompt: "p" deadline_unix_ms: -1
+T
+enc invalid-empty-stop <<'T'
+id: "t8" type: "x" prompt: "p" stop_sequences: ""
+T
+enc invalid-no-prompt <<'T'
+id: "t9" type: "x" system: "only a system prompt"
+T
