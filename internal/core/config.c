@@ -225,6 +225,9 @@ static aq_status load_stream(const aq_option *opts, void *cfg, FILE *f, const ch
         if (st != AQ_OK)
             goto out;
     }
+    /* A directory opens but does not read: say so rather than load nothing. */
+    if (ferror(f))
+        st = aq_err_set(err, AQ_CONFIG, "config file %s: %s", path, strerror(errno ? errno : EIO));
 out:
     return st;
 }

@@ -12,7 +12,7 @@
 source "$(dirname "$0")/chaos_lib.sh"
 N=${N:-1000}
 
-start_nats_quick
+start_nats
 start_sim "${SIM_NO_LIMITS[@]}" --fault_429=0.2 --fault_529=0.05 --fault_500=0.05 --fault_drop=0.02 --retry_after=1 --seed=11
 agentq init > /dev/null
 make_tasks "$N" fm > "$T/tasks.jsonl"

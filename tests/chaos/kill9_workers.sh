@@ -8,7 +8,7 @@ N=${N:-5000}
 CONC=${CONC:-32}       # 2 workers x 32 calls of 200 ms: about 300 tasks/s, a run of ~20 s
 ACK_WAIT=${ACK_WAIT:-5s}
 
-start_nats_quick
+start_nats
 start_sim "${SIM_NO_LIMITS[@]}" --latency=200
 agentq init --ack_wait="$ACK_WAIT" > /dev/null
 make_tasks "$N" k9 > "$T/tasks.jsonl"

@@ -7,7 +7,7 @@ N=${N:-3000}
 CONC=${CONC:-32}   # 32 calls of 100 ms: about 300 tasks/s, a run of ~10 s plus the outages
 ACK_WAIT=${ACK_WAIT:-5s}
 
-start_nats_quick
+start_nats
 start_sim "${SIM_NO_LIMITS[@]}" --latency=100
 agentq init --ack_wait="$ACK_WAIT" > /dev/null
 make_tasks "$N" nr > "$T/tasks.jsonl"

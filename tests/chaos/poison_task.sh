@@ -16,7 +16,7 @@ MAX_DELIVER=3
 ACK_WAIT=2s
 MARKER="poison-marker-$RANDOM$RANDOM"
 
-start_nats_quick
+start_nats
 start_sim "${SIM_NO_LIMITS[@]}"
 agentq init --max_deliver=$MAX_DELIVER --ack_wait=$ACK_WAIT > /dev/null
 make_tasks "$N" pt > "$T/normal.jsonl"

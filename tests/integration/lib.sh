@@ -139,22 +139,6 @@ pb_task() {
     protoc --encode=agentq.v1.Task -I "$AQ_SRC/schemas" "$AQ_SRC/schemas/agentq/v1/task.proto" <<< "$1"
 }
 
-# Like start_nats, but returns as soon as the server is ready (start_nats
-# also polls `agentq stats`, which cannot succeed before `agentq init`).
-start_nats_quick() {
-    mkdir -p "$T/js"
-    cat > "$T/nats.conf" <<CONF
-listen: 127.0.0.1:-1
-max_payload: 8MB
-jetstream { store_dir: "$T/js" }
-CONF
-    "$NATS_SERVER" -c "$T/nats.conf" > "$T/nats.log" 2>&1 &
-    NATS_PID=$!
-    PIDS+=("$NATS_PID")
-    wait_until 10 grep -q "Server is ready" "$T/nats.log" || fail "nats-server did not start"
-    NATS_PORT=$(sed -n 's/.*Listening for client connections on [0-9.]*:\([0-9]*\).*/\1/p' "$T/nats.log" | head -1)
-    export AGENTQ_NATS_URL="nats://127.0.0.1:$NATS_PORT"
-}
 
 # bounce_nats SIGNAL DOWN_SECS: stop nats-server with SIGNAL (TERM: clean
 # shutdown; KILL: crash), leave it down DOWN_SECS, start it again on the same

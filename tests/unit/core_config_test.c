@@ -629,6 +629,12 @@ static void test_config_file_errors(void **state)
     /* A file that does not exist. */
     st = LOAD(fx, NULL, &err, "--config", "/nonexistent/aq.conf");
     expect_config_error(st, &err, "/nonexistent/aq.conf", NULL);
+    aq_config_free(opts, &fx->cfg);
+    memset(&fx->cfg, 0, sizeof(fx->cfg));
+
+    /* A directory opens but cannot be read: an error, not an empty config. */
+    st = LOAD(fx, NULL, &err, "--config", "/tmp");
+    expect_config_error(st, &err, "/tmp", NULL);
 }
 
 static void test_config_file_long_lines(void **state)
