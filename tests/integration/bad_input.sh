@@ -27,7 +27,7 @@ FAILED=()
 ok() { echo "ok   - $1"; }
 bad() { echo "FAIL - $1" >&2; FAILED+=("$1"); }
 
-start_nats_quick
+start_nats
 start_sim
 agentq init > /dev/null
 start_worker --max_prompt_bytes=1KiB --max_tokens_cap=4096 \

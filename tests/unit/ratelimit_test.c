@@ -205,7 +205,7 @@ static void test_new_checks_config(void **state)
 
     /* Labels: the message names the key's position, never the label, which
      * might be a key pasted by mistake. */
-    const char *long_label[] = {"key-1", "sk-ant-api03-abcdefghijklmnop"};
+    const char *long_label[] = {"key-1", "a-label-longer-than-sixteen"};
     cfg.labels = long_label;
     expect_new_error(&cfg, "rate limiter: label of key 2 is longer than 16 characters");
     const char *key_like[] = {"SK-abcd", "key-2"};
