@@ -6,6 +6,11 @@
 # and the run is timed from the start of publishing to the last result stored
 # (the results stream's own timestamp).
 # Goals: throughput >= 0.9 x ideal; (peak RSS - idle RSS) / 10,000 < 20 KB.
+# The open-file limit is raised as far as the hard limit allows (the worker
+# and the simulator each hold one descriptor per connection); the consumer's
+# max_ack_pending (agentq init default 20,000) must be >= the concurrency. A
+# minimal client (sim_load) against the same simulator gives the environment's
+# own ceiling in the same run.
 #
 #   AQ_BIN=build tests/bench/b2_concurrency.sh
 source "$(dirname "$0")/bench_lib.sh"
@@ -72,5 +77,5 @@ row "simulator peak concurrent requests / connections" "$peak / $peak_conns" "$C
 row "wall time (s) / simulator calls / worker CPU per task (µs)" \
     "$(fmt "$secs" 2) / $calls / $(fmt "$(calc "$cpu_us / ($stored > 0 ? $stored : 1)")" 1)" "ideal $(fmt "$(calc "$N / $ideal")" 1) s" "—" "—" "info"
 row "results stored" "$stored" "$N tasks" "—" "= N" "$([ "$stored" -eq "$N" ] && echo PASS || echo MISS)"
-table_note "- other load during the run: $noise"
+table_note "- open-file limit of the worker and the simulator: $nofile (raised to the hard limit $(ulimit -Hn); each needs one per connection). Other load during the run: $noise"
 table_end

@@ -31,7 +31,7 @@ ITPM=300000
 OTPM=120000
 GOAL_RATIO=0.9
 GOAL_429=0.01
-SIM_OPTS=(--rl_requests=$RPM --rl_input_tokens=$ITPM --rl_output_tokens=$OTPM --output_tokens=20-600
+SIM_OPTS=(--rl_requests="$RPM" --rl_input_tokens="$ITPM" --rl_output_tokens="$OTPM" --output_tokens=20-600
           --latency_dist=uniform --latency_ms=100 --latency_max_ms=500)
 
 echo "== B3 rate limits: $N tasks queued; limits $RPM requests, $ITPM input tokens, $OTPM output tokens a minute"
@@ -84,7 +84,8 @@ scenario() {
     # at its start). used / available is the goal's ratio: it is the rate /
     # limit of a steady state, and it does not credit a bucket left full
     # before the window (a token bucket lets that burst through).
-    local label="$nw worker$([ "$nw" -gt 1 ] && echo s)" d lim used avail per ratio best=-1 best_dim=input_tokens
+    local label="$nw worker" d lim lv used avail per ratio best=-1 best_dim=input_tokens
+    [ "$nw" -gt 1 ] && label+=s
     local -A used_of=() avail_of=() rate_of=() ratio_of=() level_of=()
     for kv in $lv1; do level_of[${kv%%=*}]=${kv#*=}; done
     for d in input_tokens requests output_tokens; do
