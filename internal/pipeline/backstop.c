@@ -26,7 +26,6 @@ struct aq_backstop {
     aq_task_limits limits;
     jsOptions jo;
     aq_fetcher *fetcher;
-    uint64_t dead_lettered;
 };
 
 typedef struct advisory {
@@ -57,12 +56,11 @@ static bool stored_completed(const aq_kv_read *rd)
 {
     if (rd->status != AQ_OK || rd->deleted)
         return false;
-    Agentq__V1__Result *r = NULL;
-    bool done = aq_result_unpack(natsMsg_GetData(rd->msg), (size_t)natsMsg_GetDataLength(rd->msg),
-                                 &r, NULL) == AQ_OK &&
-                r->status == AGENTQ__V1__STATUS__STATUS_COMPLETED;
-    aq_result_free(r);
-    return done;
+    Agentq__V1__Status status;
+    uint64_t seq;
+    return aq_result_peek(natsMsg_GetData(rd->msg), (size_t)natsMsg_GetDataLength(rd->msg), &status,
+                          &seq) &&
+           status == AGENTQ__V1__STATUS__STATUS_COMPLETED;
 }
 
 /* Reads the key; *completed when a COMPLETED result is stored. */
@@ -192,7 +190,6 @@ static aq_status handle(aq_backstop *b, const advisory *a, aq_err *err)
         }
         if (valid_id && (st = write_failed_result(b, t, a, why, rev, err)) != AQ_OK)
             goto out;
-        __atomic_fetch_add(&b->dead_lettered, 1, __ATOMIC_RELAXED);
         aq_log(AQ_LOG_WARN, "task dead-lettered", AQ_LF_S("id", valid_id ? t->id : ""),
                AQ_LF_S("type", t ? t->type : ""), AQ_LF_I("stream_seq", a->stream_seq),
                AQ_LF_I("delivery", a->deliveries),
@@ -262,13 +259,6 @@ aq_status aq_backstop_start(jsCtx *js, const aq_queue_config *q, const char *wor
     }
     *out = b;
     return AQ_OK;
-}
-
-uint64_t aq_backstop_dead_lettered(const aq_backstop *b)
-{
-    uint64_t n;
-    __atomic_load(&b->dead_lettered, &n, __ATOMIC_RELAXED);
-    return n;
 }
 
 void aq_backstop_stop(aq_backstop *b)

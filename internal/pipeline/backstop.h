@@ -22,8 +22,6 @@ typedef struct aq_backstop aq_backstop;
 /* `q` and `worker` must outlive the backstop. */
 aq_status aq_backstop_start(jsCtx *js, const aq_queue_config *q, const char *worker,
                             aq_backstop **out, aq_err *err);
-/* Tasks moved to the DLQ so far (thread-safe). */
-uint64_t aq_backstop_dead_lettered(const aq_backstop *b);
 /* Stop pulling advisories (returns within about a second). Accepts NULL. */
 void aq_backstop_stop(aq_backstop *b);
 void aq_backstop_destroy(aq_backstop *b);

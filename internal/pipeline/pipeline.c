@@ -257,17 +257,16 @@ static stored_state read_stored(const job *j, const aq_kv_read *rd)
 {
     if (rd->status != AQ_OK || rd->deleted)
         return STORED_NONE;
-    Agentq__V1__Result *r = NULL;
-    stored_state s = STORED_OTHER;
-    if (aq_result_unpack(natsMsg_GetData(rd->msg), (size_t)natsMsg_GetDataLength(rd->msg), &r,
-                         NULL) == AQ_OK) {
-        if (r->status == AGENTQ__V1__STATUS__STATUS_COMPLETED)
-            s = STORED_COMPLETED;
-        else if (r->status == AGENTQ__V1__STATUS__STATUS_FAILED && r->stream_seq == j->stream_seq)
-            s = STORED_FAILED_HERE;
-    }
-    aq_result_free(r);
-    return s;
+    Agentq__V1__Status status;
+    uint64_t seq;
+    if (!aq_result_peek(natsMsg_GetData(rd->msg), (size_t)natsMsg_GetDataLength(rd->msg), &status,
+                        &seq))
+        return STORED_OTHER;
+    if (status == AGENTQ__V1__STATUS__STATUS_COMPLETED)
+        return STORED_COMPLETED;
+    if (status == AGENTQ__V1__STATUS__STATUS_FAILED && seq == j->stream_seq)
+        return STORED_FAILED_HERE;
+    return STORED_OTHER;
 }
 
 /* A redelivered task may already have been finished by a worker that died
@@ -500,22 +499,23 @@ static void on_llm_done(void *ctx, const aq_llm_call_result *res)
     j->retry_after_ms = res->retry_after_ms;
     snprintf(j->request_id, sizeof(j->request_id), "%s", res->request_id ? res->request_id : "");
 
+    /* Parse first: the budget learns from the answer what the provider
+     * counted (usage) and what it has left (headers). */
+    bool answered = res->transport == AQ_OK && res->http_status == 200;
+    st = answered ? aq_llm_response_parse(res->body, res->body_len, &j->response, &err) : AQ_OK;
+    aq_rl_finish(j->p->limiter, &j->budget, res,
+                 answered && st == AQ_OK ? &j->response.usage : NULL, aq_mono_ms(),
+                 aq_now_unix_ms());
     if (res->transport != AQ_OK) {
-        aq_rl_finish(j->p->limiter, &j->budget, res, NULL, aq_mono_ms(), aq_now_unix_ms());
         aq_err_set(&err, res->transport, "%s", res->error ? res->error : aq_status_text(res->transport));
         job_dispose(j, res->transport, &err);
         return;
     }
     if (res->http_status != 200) {
-        aq_rl_finish(j->p->limiter, &j->budget, res, NULL, aq_mono_ms(), aq_now_unix_ms());
         st = aq_llm_error_classify(res->http_status, res->body, res->body_len, &err);
         job_dispose(j, st, &err);
         return;
     }
-    st = aq_llm_response_parse(res->body, res->body_len, &j->response, &err);
-    /* The budget learns what the provider counted (and what it has left). */
-    aq_rl_finish(j->p->limiter, &j->budget, res, st == AQ_OK ? &j->response.usage : NULL,
-                 aq_mono_ms(), aq_now_unix_ms());
     if (st != AQ_OK) {
         job_dispose(j, st, &err);
         return;
@@ -919,13 +919,15 @@ static void pipeline_maybe_finish(aq_pipeline *p)
     event_base_loopexit(p->base, NULL);
 }
 
+#define STAGE_BIT(s) (1u << (s))
+
 /* Hand back every job in one of `stages` (a bit set). Settling a leader
  * settles its followers too, anywhere in the list: restart after each. */
 static void hand_back(aq_pipeline *p, unsigned stages, const char *why)
 {
     job *j = p->jobs;
     while (j) {
-        if (!(stages & (1u << j->stage))) {
+        if (!(stages & STAGE_BIT(j->stage))) {
             j = j->next;
             continue;
         }
@@ -938,21 +940,14 @@ static void hand_back(aq_pipeline *p, unsigned stages, const char *why)
     }
 }
 
-#define STAGES(...) stage_bits((job_stage[]){__VA_ARGS__}, sizeof((job_stage[]){__VA_ARGS__}) / sizeof(job_stage))
-static unsigned stage_bits(const job_stage *s, size_t n)
-{
-    unsigned b = 0;
-    for (size_t i = 0; i < n; i++)
-        b |= 1u << s[i];
-    return b;
-}
 
 static void cut_short(aq_pipeline *p)
 {
     p->cut_short = true;
     /* Calls and waits end now; reads and writes have a callback coming, which
      * settles them (write_failed hands back once cut_short is set). */
-    hand_back(p, STAGES(STAGE_QUEUED, STAGE_FOLLOWING, STAGE_CALLING, STAGE_WAITING),
+    hand_back(p, STAGE_BIT(STAGE_QUEUED) | STAGE_BIT(STAGE_FOLLOWING) | STAGE_BIT(STAGE_CALLING) |
+                     STAGE_BIT(STAGE_WAITING),
               "shutdown grace over: task handed back");
 }
 
@@ -976,7 +971,7 @@ void aq_pipeline_shutdown(aq_pipeline *p)
     aq_backstop_stop(p->backstop);
     /* Tasks waiting to retry are not calls in flight: hand them back now,
      * with what is left of their wait, rather than hold them through the grace. */
-    hand_back(p, STAGES(STAGE_WAITING), "shutting down: waiting task handed back");
+    hand_back(p, STAGE_BIT(STAGE_WAITING), "shutting down: waiting task handed back");
     struct timeval tv = {p->cfg->shutdown_grace_ms / 1000, (p->cfg->shutdown_grace_ms % 1000) * 1000};
     evtimer_add(p->grace_timer, &tv);
     pipeline_maybe_finish(p);

@@ -202,3 +202,14 @@ const char *aq_result_status_name(Agentq__V1__Status st)
     default: return "STATUS_UNSPECIFIED";
     }
 }
+
+bool aq_result_peek(const void *data, size_t len, Agentq__V1__Status *status, uint64_t *stream_seq)
+{
+    Agentq__V1__Result *r = NULL;
+    if (aq_result_unpack(data, len, &r, NULL) != AQ_OK || !r)
+        return false;
+    *status = r->status;
+    *stream_seq = r->stream_seq;
+    aq_result_free(r);
+    return true;
+}

@@ -48,6 +48,8 @@ aq_status aq_task_pack(const Agentq__V1__Task *task, aq_buf *out, aq_err *err);
 aq_status aq_result_pack(const Agentq__V1__Result *res, aq_buf *out, aq_err *err);
 aq_status aq_result_unpack(const void *data, size_t len, Agentq__V1__Result **out, aq_err *err);
 void aq_result_free(Agentq__V1__Result *res);
+/* The status and stream_seq of a packed Result; false when it does not decode. */
+bool aq_result_peek(const void *data, size_t len, Agentq__V1__Status *status, uint64_t *stream_seq);
 
 const char *aq_result_status_name(Agentq__V1__Status st);
 
