@@ -37,7 +37,7 @@ void aq_llm_global_cleanup(void);
 #define AQ_LLM_DEFAULT_CONNECT_TIMEOUT_MS 10000
 #define AQ_LLM_DEFAULT_TIMEOUT_MS 600000
 #define AQ_LLM_DEFAULT_MAX_RESPONSE_BYTES (8u * 1024 * 1024)
-#define AQ_LLM_DEFAULT_RECV_BUFFER_BYTES 8192
+#define AQ_LLM_DEFAULT_RECV_BUFFER_BYTES 4096
 
 typedef struct aq_llm_client_config {
     const char *base_url;          /* "https://api.anthropic.com" or "http://127.0.0.1:8090" */

@@ -1,0 +1,212 @@
+#include "pipeline_job.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "core/clock.h"
+#include "llm/llm_request.h"
+
+/* ---- route, call (loop thread) ---- */
+
+static bool model_allowed(const aq_pipeline *p, const char *model)
+{
+    return p->models.n == 0 || aq_list_contains(&p->models, model);
+}
+
+/* The test build's poison task: lets the chaos tests prove that a task which
+ * kills the worker on every delivery ends in the DLQ (MAX_DELIVERIES). */
+static void maybe_crash_for_test(const aq_pipeline *p, const Agentq__V1__Task *t)
+{
+#ifdef AQ_TEST_HOOKS
+    if (p->crash_marker && *p->crash_marker && strstr(t->prompt, p->crash_marker)) {
+        aq_log(AQ_LOG_ERROR, "test crash marker found: aborting", AQ_LF_S("id", t->id));
+        abort();
+    }
+#else
+    (void)p;
+    (void)t;
+#endif
+}
+
+static uint64_t id_hash(const char *id)
+{
+    uint64_t h = XXH3_64bits(id, strlen(id));
+    return h < 2 ? h + 2 : h; /* 0 and 1 are not valid map keys */
+}
+
+/* Returns true when the job now follows another delivery of the same id. */
+static bool follow_if_in_flight(job *j)
+{
+    aq_pipeline *p = j->p;
+    j->id_hash = id_hash(j->task->id);
+    job *l = aq_ptrmap_get(&p->leaders, (void *)(uintptr_t)j->id_hash);
+    if (!l) {
+        j->leads = aq_ptrmap_put(&p->leaders, (void *)(uintptr_t)j->id_hash, j) == AQ_OK;
+        return false;
+    }
+    if (strcmp(l->task->id, j->task->id) != 0)
+        return false; /* a hash collision: two tasks, both run */
+    j->leader = l;
+    j->fnext = l->followers;
+    if (l->followers)
+        l->followers->fprev = j;
+    l->followers = j;
+    j->stage = STAGE_FOLLOWING;
+    STAT_ADD(p, coalesced);
+    aq_job_log(AQ_LOG_INFO, j, "same task already in flight here: waiting for it", NULL);
+    return true;
+}
+
+static void on_llm_done(void *ctx, const aq_llm_call_result *res);
+
+void aq_job_begin(job *j)
+{
+    aq_pipeline *p = j->p;
+    aq_err err;
+    aq_status st;
+    const Agentq__V1__Task *t = j->task;
+
+    maybe_crash_for_test(p, t);
+    if (follow_if_in_flight(j))
+        return;
+    j->model = *t->model ? t->model : p->cfg->default_model;
+    if (!model_allowed(p, j->model)) {
+        aq_err_set(&err, AQ_MODEL_NOT_ALLOWED, "model \"%s\" is not in allowed_models", j->model);
+        aq_job_fail(j, AQ_MODEL_NOT_ALLOWED, &err);
+        return;
+    }
+    j->max_tokens = t->max_tokens ? t->max_tokens : (uint32_t)p->cfg->default_max_tokens;
+    if ((st = aq_llm_request_build(t, j->model, j->max_tokens, &j->request, &err)) != AQ_OK) {
+        if (aq_status_disposition(st) == AQ_DISP_PERMANENT) {
+            aq_job_fail(j, st, &err);
+            return;
+        }
+        aq_job_log(AQ_LOG_WARN, j, "cannot build the request: task handed back", &err);
+        aq_job_settle(j, SETTLE_NAK, aq_job_backoff_ms(p->cfg, 1));
+        return;
+    }
+    aq_job_call(j);
+}
+
+/* A call's whole-time limit grows with the answer it may produce: output
+ * comes at tens of tokens a second, so allow a minute plus 50 ms a token,
+ * never more than llm_timeout. A short task that hangs is cut off early. */
+static int64_t call_timeout_ms(const aq_worker_config *cfg, uint32_t max_tokens)
+{
+    int64_t ms = 60000 + 50 * (int64_t)max_tokens;
+    return ms < cfg->llm_timeout_ms ? ms : cfg->llm_timeout_ms;
+}
+
+void aq_job_budget_wait_over(job *j, aq_pipeline *p)
+{
+    if (!j->waits_for_budget)
+        return;
+    j->waits_for_budget = false;
+    if (--p->waiting_for_budget == 0)
+        aq_fetcher_pause(p->fetcher, false);
+}
+
+/* Reserve rate budget for the call on the key with the most headroom.
+ * When there is none, the task waits here, still owned (in-progress acks),
+ * and the fetcher is paused: the backlog stays in JetStream. */
+static bool take_budget(job *j)
+{
+    aq_pipeline *p = j->p;
+    int64_t wait_ms = 0;
+    /* The request body's bytes/4 over-estimates its tokens a little; the
+     * charge is corrected from usage when the answer comes. */
+    int64_t est_input = (int64_t)(j->request.len / 4);
+    if (aq_rl_acquire(p->limiter, aq_rl_model_class(j->model), est_input, j->max_tokens,
+                      aq_mono_ms(), &j->budget, &wait_ms) == AQ_RL_GRANTED) {
+        aq_job_budget_wait_over(j, p);
+        return true;
+    }
+    if (!j->waits_for_budget) {
+        j->waits_for_budget = true;
+        if (p->waiting_for_budget++ == 0)
+            aq_fetcher_pause(p->fetcher, true);
+        STAT_ADD(p, budget_waits);
+    }
+    j->stage = STAGE_WAITING;
+    if (!aq_job_after(j, wait_ms, aq_job_call))
+        aq_job_settle(j, SETTLE_NAK, wait_ms);
+    return false;
+}
+
+void aq_job_call(job *j)
+{
+    aq_pipeline *p = j->p;
+    aq_err err;
+    const Agentq__V1__Task *t = j->task;
+
+    if (p->stopping) {
+        /* Shutting down: no new calls; another worker takes it now. */
+        aq_job_settle(j, SETTLE_NAK, 0);
+        return;
+    }
+    int64_t now = aq_now_unix_ms();
+    if (t->deadline_unix_ms && now > t->deadline_unix_ms) {
+        aq_err_set(&err, AQ_EXPIRED, "deadline passed %lld ms before the %s",
+                   (long long)(now - t->deadline_unix_ms),
+                   j->calls ? "next attempt" : "task started");
+        aq_job_fail(j, AQ_EXPIRED, &err);
+        return;
+    }
+    if (!take_budget(j))
+        return;
+    j->stage = STAGE_CALLING;
+    j->calls++;
+    j->retry_after_ms = -1;
+    aq_status st = aq_llm_call_start(p->llm, p->keys.items[j->budget.key], j->request.data,
+                                     j->request.len, call_timeout_ms(p->cfg, j->max_tokens),
+                                     on_llm_done, j, &j->call, &err);
+    if (st != AQ_OK) {
+        aq_rl_release(p->limiter, &j->budget, aq_mono_ms());
+        j->stage = STAGE_QUEUED;
+        aq_job_dispose(j, st, &err);
+    }
+}
+
+/* ---- classify (loop thread) ---- */
+
+
+static void on_llm_done(void *ctx, const aq_llm_call_result *res)
+{
+    job *j = ctx;
+    aq_err err;
+    aq_status st;
+    j->call = NULL;
+    j->stage = STAGE_QUEUED;
+    if (res->sends > 1) /* the provider may have seen each: count them all */
+        j->calls += res->sends - 1;
+    j->llm_latency_ms = (uint64_t)(res->latency_us / 1000);
+    j->http_status = res->http_status;
+    j->retry_after_ms = res->retry_after_ms;
+    snprintf(j->request_id, sizeof(j->request_id), "%s", res->request_id ? res->request_id : "");
+
+    /* Parse first: the budget learns from the answer what the provider
+     * counted (usage) and what it has left (headers). */
+    bool answered = res->transport == AQ_OK && res->http_status == 200;
+    st = answered ? aq_llm_response_parse(res->body, res->body_len, &j->response, &err) : AQ_OK;
+    aq_rl_finish(j->p->limiter, &j->budget, res,
+                 answered && st == AQ_OK ? &j->response.usage : NULL, aq_mono_ms(),
+                 aq_now_unix_ms());
+    if (res->transport != AQ_OK) {
+        aq_err_set(&err, res->transport, "%s", res->error ? res->error : aq_status_text(res->transport));
+        aq_job_dispose(j, res->transport, &err);
+        return;
+    }
+    if (res->http_status != 200) {
+        st = aq_llm_error_classify(res->http_status, res->body, res->body_len, &err);
+        aq_job_dispose(j, st, &err);
+        return;
+    }
+    if (st != AQ_OK) {
+        aq_job_dispose(j, st, &err);
+        return;
+    }
+    j->have_response = true;
+    aq_job_complete(j);
+}

@@ -1,0 +1,166 @@
+/* The pipeline's insides, shared by its files and by nothing else:
+ *   pipeline.c        fetch, admit, ownership of long calls, shutdown, set-up
+ *   pipeline_call.c   route, coalesce, rate budget, the LLM call, classify
+ *   pipeline_store.c  the Result (compare-and-set), dead letters
+ *   pipeline_job.c    a job's life: timers, dispose (status -> wait, retry or
+ *                     failure), settle (ack, term or hand back), release
+ * Everything here runs on the loop thread unless it says otherwise. */
+#ifndef AQ_PIPELINE_JOB_H
+#define AQ_PIPELINE_JOB_H
+
+#include <event2/event.h>
+#include <nats/nats.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+#include "core/list.h"
+#include "core/log.h"
+#include "core/mailbox.h"
+#include "core/ptrmap.h"
+#include "llm/llm_client.h"
+#include "llm/llm_response.h"
+#include "pipeline/backstop.h"
+#include "pipeline/pipeline.h"
+#include "queue/queue_conn.h"
+#include "queue/queue_fetch.h"
+#include "queue/queue_kvread.h"
+#include "queue/queue_publish.h"
+#include "ratelimit/ratelimit.h"
+#include "task/task_codec.h"
+
+/* Where a job is. The stages marked (cb) have a callback outstanding that
+ * will come back to the job, so nothing may free it in the meantime. */
+typedef enum job_stage {
+    STAGE_QUEUED,    /* handed to the loop, not started */
+    STAGE_CHECKING,  /* (cb) reading its stored Result */
+    STAGE_FOLLOWING, /* the same task id is in flight here: waiting for that one */
+    STAGE_CALLING,   /* LLM call in flight (cancellable) */
+    STAGE_WAITING,   /* retry, deferral or rate-budget timer before the next call */
+    STAGE_STORING,   /* (cb) result or dead letter being written */
+} job_stage;
+
+typedef enum settle_how { SETTLE_ACK, SETTLE_TERM, SETTLE_NAK } settle_how;
+
+/* One delivered task, from fetch to settle. */
+typedef struct job {
+    aq_mailbox_node node;
+    struct aq_pipeline *p;
+    struct job *prev, *next; /* the pipeline's in-flight list */
+    natsMsg *msg;
+    uint64_t stream_seq;
+    uint64_t delivered;
+    int64_t published_unix_ms;
+    int64_t started_unix_ms;
+    int64_t last_progress_ms; /* monotonic: last ack/in-progress sent */
+    job_stage stage;
+
+    Agentq__V1__Task *task; /* NULL when the payload did not decode */
+    aq_status decode_status;
+    aq_err decode_err;
+
+    /* Deliveries of one task id in flight together make one call: the first
+     * leads, the others follow and are settled as it is. */
+    uint64_t id_hash;
+    bool leads;
+    struct job *leader;
+    struct job *followers;             /* of a leader */
+    struct job *fprev, *fnext;         /* a follower's place in that list */
+
+    const char *model;
+    uint32_t max_tokens;
+    aq_rl_reservation budget; /* the rate budget this call holds, if any */
+    bool waits_for_budget;
+    aq_buf request;
+    aq_llm_call *call;
+    uint32_t calls;    /* LLM calls made by this delivery */
+    uint32_t failures; /* of them, retryable failures (deferrals do not count) */
+    uint32_t deferrals;
+    uint64_t llm_latency_ms;
+    int64_t retry_after_ms; /* the provider's retry-after, -1 when absent */
+    char request_id[128];
+
+    /* outcome */
+    aq_status outcome;
+    aq_err outcome_err;
+    long http_status;
+    aq_llm_response response;
+    bool have_response;
+
+    /* storing: the Result is written with compare-and-set on the key's last
+     * revision (0 = no entry), so a COMPLETED result is never overwritten */
+    uint64_t result_rev;
+    int conflicts;
+    aq_kv_read rd;
+    aq_buf packed;
+    struct event *timer; /* waits: before the next call, or before a write retry */
+    void (*timer_fn)(struct job *);
+    int64_t wake_mono_ms;
+    int store_tries;
+} job;
+
+struct aq_pipeline {
+    struct event_base *base;
+    const aq_worker_config *cfg;
+    aq_task_limits limits;
+    natsConnection *nc;
+    jsCtx *js;
+    aq_mailbox *mb;
+    aq_publisher *pub;
+    aq_kv_reader *reader;
+    aq_llm_client *llm;
+    aq_fetcher *fetcher;
+    aq_backstop *backstop;
+    aq_queue_conn_opts conn_opts;
+    struct event *progress_timer;
+    struct event *grace_timer;
+
+    char worker_name[128];
+    char results_prefix[256]; /* "$KV.<bucket>." */
+    aq_list keys;
+    aq_rl *limiter;            /* rate budget per (key, model class) */
+    size_t waiting_for_budget; /* jobs; while any, the fetcher is paused */
+    aq_list models; /* allowed; empty allows any */
+    const char *crash_marker; /* test builds only: see aq_job_begin */
+    bool careful;             /* fetcher thread only: holding one task at a time */
+    int64_t ack_wait_ms;      /* the consumer's, as the server has it */
+
+    job *jobs; /* in flight, owned by the loop */
+    size_t in_flight;
+    aq_ptrmap leaders; /* task id hash -> leading job */
+    bool stopping, cut_short, finished;
+    aq_pipeline_stats stats; /* updated with atomics (fetcher and loop threads) */
+};
+
+#define STAT_ADD(p, field) __atomic_fetch_add(&(p)->stats.field, 1, __ATOMIC_RELAXED)
+
+/* What a stored Result says about this delivery. */
+typedef enum stored_state { STORED_NONE, STORED_COMPLETED, STORED_FAILED_HERE, STORED_OTHER } stored_state;
+
+/* pipeline_job.c */
+void aq_job_log(aq_log_level lvl, const job *j, const char *msg, const aq_err *err);
+bool aq_job_has_valid_id(const job *j);
+/* Runs fn(j) after ms; false when no timer could be made. */
+bool aq_job_after(job *j, int64_t ms, void (*fn)(job *));
+stored_state aq_job_read_stored(const job *j, const aq_kv_read *rd);
+int64_t aq_job_backoff_ms(const aq_worker_config *cfg, uint32_t attempt);
+/* The one place a status becomes a result, a wait or a dead letter. */
+void aq_job_dispose(job *j, aq_status st, const aq_err *err);
+/* The one place a message is acked, terminated or handed back; frees j. */
+void aq_job_settle(job *j, settle_how how, int64_t nak_delay_ms);
+
+/* pipeline_call.c */
+void aq_job_begin(job *j);
+void aq_job_call(job *j);
+void aq_job_budget_wait_over(job *j, aq_pipeline *p);
+
+/* pipeline_store.c */
+void aq_job_complete(job *j);
+void aq_job_store_result(job *j);
+/* Permanent failure: dead letter, then a FAILED result, then Term. */
+void aq_job_fail(job *j, aq_status st, const aq_err *err);
+
+/* pipeline.c */
+void aq_pipeline_maybe_finish(aq_pipeline *p);
+
+#endif
