@@ -32,6 +32,8 @@ typedef struct submit_config {
     double temperature;
     char *stop;
     int64_t deadline_ms;
+    char *cache;
+    bool allow_fallback;
     bool wait;
     int64_t timeout_ms;
     bool progress;
@@ -58,6 +60,12 @@ static const aq_option submit_options[] = {
     {"stop", NULL, AQ_OPT_STRING, "", 0, 0, offsetof(S, stop), "one stop sequence"},
     {"deadline", NULL, AQ_OPT_DURATION, "0", 0, 31536000000.0, offsetof(S, deadline_ms),
      "give up if not started within this long (0: never)"},
+    {"cache", NULL, AQ_OPT_STRING, "", 0, 0, offsetof(S, cache),
+     "cache policy: default (cache only temperature 0), opt-in, bypass or refresh (also the "
+     "default for JSONL lines without cache_policy)"},
+    {"allow_fallback", NULL, AQ_OPT_BOOL, "false", 0, 0, offsetof(S, allow_fallback),
+     "let the worker answer with its fallback model when the routed one is overloaded (529) "
+     "(also the default for JSONL lines without allow_fallback)"},
     {"wait", NULL, AQ_OPT_BOOL, "false", 0, 0, offsetof(S, wait),
      "wait for the result(s); print them (one task) or a summary (a file)"},
     {"timeout", NULL, AQ_OPT_DURATION, "5m", 0, 86400000, offsetof(S, timeout_ms),
@@ -180,6 +188,10 @@ static int submit_one_json(submitter *sb, json_t *obj, const char *where)
     }
     if (json_is_object(obj) && !json_object_get(obj, "type"))
         json_object_set_new(obj, "type", json_string(sb->cfg->type));
+    if (json_is_object(obj) && sb->cfg->cache[0] && !json_object_get(obj, "cache_policy"))
+        json_object_set_new(obj, "cache_policy", json_string(sb->cfg->cache));
+    if (json_is_object(obj) && sb->cfg->allow_fallback && !json_object_get(obj, "allow_fallback"))
+        json_object_set_new(obj, "allow_fallback", json_true());
     if (aq_task_json_pack(obj, &sb->limits, aq_now_unix_ms(), &sb->packed, &ref, &err) != AQ_OK) {
         cli_error("submit", "%s%s", where, err.msg);
         sb->rejected++;

@@ -91,8 +91,63 @@ static int dump_to_buf(const char *buffer, size_t size, void *data)
     return d->st == AQ_OK ? 0 : -1;
 }
 
+int64_t aq_llm_estimate_tokens(size_t bytes)
+{
+    return (int64_t)(bytes / 4 + (bytes % 4 != 0));
+}
+
+int64_t aq_llm_task_input_tokens(const Agentq__V1__Task *task)
+{
+    if (!task)
+        return 0;
+    size_t bytes = (task->system ? strlen(task->system) : 0) + (task->prompt ? strlen(task->prompt) : 0);
+    for (size_t i = 0; i < task->n_messages; i++)
+        if (task->messages[i] && task->messages[i]->content)
+            bytes += strlen(task->messages[i]->content);
+    return aq_llm_estimate_tokens(bytes);
+}
+
+bool aq_llm_request_marks_system(const Agentq__V1__Task *task, const aq_llm_request_opts *opts)
+{
+    return task && opts && opts->prompt_cache_min_tokens > 0 && !str_empty(task->system) &&
+           aq_llm_estimate_tokens(strlen(task->system)) >= (int64_t)opts->prompt_cache_min_tokens;
+}
+
+/* "system": [{"type":"text","text":...,"cache_control":{"type":"ephemeral"}}] */
+static aq_status set_cached_system(json_t *root, const char *system, aq_err *err)
+{
+    aq_status st = AQ_OK;
+    json_t *text = NULL;
+    json_t *block = json_object(), *arr = json_array();
+    json_t *cc = json_pack("{s:s}", "type", "ephemeral");
+    if (!block || !arr || !cc) {
+        st = aq_err_set(err, AQ_NOMEM, "out of memory building the request");
+        goto out;
+    }
+    if ((st = new_str(system, "system", &text, err)) != AQ_OK)
+        goto out;
+    /* _set_new consumes its value even when it fails: `text` first, always. */
+    if (json_object_set_new(block, "text", text) != 0 ||
+        json_object_set_new(block, "type", json_string("text")) != 0 ||
+        json_object_set(block, "cache_control", cc) != 0 || json_array_append(arr, block) != 0 ||
+        json_object_set(root, "system", arr) != 0)
+        st = aq_err_set(err, AQ_NOMEM, "out of memory building the request");
+out:
+    json_decref(cc);
+    json_decref(arr);
+    json_decref(block);
+    return st;
+}
+
 aq_status aq_llm_request_build(const Agentq__V1__Task *task, const char *model, uint32_t max_tokens,
                                aq_buf *out, aq_err *err)
+{
+    return aq_llm_request_build_opts(task, model, max_tokens, NULL, out, err);
+}
+
+aq_status aq_llm_request_build_opts(const Agentq__V1__Task *task, const char *model,
+                                    uint32_t max_tokens, const aq_llm_request_opts *opts,
+                                    aq_buf *out, aq_err *err)
 {
     aq_status st = AQ_OK;
     json_t *root = NULL;
@@ -120,9 +175,13 @@ aq_status aq_llm_request_build(const Agentq__V1__Task *task, const char *model, 
         st = aq_err_set(err, AQ_NOMEM, "out of memory building the request");
         goto out;
     }
-    if (!str_empty(task->system) &&
-        (st = obj_set_str(root, "system", task->system, "system", err)) != AQ_OK)
+    if (aq_llm_request_marks_system(task, opts)) {
+        if ((st = set_cached_system(root, task->system, err)) != AQ_OK)
+            goto out;
+    } else if (!str_empty(task->system) &&
+               (st = obj_set_str(root, "system", task->system, "system", err)) != AQ_OK) {
         goto out;
+    }
 
     if (task->n_messages > 0) {
         for (size_t i = 0; i < task->n_messages; i++) {

@@ -12,9 +12,42 @@
 
 /* ---------------------------------------------------------------- parsing */
 
+#define CACHE_TTL_5M_MS 300000
+#define CACHE_TTL_1H_MS 3600000
+
+/* A block's "cache_control": absent, or {"type":"ephemeral"[, "ttl":"5m"|"1h"]}.
+ * *ttl_ms = 0 when absent. */
+static aq_status check_cache_control(json_t *b, const char *where, size_t i, int64_t *ttl_ms,
+                                     aq_err *err)
+{
+    json_t *cc = json_object_get(b, "cache_control");
+    *ttl_ms = 0;
+    if (!cc || json_is_null(cc))
+        return AQ_OK;
+    json_t *type = json_object_get(cc, "type");
+    if (!json_is_object(cc) || !json_is_string(type) ||
+        strcmp(json_string_value(type), "ephemeral") != 0)
+        return aq_err_set(err, AQ_INVALID_ARG,
+                          "%s.%zu.cache_control: Input should be {\"type\": \"ephemeral\"}", where, i);
+    json_t *ttl = json_object_get(cc, "ttl");
+    *ttl_ms = CACHE_TTL_5M_MS;
+    if (ttl && !json_is_null(ttl)) {
+        const char *t = json_string_value(ttl);
+        if (t && strcmp(t, "1h") == 0)
+            *ttl_ms = CACHE_TTL_1H_MS;
+        else if (!t || strcmp(t, "5m") != 0)
+            return aq_err_set(err, AQ_INVALID_ARG,
+                              "%s.%zu.cache_control.ttl: Input should be '5m' or '1h'", where, i);
+    }
+    return AQ_OK;
+}
+
 /* Validates a "system" value or a message "content": a string, or an array of
- * {"type":"text","text":"..."} blocks. Counts its blocks. */
-static aq_status check_content(json_t *v, const char *where, size_t *n_blocks, aq_err *err)
+ * {"type":"text","text":"..."} blocks. Counts its blocks; *cached (may be
+ * NULL) = 1 + the index of the last block with a cache_control mark (0: none)
+ * and *ttl_ms that mark's ttl. */
+static aq_status check_content(json_t *v, const char *where, size_t *n_blocks, size_t *cached,
+                               int64_t *ttl_ms, aq_err *err)
 {
     if (json_is_string(v)) {
         *n_blocks = 1;
@@ -41,6 +74,14 @@ static aq_status check_content(json_t *v, const char *where, size_t *n_blocks, a
                               where, i);
         if (!json_is_string(json_object_get(b, "text")))
             return aq_err_set(err, AQ_INVALID_ARG, "%s.%zu.text: Field required", where, i);
+        int64_t ttl = 0;
+        aq_status st = check_cache_control(b, where, i, &ttl, err);
+        if (st != AQ_OK)
+            return st;
+        if (ttl && cached) {
+            *cached = i + 1;
+            *ttl_ms = ttl;
+        }
     }
     *n_blocks = n;
     return AQ_OK;
@@ -169,14 +210,15 @@ aq_status aq_sim_parse_request(const char *body, size_t len, const aq_sim_limits
             goto out;
         }
         size_t nb;
-        if ((st = check_content(content, where, &nb, err)) != AQ_OK)
+        if ((st = check_content(content, where, &nb, NULL, NULL, err)) != AQ_OK)
             goto out;
         n_blocks += nb;
     }
 
     json_t *system = json_object_get(root, "system");
     if (system && !json_is_null(system)) {
-        if ((st = check_content(system, "system", &n_sys, err)) != AQ_OK)
+        if ((st = check_content(system, "system", &n_sys, &r.n_cached_system_blocks,
+                                &r.cache_ttl_ms, err)) != AQ_OK)
             goto out;
     }
 
@@ -386,6 +428,28 @@ static uint64_t request_hash(const aq_sim_request *r)
     return XXH3_64bits_digest(&h);
 }
 
+/* The cache entry a marked prefix is filed under: model + prefix blocks.
+ * Never 0 (0 means "nothing marked"). */
+static uint64_t prefix_hash(const aq_sim_request *r)
+{
+    XXH3_state_t h;
+    XXH3_INITSTATE(&h);
+    XXH3_64bits_reset(&h);
+    XXH3_64bits_update(&h, "agentq-sim-prefix/1", 19);
+    hash_text(&h, r->model);
+    hash_u64(&h, r->n_cached_system_blocks);
+    for (size_t i = 0; i < r->n_cached_system_blocks; i++)
+        hash_text(&h, r->blocks[i]);
+    uint64_t v = XXH3_64bits_digest(&h);
+    return v ? v : 1;
+}
+
+void aq_sim_answer_cache_hit(aq_sim_answer *a)
+{
+    a->cache_read_input_tokens += a->cache_creation_input_tokens;
+    a->cache_creation_input_tokens = 0;
+}
+
 /* ----------------------------------------------------------------- answer */
 
 static uint64_t splitmix64(uint64_t *s)
@@ -514,6 +578,12 @@ aq_status aq_sim_answer_build(const aq_sim_request *r, aq_sim_output_range range
     }
     a.input_tokens = aq_sim_input_tokens(r);
     a.output_tokens = aq_sim_tokens(text->len);
+    if (r->n_cached_system_blocks > 0) {
+        int64_t cached = aq_sim_tokens(content_bytes(r, 0, r->n_cached_system_blocks));
+        a.input_tokens -= cached; /* tokens(all system) >= tokens(prefix) */
+        a.cache_creation_input_tokens = cached;
+        a.cache_prefix_hash = prefix_hash(r);
+    }
     *out = a;
     return AQ_OK;
 
@@ -584,8 +654,10 @@ aq_status aq_sim_render_message(aq_buf *out, const aq_sim_request *r, const aq_s
     if (st == AQ_OK)
         st = aq_buf_printf(out,
                            ",\"usage\":{\"input_tokens\":%" PRId64 ",\"output_tokens\":%" PRId64
-                           ",\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":0}}",
-                           a->input_tokens, a->output_tokens);
+                           ",\"cache_creation_input_tokens\":%" PRId64
+                           ",\"cache_read_input_tokens\":%" PRId64 "}}",
+                           a->input_tokens, a->output_tokens, a->cache_creation_input_tokens,
+                           a->cache_read_input_tokens);
     return st;
 }
 

@@ -20,6 +20,18 @@
  * (UTF-8 boundary) and stop_reason is "max_tokens"; then, if a stop sequence
  * occurs in the (possibly cut) text, the text ends right before the earliest
  * occurrence (ties: first in the list) and stop_reason is "stop_sequence".
+ *
+ * Prompt caching: a text block may carry "cache_control": {"type":
+ * "ephemeral"} (optional "ttl": "5m" or "1h"; anything else is a 400). When
+ * a system block does, the system blocks up to and including the last marked
+ * one are the cached prefix:
+ *   prefix_tokens  = tokens(those blocks, concatenated)
+ *   input_tokens   = the input_tokens above - prefix_tokens
+ *   and the prefix is billed as cache_creation_input_tokens the first time
+ *   (per model and prefix, within the ttl) and as cache_read_input_tokens
+ *   when the server has seen it (aq_sim_answer_cache_hit; the ttl restarts
+ *   on every hit, as the provider's does). There is no minimum length.
+ * Marks on message blocks are validated and ignored.
  */
 #ifndef AQ_SIM_SIM_REQUEST_H
 #define AQ_SIM_SIM_REQUEST_H
@@ -72,6 +84,8 @@ typedef struct aq_sim_request {
     size_t n_stop;
     bool has_user_id;
     aq_sim_text user_id; /* metadata.user_id */
+    size_t n_cached_system_blocks; /* the cached prefix: system blocks up to the last marked one */
+    int64_t cache_ttl_ms;          /* of that last mark: 5 minutes or 1 hour */
 } aq_sim_request;
 
 /* Parse and validate a POST /v1/messages body. On failure nothing is left to
@@ -103,8 +117,14 @@ typedef struct aq_sim_answer {
     aq_sim_text stop_sequence; /* ptr is NULL unless stop_reason is "stop_sequence" */
     int64_t input_tokens;
     int64_t output_tokens;
+    int64_t cache_creation_input_tokens; /* the prefix, until aq_sim_answer_cache_hit */
+    int64_t cache_read_input_tokens;
+    uint64_t cache_prefix_hash;          /* model + prefix; 0 when nothing is marked */
     uint64_t hash;
 } aq_sim_answer;
+
+/* The server has the prefix cached: bill it as a read, not a write. */
+void aq_sim_answer_cache_hit(aq_sim_answer *a);
 
 /* Compute the answer; the text goes to `text` (reset first; its cap bounds it). */
 aq_status aq_sim_answer_build(const aq_sim_request *r, aq_sim_output_range range, aq_buf *text,

@@ -47,6 +47,7 @@
 #define SIM_OUT_CAP (SIM_TEXT_CAP * 6 + 65536) /* escaped text (<= 6x) + the rest */
 #define SIM_MAX_LIST_ITEMS 4096           /* entries in the keys / models options */
 #define SIM_ID_LEN 32                     /* "req_" + 24 hex + NUL, rounded up */
+#define SIM_PROMPT_CACHE_SLOTS 4096       /* cached prompt prefixes (direct-mapped: a clash evicts) */
 
 typedef enum pend_action { ACT_REPLY, ACT_DROP, ACT_STALL } pend_action;
 
@@ -110,7 +111,34 @@ struct aq_sim_server {
     aq_sim_stats *stats;
     aq_sim_ratelimit *rl;
     bool running;
+    /* Prompt caching: which marked prefixes are cached, shared by the
+     * threads (a repeat may land on another one), until when. */
+    pthread_mutex_t pc_lock;
+    uint64_t pc_hash[SIM_PROMPT_CACHE_SLOTS];
+    int64_t pc_until_ms[SIM_PROMPT_CACHE_SLOTS];
 };
+
+/* true when the prefix is cached (a read); either way it is cached from now
+ * for ttl_ms more (the provider restarts the ttl on every hit). */
+static bool prompt_cache_use(aq_sim_server *srv, uint64_t hash, int64_t ttl_ms)
+{
+    size_t slot = (size_t)(hash % SIM_PROMPT_CACHE_SLOTS);
+    int64_t now = aq_mono_ms();
+    pthread_mutex_lock(&srv->pc_lock);
+    bool hit = srv->pc_hash[slot] == hash && srv->pc_until_ms[slot] > now;
+    srv->pc_hash[slot] = hash;
+    srv->pc_until_ms[slot] = now + ttl_ms;
+    pthread_mutex_unlock(&srv->pc_lock);
+    return hit;
+}
+
+static void prompt_cache_reset(aq_sim_server *srv)
+{
+    pthread_mutex_lock(&srv->pc_lock);
+    memset(srv->pc_hash, 0, sizeof(srv->pc_hash));
+    memset(srv->pc_until_ms, 0, sizeof(srv->pc_until_ms));
+    pthread_mutex_unlock(&srv->pc_lock);
+}
 
 
 /* ------------------------------------------------------------------ helpers */
@@ -405,6 +433,8 @@ static void answer(sim_worker *w, struct evhttp_request *req, const aq_sim_reque
     aq_status st;
 
     if ((st = aq_sim_answer_build(r, srv->out_range, &w->text, &ans, &err)) == AQ_OK) {
+        if (ans.cache_prefix_hash && prompt_cache_use(srv, ans.cache_prefix_hash, r->cache_ttl_ms))
+            aq_sim_answer_cache_hit(&ans);
         make_id(w, "msg_", msg_id);
         aq_buf_reset(&w->out);
         st = aq_sim_render_message(&w->out, r, &ans, w->text.data, w->text.len, msg_id);
@@ -657,6 +687,7 @@ static void on_request(struct evhttp_request *req, void *arg)
     if (path_is(uri, plen, "/sim/reset") && cmd == EVHTTP_REQ_POST) {
         aq_sim_stats_reset(srv->stats);
         aq_sim_ratelimit_reset(srv->rl);
+        prompt_cache_reset(srv);
         aq_buf_reset(&w->out);
         aq_buf_append_str(&w->out, "{\"ok\":true}");
         set_body(w, req, "application/json");
@@ -816,6 +847,7 @@ aq_status aq_sim_server_new(const aq_sim_config *cfg, aq_sim_server **out, aq_er
 
     if (!srv)
         return aq_err_set(err, AQ_NOMEM, "out of memory");
+    pthread_mutex_init(&srv->pc_lock, NULL); /* default attributes: cannot fail on Linux */
     if ((st = aq_sim_output_range_parse(cfg->output_tokens, &srv->out_range, err)) != AQ_OK)
         goto out;
     lat_ms = cfg->latency_ms ? cfg->latency_ms : cfg->latency;
@@ -964,6 +996,7 @@ void aq_sim_server_destroy(aq_sim_server *srv)
     aq_sim_ratelimit_destroy(srv->rl);
     aq_list_free(&srv->models);
     aq_list_free(&srv->keys);
+    pthread_mutex_destroy(&srv->pc_lock);
     free(srv);
 }
 

@@ -145,7 +145,42 @@ aq_status aq_task_validate(const Agentq__V1__Task *t, const aq_task_limits *lim,
     }
     if (t->deadline_unix_ms < 0 || t->created_unix_ms < 0)
         return aq_err_set(err, AQ_TASK_INVALID, "deadline_unix_ms and created_unix_ms must be >= 0");
+    /* proto3 enums are open: a newer publisher's policy arrives as a number
+     * this worker does not know. Refused rather than read as the default, so
+     * a task never gets a cache behaviour it did not ask for. */
+    if (!strcmp(aq_task_cache_policy_name(t->cache_policy), "unknown"))
+        return aq_err_set(err, AQ_TASK_INVALID,
+                          "cache_policy %d is unknown (expected default, opt-in, bypass or refresh)",
+                          (int)t->cache_policy);
     return AQ_OK;
+}
+
+static const struct {
+    Agentq__V1__CachePolicy value;
+    const char *name, *enum_name;
+} cache_policies[] = {
+    {AGENTQ__V1__CACHE_POLICY__CACHE_POLICY_UNSPECIFIED, "default", "CACHE_POLICY_UNSPECIFIED"},
+    {AGENTQ__V1__CACHE_POLICY__CACHE_POLICY_OPT_IN, "opt-in", "CACHE_POLICY_OPT_IN"},
+    {AGENTQ__V1__CACHE_POLICY__CACHE_POLICY_BYPASS, "bypass", "CACHE_POLICY_BYPASS"},
+    {AGENTQ__V1__CACHE_POLICY__CACHE_POLICY_REFRESH, "refresh", "CACHE_POLICY_REFRESH"},
+};
+
+const char *aq_task_cache_policy_name(Agentq__V1__CachePolicy p)
+{
+    for (size_t i = 0; i < sizeof(cache_policies) / sizeof(cache_policies[0]); i++)
+        if (cache_policies[i].value == p)
+            return cache_policies[i].name;
+    return "unknown";
+}
+
+bool aq_task_cache_policy_parse(const char *s, Agentq__V1__CachePolicy *out)
+{
+    for (size_t i = 0; s && i < sizeof(cache_policies) / sizeof(cache_policies[0]); i++)
+        if (!strcmp(s, cache_policies[i].name) || !strcmp(s, cache_policies[i].enum_name)) {
+            *out = cache_policies[i].value;
+            return true;
+        }
+    return false;
 }
 
 void aq_task_free(Agentq__V1__Task *task)

@@ -53,4 +53,12 @@ bool aq_result_peek(const void *data, size_t len, Agentq__V1__Status *status, ui
 
 const char *aq_result_status_name(Agentq__V1__Status st);
 
+/* Cache policies by their short names, used in JSON and on the command line:
+ * "default", "opt-in", "bypass", "refresh". The name of an unknown value is
+ * "unknown". Parsing also accepts the protobuf enum names
+ * ("CACHE_POLICY_OPT_IN", ...: what protobuf's JSON mapping writes); false
+ * for anything else, `out` untouched. */
+const char *aq_task_cache_policy_name(Agentq__V1__CachePolicy p);
+bool aq_task_cache_policy_parse(const char *s, Agentq__V1__CachePolicy *out);
+
 #endif

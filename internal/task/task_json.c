@@ -162,6 +162,18 @@ static aq_status read_field(const char *key, json_t *v, json_task *jt, aq_err *e
         t->temperature = (float)json_number_value(v);
         return AQ_OK;
     }
+    if (strcmp(key, "cache_policy") == 0) {
+        if (!json_is_string(v) || !aq_task_cache_policy_parse(json_string_value(v), &t->cache_policy))
+            return aq_err_set(err, AQ_TASK_INVALID,
+                              "cache_policy must be \"default\", \"opt-in\", \"bypass\" or \"refresh\"");
+        return AQ_OK;
+    }
+    if (strcmp(key, "allow_fallback") == 0) {
+        if (!json_is_boolean(v))
+            return aq_err_set(err, AQ_TASK_INVALID, "allow_fallback must be true or false");
+        t->allow_fallback = json_is_true(v);
+        return AQ_OK;
+    }
     if (strcmp(key, "deadline_unix_ms") == 0)
         return get_int(v, key, 0, INT64_MAX, &t->deadline_unix_ms, err);
     if (strcmp(key, "created_unix_ms") == 0)
@@ -232,6 +244,8 @@ json_t *aq_task_to_json(const Agentq__V1__Task *t)
     json_object_set_new(o, "metadata", meta);
     json_object_set_new(o, "deadline_unix_ms", json_integer(t->deadline_unix_ms));
     json_object_set_new(o, "created_unix_ms", json_integer(t->created_unix_ms));
+    json_object_set_new(o, "cache_policy", json_string(aq_task_cache_policy_name(t->cache_policy)));
+    json_object_set_new(o, "allow_fallback", json_boolean(t->allow_fallback));
     return o;
 }
 
@@ -268,5 +282,12 @@ json_t *aq_result_to_json(const Agentq__V1__Result *r)
     json_object_set_new(o, "completed_unix_ms", json_integer(r->completed_unix_ms));
     json_object_set_new(o, "request_id", json_string(r->request_id));
     json_object_set_new(o, "worker", json_string(r->worker));
+    json_object_set_new(o, "tenant", json_string(r->tenant));
+    json_object_set_new(o, "route_rule", json_string(r->route_rule));
+    json_object_set_new(o, "cache_hit", json_boolean(r->cache_hit));
+    json_object_set_new(o, "fallback_used", json_boolean(r->fallback_used));
+    json_object_set_new(o, "cost_micro_usd", json_integer((json_int_t)r->cost_micro_usd));
+    if (r->cost_unknown)
+        json_object_set_new(o, "cost_unknown", json_true());
     return o;
 }

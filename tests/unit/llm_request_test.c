@@ -224,6 +224,120 @@ static void test_invalid_inputs(void **state)
     aq_buf_free(&b);
 }
 
+static void test_estimates(void **state)
+{
+    (void)state;
+    static const struct {
+        size_t bytes;
+        int64_t tokens;
+    } cases[] = {{0, 0}, {1, 1}, {3, 1}, {4, 1}, {5, 2}, {8, 2}, {9, 3}, {4000, 1000}, {4001, 1001}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        assert_int_equal(aq_llm_estimate_tokens(cases[i].bytes), cases[i].tokens);
+    assert_int_equal(aq_llm_estimate_tokens(SIZE_MAX), (int64_t)(SIZE_MAX / 4 + 1));
+
+    Agentq__V1__Task t;
+    agentq__v1__task__init(&t);
+    assert_int_equal(aq_llm_task_input_tokens(NULL), 0);
+    assert_int_equal(aq_llm_task_input_tokens(&t), 0);
+    t.system = (char *)"12345";  /* 5 bytes */
+    t.prompt = (char *)"123";    /* 3: together 8 -> 2, not ceil(5/4)+ceil(3/4) = 3 */
+    assert_int_equal(aq_llm_task_input_tokens(&t), 2);
+    Agentq__V1__Message m1, m2;
+    agentq__v1__message__init(&m1);
+    agentq__v1__message__init(&m2);
+    m1.role = (char *)"user";
+    m1.content = (char *)"abcd";
+    m2.role = (char *)"assistant";
+    m2.content = (char *)"e";
+    Agentq__V1__Message *ms[] = {&m1, &m2};
+    t.prompt = (char *)"";
+    t.n_messages = 2;
+    t.messages = ms;
+    assert_int_equal(aq_llm_task_input_tokens(&t), 3); /* 5 + 4 + 1 = 10 bytes */
+}
+
+/* Prompt caching: the system prompt becomes one marked text block at or
+ * above the threshold; below it, with 0, or without options: a string. */
+static void test_prompt_cache_mark(void **state)
+{
+    (void)state;
+    char system[4001];
+    memset(system, 'a', 4000);
+    system[4000] = '\0'; /* 1000 estimated tokens */
+    Agentq__V1__Task t;
+    agentq__v1__task__init(&t);
+    t.prompt = (char *)"question";
+    t.system = system;
+
+    static const struct {
+        uint32_t min;
+        bool marked;
+    } cases[] = {{0, false}, {1, true}, {999, true}, {1000, true}, {1001, false}, {100000, false}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        aq_llm_request_opts opts = {.prompt_cache_min_tokens = cases[i].min};
+        assert_int_equal(aq_llm_request_marks_system(&t, &opts), cases[i].marked);
+        aq_buf b;
+        aq_err err;
+        aq_buf_init(&b, 1 << 20);
+        assert_int_equal(aq_llm_request_build_opts(&t, MODEL, 64, &opts, &b, &err), AQ_OK);
+        json_t *root = json_loadb(b.data, b.len, JSON_REJECT_DUPLICATES, NULL);
+        assert_non_null(root);
+        json_t *sys = json_object_get(root, "system");
+        if (cases[i].marked) {
+            /* The shape from the Messages API reference. */
+            assert_true(json_is_array(sys));
+            assert_int_equal(json_array_size(sys), 1);
+            json_t *blk = json_array_get(sys, 0);
+            assert_int_equal(json_object_size(blk), 3);
+            assert_string_equal(json_string_value(json_object_get(blk, "type")), "text");
+            assert_string_equal(json_string_value(json_object_get(blk, "text")), system);
+            json_t *cc = json_object_get(blk, "cache_control");
+            assert_int_equal(json_object_size(cc), 1);
+            assert_string_equal(json_string_value(json_object_get(cc, "type")), "ephemeral");
+            assert_non_null(strstr(b.data, "\"cache_control\":{\"type\":\"ephemeral\"}"));
+        } else {
+            assert_string_equal(json_string_value(sys), system);
+            assert_null(strstr(b.data, "cache_control"));
+        }
+        /* Everything else is as without options. */
+        assert_string_equal(json_string_value(json_object_get(root, "model")), MODEL);
+        assert_int_equal(json_array_size(json_object_get(root, "messages")), 1);
+        json_decref(root);
+        aq_buf_free(&b);
+    }
+
+    /* No system prompt: nothing to mark, no "system" key. */
+    aq_llm_request_opts on = {.prompt_cache_min_tokens = 1};
+    t.system = (char *)"";
+    assert_false(aq_llm_request_marks_system(&t, &on));
+    assert_false(aq_llm_request_marks_system(&t, NULL));
+    aq_buf b;
+    aq_buf_init(&b, 4096);
+    assert_int_equal(aq_llm_request_build_opts(&t, MODEL, 64, &on, &b, NULL), AQ_OK);
+    assert_null(strstr(b.data, "system"));
+
+    /* NULL options: byte for byte what aq_llm_request_build writes. */
+    t.system = system;
+    aq_buf b2;
+    aq_buf_init(&b2, 1 << 20);
+    aq_buf_reset(&b);
+    b.cap = 1 << 20;
+    assert_int_equal(aq_llm_request_build_opts(&t, MODEL, 64, NULL, &b, NULL), AQ_OK);
+    assert_int_equal(aq_llm_request_build(&t, MODEL, 64, &b2, NULL), AQ_OK);
+    assert_int_equal(b.len, b2.len);
+    assert_memory_equal(b.data, b2.data, b.len);
+
+    /* A marked system prompt that is not UTF-8 is named, and the buffer kept. */
+    t.system = (char *)"bad \xff";
+    aq_err err;
+    size_t before = b.len;
+    assert_int_equal(aq_llm_request_build_opts(&t, MODEL, 64, &on, &b, &err), AQ_TASK_INVALID);
+    assert_non_null(strstr(err.msg, "system"));
+    assert_int_equal(b.len, before);
+    aq_buf_free(&b);
+    aq_buf_free(&b2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -234,6 +348,8 @@ int main(void)
         cmocka_unit_test(test_appends_to_existing_content),
         cmocka_unit_test(test_cap_exceeded_leaves_buffer),
         cmocka_unit_test(test_invalid_inputs),
+        cmocka_unit_test(test_estimates),
+        cmocka_unit_test(test_prompt_cache_mark),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -189,6 +189,113 @@ static void test_parse_valid_request(void **state)
     aq_sim_request_free(NULL);
 }
 
+/* A cache_control mark on system blocks: the prefix up to the last mark is
+ * billed as a cache write (the server turns it into a read on a repeat). */
+static void test_prompt_cache_prefix(void **state)
+{
+    (void)state;
+    char *text = NULL;
+    /* system: 4000 bytes marked (1000 tokens) + 9 bytes unmarked; message "hello" 4+2 */
+    char sys[4001];
+    memset(sys, 's', 4000);
+    sys[4000] = '\0';
+    char body[8192];
+    snprintf(body, sizeof(body),
+             "{\"model\":\"claude-haiku-4-5\",\"max_tokens\":50,"
+             "\"system\":[{\"type\":\"text\",\"text\":\"%s\",\"cache_control\":{\"type\":\"ephemeral\"}},"
+             "{\"type\":\"text\",\"text\":\"be brief!\"}],"
+             "\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}]}",
+             sys);
+    aq_sim_request r = {0};
+    aq_err err = {0};
+    assert_int_equal(parse(body, &r, &err), AQ_OK);
+    assert_int_equal(r.n_cached_system_blocks, 1);
+    assert_int_equal(r.cache_ttl_ms, 300000);
+    aq_sim_request_free(&r);
+    aq_sim_answer a = answer(body, 10, 10, &text);
+    free(text);
+    /* all: tokens(4009) = 1003 + 6; prefix 1000 */
+    assert_int_equal(a.cache_creation_input_tokens, 1000);
+    assert_int_equal(a.cache_read_input_tokens, 0);
+    assert_int_equal(a.input_tokens, 1003 + 6 - 1000);
+    assert_true(a.cache_prefix_hash != 0);
+    aq_sim_answer hit = a;
+    aq_sim_answer_cache_hit(&hit);
+    assert_int_equal(hit.cache_creation_input_tokens, 0);
+    assert_int_equal(hit.cache_read_input_tokens, 1000);
+    assert_int_equal(hit.input_tokens, a.input_tokens);
+
+    /* The prefix hash depends on the model and the prefix, not on the rest. */
+    char body2[8192];
+    snprintf(body2, sizeof(body2),
+             "{\"model\":\"claude-haiku-4-5\",\"max_tokens\":70,"
+             "\"system\":[{\"type\":\"text\",\"text\":\"%s\",\"cache_control\":{\"type\":\"ephemeral\",\"ttl\":\"1h\"}},"
+             "{\"type\":\"text\",\"text\":\"other\"}],"
+             "\"messages\":[{\"role\":\"user\",\"content\":\"another question\"}]}",
+             sys);
+    assert_int_equal(parse(body2, &r, &err), AQ_OK);
+    assert_int_equal(r.cache_ttl_ms, 3600000);
+    aq_sim_request_free(&r);
+    aq_sim_answer b = answer(body2, 10, 10, &text);
+    free(text);
+    assert_true(b.cache_prefix_hash == a.cache_prefix_hash);
+    snprintf(body2, sizeof(body2),
+             "{\"model\":\"claude-sonnet-4-6\",\"max_tokens\":50,"
+             "\"system\":[{\"type\":\"text\",\"text\":\"%s\",\"cache_control\":{\"type\":\"ephemeral\"}}],"
+             "\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}]}",
+             sys);
+    b = answer(body2, 10, 10, &text);
+    free(text);
+    assert_true(b.cache_prefix_hash != a.cache_prefix_hash);
+
+    /* No mark, or a plain string system: nothing cached. */
+    a = answer("{\"model\":\"claude-haiku-4-5\",\"max_tokens\":50,\"system\":\"abc\","
+               "\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}]}",
+               10, 10, &text);
+    free(text);
+    assert_int_equal(a.cache_creation_input_tokens, 0);
+    assert_true(a.cache_prefix_hash == 0);
+    /* A mark on a message block is accepted and ignored. */
+    a = answer("{\"model\":\"claude-haiku-4-5\",\"max_tokens\":50,"
+               "\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"hello\","
+               "\"cache_control\":{\"type\":\"ephemeral\"}}]}]}",
+               10, 10, &text);
+    free(text);
+    assert_int_equal(a.cache_creation_input_tokens, 0);
+    assert_int_equal(a.input_tokens, 6);
+
+    /* The usage block carries both counts. */
+    aq_buf out;
+    aq_buf_init(&out, 1 << 20);
+    assert_int_equal(parse(body, &r, &err), AQ_OK);
+    hit.stop_sequence.ptr = NULL;
+    assert_int_equal(aq_sim_render_message(&out, &r, &hit, "x", 1, "msg_1"), AQ_OK);
+    json_t *doc = json_loads(out.data, 0, NULL);
+    assert_non_null(doc);
+    json_t *u = json_object_get(doc, "usage");
+    assert_int_equal(json_integer_value(json_object_get(u, "cache_creation_input_tokens")), 0);
+    assert_int_equal(json_integer_value(json_object_get(u, "cache_read_input_tokens")), 1000);
+    assert_int_equal(json_integer_value(json_object_get(u, "input_tokens")), 9);
+    json_decref(doc);
+    aq_buf_free(&out);
+    aq_sim_request_free(&r);
+
+    /* Bad marks are 400s. */
+    static const char *const bad[] = {
+        "{\"type\":\"persistent\"}", "{}", "\"ephemeral\"", "{\"type\":\"ephemeral\",\"ttl\":\"2h\"}",
+        "{\"type\":\"ephemeral\",\"ttl\":5}",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(body2, sizeof(body2),
+                 "{\"model\":\"claude-haiku-4-5\",\"max_tokens\":50,"
+                 "\"system\":[{\"type\":\"text\",\"text\":\"x\",\"cache_control\":%s}],"
+                 "\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}]}",
+                 bad[i]);
+        assert_int_equal(parse(body2, &r, &err), AQ_INVALID_ARG);
+        assert_non_null(strstr(err.msg, "system.0.cache_control"));
+    }
+}
+
 static void test_tokens_and_utf8_cut(void **state)
 {
     (void)state;
@@ -447,6 +554,7 @@ int main(void)
         cmocka_unit_test(test_parse_rejects_every_error_case),
         cmocka_unit_test(test_error_statuses),
         cmocka_unit_test(test_parse_valid_request),
+        cmocka_unit_test(test_prompt_cache_prefix),
         cmocka_unit_test(test_tokens_and_utf8_cut),
         cmocka_unit_test(test_answer_is_deterministic),
         cmocka_unit_test(test_answer_echoes_last_user_message_capped),

@@ -823,6 +823,77 @@ static void test_http_body_cap(void **state)
     sim_stop(s);
 }
 
+/* Prompt caching over HTTP: the first call with a marked system prompt is a
+ * cache write, the same prefix again a cache read (on a new connection too:
+ * the cache is the server's, not a thread's), another model a write again,
+ * and /sim/reset forgets. */
+static json_int_t usage_of(const resp *r, const char *name)
+{
+    json_t *doc = json_loads(r->body.data, 0, NULL);
+    assert_non_null(doc);
+    json_int_t v = json_integer_value(json_object_get(json_object_get(doc, "usage"), name));
+    json_decref(doc);
+    return v;
+}
+
+static void test_http_prompt_cache(void **state)
+{
+    (void)state;
+    sim *s = sim_start(NULL);
+    static char body[8192], sys[4001];
+    memset(sys, 'p', 4000); /* 1000 tokens */
+    sys[4000] = '\0';
+    static const char *const fmt =
+        "{\"model\":\"%s\",\"max_tokens\":64,\"system\":[{\"type\":\"text\",\"text\":\"%s\","
+        "\"cache_control\":{\"type\":\"ephemeral\"}}],"
+        "\"messages\":[{\"role\":\"user\",\"content\":\"%s\"}]}";
+    static const struct {
+        const char *model, *question;
+        bool new_connection, reset_first;
+        json_int_t creation, read;
+    } steps[] = {
+        {"claude-haiku-4-5", "hi there", false, false, 1000, 0},
+        {"claude-haiku-4-5", "hi there", false, false, 0, 1000},
+        {"claude-haiku-4-5", "something else", true, false, 0, 1000}, /* same prefix */
+        {"claude-sonnet-4-6", "hi there", false, false, 1000, 0},     /* per model */
+        {"claude-haiku-4-5", "hi there", false, true, 1000, 0},       /* reset forgets */
+    };
+    for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+        resp r;
+        if (steps[i].reset_first) {
+            http(s, "POST", "/sim/reset", NULL, "", 0, &r);
+            assert_int_equal(r.code, 200);
+            resp_free(&r);
+        }
+        if (steps[i].new_connection) {
+            curl_easy_cleanup(s->h);
+            s->h = curl_easy_init();
+        }
+        snprintf(body, sizeof(body), fmt, steps[i].model, sys, steps[i].question);
+        http(s, "POST", "/v1/messages", api_headers, body, 0, &r);
+        if (r.code != 200)
+            fail_msg("step %zu: %ld %s", i, r.code, r.body.data ? r.body.data : "");
+        json_int_t c = usage_of(&r, "cache_creation_input_tokens");
+        json_int_t rd = usage_of(&r, "cache_read_input_tokens");
+        if (c != steps[i].creation || rd != steps[i].read)
+            fail_msg("step %zu: creation %lld read %lld", i, (long long)c, (long long)rd);
+        /* the message: 4 overhead + tokens(question) */
+        assert_int_equal(usage_of(&r, "input_tokens"),
+                         4 + ((json_int_t)strlen(steps[i].question) + 3) / 4);
+        resp_free(&r);
+    }
+    /* Without a mark: never cached. */
+    for (int i = 0; i < 2; i++) {
+        resp r;
+        http(s, "POST", "/v1/messages", api_headers, HELLO, 0, &r);
+        assert_int_equal(r.code, 200);
+        assert_int_equal(usage_of(&r, "cache_creation_input_tokens"), 0);
+        assert_int_equal(usage_of(&r, "cache_read_input_tokens"), 0);
+        resp_free(&r);
+    }
+    sim_stop(s);
+}
+
 static void test_bad_config_is_refused(void **state)
 {
     (void)state;
@@ -860,6 +931,7 @@ int main(void)
         cmocka_unit_test(test_http_rate_limits_tokens),
         cmocka_unit_test(test_http_bad_responses),
         cmocka_unit_test(test_http_body_cap),
+        cmocka_unit_test(test_http_prompt_cache),
         cmocka_unit_test(test_bad_config_is_refused),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);

@@ -51,6 +51,8 @@ static void fix_init(tfix *f, bool with_messages)
     t->metadata = f->mdp;
     t->deadline_unix_ms = 1900000000000LL;
     t->created_unix_ms = 1700000000000LL;
+    t->cache_policy = AGENTQ__V1__CACHE_POLICY__CACHE_POLICY_OPT_IN;
+    t->allow_fallback = true;
     if (with_messages) {
         static const char *const roles[] = {"user", "assistant", "user"};
         static const char *const contents[] = {"Hi", "Hello! How can I help?", "Summarize \xc3\xa9t\xc3\xa9"};
@@ -624,6 +626,8 @@ static void test_task_round_trip(void **state)
         assert_string_equal(t->metadata[1]->value, "abc123");
         assert_int_equal(t->deadline_unix_ms, 1900000000000LL);
         assert_int_equal(t->created_unix_ms, 1700000000000LL);
+        assert_int_equal(t->cache_policy, AGENTQ__V1__CACHE_POLICY__CACHE_POLICY_OPT_IN);
+        assert_true(t->allow_fallback);
         aq_task_free(t);
         aq_buf_free(&b);
     }
@@ -653,6 +657,44 @@ static void test_temperature_zero_is_present(void **state)
                      AGENTQ__V1__TASK__TEMPERATURE_PRESENCE__NOT_SET);
     aq_task_free(t);
     aq_buf_free(&b);
+}
+
+/* Every known policy validates; a number from a newer publisher does not. */
+static void test_validate_cache_policy(void **state)
+{
+    (void)state;
+    tfix f;
+    fix_init(&f, false);
+    aq_err err;
+    for (int p = 0; p <= 3; p++) {
+        f.task.cache_policy = (Agentq__V1__CachePolicy)p;
+        assert_int_equal(aq_task_validate(&f.task, &f.lim, &err), AQ_OK);
+    }
+    f.task.cache_policy = (Agentq__V1__CachePolicy)4;
+    expect_invalid(&f, AQ_TASK_INVALID, "cache_policy 4 is unknown");
+
+    /* Through the wire: the open enum keeps the unknown number. */
+    aq_buf b;
+    pack_task(&f.task, &b);
+    Agentq__V1__Task *t = NULL;
+    assert_int_equal(aq_task_unpack(b.data, b.len, &f.lim, &t, &err), AQ_OK);
+    assert_int_equal(aq_task_validate(t, &f.lim, &err), AQ_TASK_INVALID);
+    aq_task_free(t);
+    aq_buf_free(&b);
+
+    Agentq__V1__CachePolicy got = AGENTQ__V1__CACHE_POLICY__CACHE_POLICY_BYPASS;
+    assert_true(aq_task_cache_policy_parse("default", &got));
+    assert_int_equal(got, AGENTQ__V1__CACHE_POLICY__CACHE_POLICY_UNSPECIFIED);
+    assert_true(aq_task_cache_policy_parse("opt-in", &got));
+    assert_int_equal(got, AGENTQ__V1__CACHE_POLICY__CACHE_POLICY_OPT_IN);
+    assert_true(aq_task_cache_policy_parse("CACHE_POLICY_REFRESH", &got));
+    assert_int_equal(got, AGENTQ__V1__CACHE_POLICY__CACHE_POLICY_REFRESH);
+    assert_false(aq_task_cache_policy_parse("opt_in", &got));
+    assert_false(aq_task_cache_policy_parse("", &got));
+    assert_false(aq_task_cache_policy_parse(NULL, &got));
+    assert_int_equal(got, AGENTQ__V1__CACHE_POLICY__CACHE_POLICY_REFRESH); /* untouched */
+    assert_string_equal(aq_task_cache_policy_name(AGENTQ__V1__CACHE_POLICY__CACHE_POLICY_BYPASS),
+                        "bypass");
 }
 
 static void test_pack_over_buffer_cap(void **state)
@@ -706,6 +748,12 @@ static void test_result_round_trip(void **state)
     r.request_id = "req_abc";
     r.worker = "host-42";
     r.type = "summarize";
+    r.cache_hit = 1;
+    r.cost_micro_usd = 18446744073709551615ULL;
+    r.route_rule = "long";
+    r.tenant = "acme";
+    r.cost_unknown = 1;
+    r.fallback_used = 1;
 
     aq_buf b;
     aq_buf_init(&b, 1 << 20);
@@ -734,6 +782,12 @@ static void test_result_round_trip(void **state)
     assert_string_equal(got->request_id, "req_abc");
     assert_string_equal(got->worker, "host-42");
     assert_string_equal(got->type, "summarize");
+    assert_true(got->cache_hit);
+    assert_true(got->cost_micro_usd == 18446744073709551615ULL);
+    assert_string_equal(got->route_rule, "long");
+    assert_string_equal(got->tenant, "acme");
+    assert_true(got->cost_unknown);
+    assert_true(got->fallback_used);
     aq_result_free(got);
 
     /* Garbage is not a Result. */
@@ -798,6 +852,7 @@ int main(void)
         cmocka_unit_test(test_validate_stop_sequences),
         cmocka_unit_test(test_validate_metadata_caps),
         cmocka_unit_test(test_validate_utf8_every_field),
+        cmocka_unit_test(test_validate_cache_policy),
         cmocka_unit_test(test_validate_timestamps),
         cmocka_unit_test(test_unpack_then_validate),
         cmocka_unit_test(test_task_round_trip),

@@ -21,7 +21,8 @@ static const char *const FULL_TASK =
     " \"max_tokens\": 700, \"temperature\": 0.5,"
     " \"stop_sequences\": [\"END\", \"###\"],"
     " \"metadata\": {\"source\": \"test\", \"trace\": \"t-1\"},"
-    " \"deadline_unix_ms\": 1900000000000, \"created_unix_ms\": 1600000000000}";
+    " \"deadline_unix_ms\": 1900000000000, \"created_unix_ms\": 1600000000000,"
+    " \"cache_policy\": \"refresh\", \"allow_fallback\": true}";
 
 typedef struct jfix {
     aq_task_limits lim;
@@ -128,6 +129,8 @@ static void test_pack_every_field(void **state)
     assert_int_equal(seen, 3);
     assert_int_equal(t->deadline_unix_ms, 1900000000000LL);
     assert_int_equal(t->created_unix_ms, 1600000000000LL);
+    assert_int_equal(t->cache_policy, AGENTQ__V1__CACHE_POLICY__CACHE_POLICY_REFRESH);
+    assert_true(t->allow_fallback);
     aq_task_free(t);
 }
 
@@ -144,6 +147,8 @@ static void test_pack_minimal_prompt_defaults(void **state)
     assert_int_equal(t->deadline_unix_ms, 0);
     /* created_unix_ms defaults to now. */
     assert_int_equal(t->created_unix_ms, NOW_MS);
+    assert_int_equal(t->cache_policy, AGENTQ__V1__CACHE_POLICY__CACHE_POLICY_UNSPECIFIED);
+    assert_false(t->allow_fallback);
     aq_task_free(t);
 
     /* null temperature means "not set"; empty arrays and objects are fine. */
@@ -220,6 +225,12 @@ static void test_wrong_types(void **state)
         {"deadline_unix_ms", "1.0", "deadline_unix_ms must be an integer"},
         {"created_unix_ms", "-1", "created_unix_ms must be an integer"},
         {"created_unix_ms", "false", "created_unix_ms must be an integer"},
+        {"cache_policy", "1", "cache_policy must be"},
+        {"cache_policy", "\"always\"", "cache_policy must be"},
+        {"cache_policy", "\"OPT-IN\"", "cache_policy must be"},
+        {"cache_policy", "null", "cache_policy must be"},
+        {"allow_fallback", "1", "allow_fallback must be true or false"},
+        {"allow_fallback", "\"yes\"", "allow_fallback must be true or false"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char text[512];
@@ -231,6 +242,41 @@ static void test_wrong_types(void **state)
                      cases[i].field, cases[i].value);
         expect_error(f, text, AQ_TASK_INVALID, cases[i].needle);
     }
+}
+
+/* Every policy by its short name and by its protobuf enum name. */
+static void test_cache_policy_names(void **state)
+{
+    jfix *f = *state;
+    static const struct {
+        const char *json;
+        Agentq__V1__CachePolicy want;
+    } cases[] = {
+        {"default", AGENTQ__V1__CACHE_POLICY__CACHE_POLICY_UNSPECIFIED},
+        {"opt-in", AGENTQ__V1__CACHE_POLICY__CACHE_POLICY_OPT_IN},
+        {"bypass", AGENTQ__V1__CACHE_POLICY__CACHE_POLICY_BYPASS},
+        {"refresh", AGENTQ__V1__CACHE_POLICY__CACHE_POLICY_REFRESH},
+        {"CACHE_POLICY_UNSPECIFIED", AGENTQ__V1__CACHE_POLICY__CACHE_POLICY_UNSPECIFIED},
+        {"CACHE_POLICY_OPT_IN", AGENTQ__V1__CACHE_POLICY__CACHE_POLICY_OPT_IN},
+        {"CACHE_POLICY_BYPASS", AGENTQ__V1__CACHE_POLICY__CACHE_POLICY_BYPASS},
+        {"CACHE_POLICY_REFRESH", AGENTQ__V1__CACHE_POLICY__CACHE_POLICY_REFRESH},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char text[256];
+        snprintf(text, sizeof(text),
+                 "{\"id\":\"t1\",\"type\":\"c\",\"prompt\":\"p\",\"cache_policy\":\"%s\"}",
+                 cases[i].json);
+        assert_int_equal(pack_text(f, text), AQ_OK);
+        Agentq__V1__Task *t = unpack_out(f);
+        assert_int_equal(t->cache_policy, cases[i].want);
+        json_t *j = aq_task_to_json(t);
+        /* Printed by the short name, which packs back to the same value. */
+        assert_string_equal(json_string_value(json_object_get(j, "cache_policy")),
+                            aq_task_cache_policy_name(cases[i].want));
+        json_decref(j);
+        aq_task_free(t);
+    }
+    assert_string_equal(aq_task_cache_policy_name((Agentq__V1__CachePolicy)99), "unknown");
 }
 
 static void test_not_an_object(void **state)
@@ -322,6 +368,8 @@ static void test_task_to_json(void **state)
     assert_string_equal(json_string_value(json_object_get(meta, "trace")), "t-1");
     assert_int_equal(json_integer_value(json_object_get(j, "deadline_unix_ms")), 1900000000000LL);
     assert_int_equal(json_integer_value(json_object_get(j, "created_unix_ms")), 1600000000000LL);
+    assert_string_equal(json_string_value(json_object_get(j, "cache_policy")), "refresh");
+    assert_true(json_is_true(json_object_get(j, "allow_fallback")));
 
     /* The JSON view packs back to the same task. */
     aq_buf first;
@@ -386,6 +434,11 @@ static void test_result_to_json(void **state)
     r.completed_unix_ms = 1700000000999LL;
     r.request_id = "req_1";
     r.worker = "w-1";
+    r.tenant = "acme";
+    r.route_rule = "cheap";
+    r.cache_hit = 1;
+    r.fallback_used = 1;
+    r.cost_micro_usd = 123456789012ULL;
 
     /* Through the wire first, as `agentq get` sees it. */
     aq_buf_reset(&f->out);
@@ -419,6 +472,12 @@ static void test_result_to_json(void **state)
                      1700000000999LL);
     assert_string_equal(json_string_value(json_object_get(j, "request_id")), "req_1");
     assert_string_equal(json_string_value(json_object_get(j, "worker")), "w-1");
+    assert_string_equal(json_string_value(json_object_get(j, "tenant")), "acme");
+    assert_string_equal(json_string_value(json_object_get(j, "route_rule")), "cheap");
+    assert_true(json_is_true(json_object_get(j, "cache_hit")));
+    assert_true(json_is_true(json_object_get(j, "fallback_used")));
+    assert_int_equal(json_integer_value(json_object_get(j, "cost_micro_usd")), 123456789012LL);
+    assert_null(json_object_get(j, "cost_unknown")); /* only when set */
     json_decref(j);
     aq_result_free(got);
 
@@ -430,6 +489,12 @@ static void test_result_to_json(void **state)
     assert_string_equal(json_string_value(json_object_get(j, "status")), "STATUS_COMPLETED");
     assert_null(json_object_get(j, "usage"));
     assert_null(json_object_get(j, "error"));
+    r.cost_unknown = 1;
+    r.cost_micro_usd = 0;
+    json_decref(j);
+    j = aq_result_to_json(&r);
+    assert_true(json_is_true(json_object_get(j, "cost_unknown")));
+    assert_int_equal(json_integer_value(json_object_get(j, "cost_micro_usd")), 0);
     char *text = json_dumps(j, JSON_COMPACT);
     assert_non_null(text);
     free(text);
@@ -443,6 +508,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_pack_minimal_prompt_defaults, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_fields, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wrong_types, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cache_policy_names, setup, teardown),
         cmocka_unit_test_setup_teardown(test_not_an_object, setup, teardown),
         cmocka_unit_test_setup_teardown(test_nul_in_string, setup, teardown),
         cmocka_unit_test_setup_teardown(test_validation_errors_surface, setup, teardown),
