@@ -137,6 +137,10 @@ aq_status aq_queue_ensure(jsCtx *js, const aq_queue_config *cfg, aq_queue_report
         si->Config->MaxAge = cfg->results_ttl_ms * NS_PER_MS;
         si->Config->Replicas = (int64_t)cfg->replicas;
         si->Config->MaxMsgSize = (int32_t)cfg->max_msg_size;
+        /* Workers read results with pipelined direct gets (queue_kvget.h).
+         * nats.c 3.4.1's create sets AllowDirect; a bucket made by older
+         * tools may lack it, and the server then never answers those reads. */
+        si->Config->AllowDirect = true;
         jsStreamInfo *si2 = NULL;
         s = js_UpdateStream(&si2, js, si->Config, NULL, &jerr);
         jsStreamInfo_Destroy(si2);
