@@ -33,6 +33,7 @@ typedef struct bucket {
     int64_t cut_window;   /* win_start of the window in which a 429 last halved the share */
     int64_t reserved;     /* units in flight */
     int64_t young;        /* units in flight acquired less than visibility_ms ago */
+    uint64_t acquired;    /* units ever granted (wraps): a reservation's mark_ is this after it */
     int64_t rep_remaining, rep_reset;
 } bucket;
 
@@ -40,6 +41,8 @@ typedef struct slot { /* one (key, class) */
     bucket b[AQ_RL_DIM_COUNT];
     aq_rl_reservation *head, *tail; /* in flight, oldest first */
     aq_rl_reservation *young;       /* oldest reservation still young, or NULL */
+    size_t n_in_flight;
+    bool heard;                     /* a response with headers has been applied */
     int64_t last_acquire_ms;
     int64_t paused_until;
     uint64_t grants, pauses;
@@ -358,9 +361,22 @@ static void link_reservation(slot *s, aq_rl_reservation *r)
     r->young_ = true;
     if (!s->young)
         s->young = r;
+    s->n_in_flight++;
     for (int d = 0; d < AQ_RL_DIM_COUNT; d++) {
         s->b[d].reserved += r->cost[d];
         s->b[d].young += r->cost[d];
+        s->b[d].acquired += (uint64_t)r->cost[d];
+        r->mark_[d] = s->b[d].acquired;
+    }
+}
+
+/* Units granted on `s` after `r` was (released, refused and finished ones
+ * included), capped so that arithmetic on it cannot overflow. */
+static void acquired_after(const slot *s, const aq_rl_reservation *r, int64_t out[AQ_RL_DIM_COUNT])
+{
+    for (int d = 0; d < AQ_RL_DIM_COUNT; d++) {
+        uint64_t n = s->b[d].acquired - r->mark_[d]; /* modulo 2^64: exact while < 2^64 */
+        out[d] = n > (uint64_t)AQ_RL_MAX_LIMIT * 1000 ? AQ_RL_MAX_LIMIT * 1000 : (int64_t)n;
     }
 }
 
@@ -384,6 +400,7 @@ static void unlink_reservation(slot *s, aq_rl_reservation *r)
     r->prev_ = r->next_ = NULL;
     r->young_ = false;
     r->in_flight_ = false;
+    s->n_in_flight--;
 }
 
 /* ---- the share of the fleet ---- */
@@ -427,7 +444,7 @@ static void close_window_if_due(const aq_rl *rl, bucket *b, aq_rl_dim d, i128 ta
 /* ---- headers ---- */
 
 static void apply_dim(const aq_rl *rl, slot *s, aq_rl_dim d, int64_t lim, int64_t rem, int64_t reset,
-                      int64_t now, int64_t now_unix)
+                      int64_t after, int64_t now, int64_t now_unix)
 {
     bucket *b = &s->b[d];
     refill(b, now);
@@ -437,8 +454,14 @@ static void apply_dim(const aq_rl *rl, slot *s, aq_rl_dim d, int64_t lim, int64_
         int64_t eff = b->cfg_limit > 0 && b->cfg_limit < lim ? b->cfg_limit : lim;
         b->learned = eff == lim && lim != b->cfg_limit;
         if (b->limit == 0) {
-            b->limit = eff; /* first known: full until the remaining says otherwise */
-            b->level = capacity(b);
+            /* First known. Until the first measurement, assume one
+             * neighbour on the key: workers that start together and learn
+             * that the bucket is full must not each take all of it. A
+             * worker alone measures others = 0 and gets the rest within a
+             * window (the header floor below then hands it over). */
+            b->limit = eff;
+            b->share_ppm = AQ_RL_INITIAL_SHARE_PPM;
+            b->level = capacity(b); /* until the remaining says otherwise */
             b->shadow_valid = false;
             b->win_start = -1;
         } else if (eff != b->limit) {
@@ -454,10 +477,19 @@ static void apply_dim(const aq_rl *rl, slot *s, aq_rl_dim d, int64_t lim, int64_
 
     b->rep_remaining = rem;
     b->rep_reset = reset;
+    /* Unseen: this worker's calls that the provider may not have counted
+     * when it wrote these headers. Only calls granted after the answered one
+     * (that one had reached the provider; every call sent before it, too)
+     * and less than visibility_ms ago (older ones have arrived). Either
+     * bound alone over-counts: a burst of calls granted in the same
+     * millisecond are all young, but those before the answered call were
+     * seen; and calls granted during a long call are after it, but those
+     * older than the visibility were seen. */
+    int64_t unseen = b->young < after ? b->young : after;
     /* The shadow follows the provider as reported (the rounding is noise
      * there, and the shadow is capped like the provider's bucket); the level
      * takes the rounding slack off. */
-    i128 target = ((i128)rem - b->young) * TICKS;
+    i128 target = ((i128)rem - unseen) * TICKS;
     if (target > full_ticks(b))
         target = full_ticks(b);
     if (b->shadow_valid && b->win_start >= 0)
@@ -470,12 +502,30 @@ static void apply_dim(const aq_rl *rl, slot *s, aq_rl_dim d, int64_t lim, int64_
         close_window_if_due(rl, b, d, target, now);
     /* This worker's part of what the provider has free. */
     int64_t slack = d == AQ_RL_REQUESTS ? 0 : AQ_RL_TOKEN_REMAINING_SLACK;
-    i128 free_now = ((i128)rem - slack - b->young) * TICKS;
+    i128 free_now = ((i128)rem - slack - unseen) * TICKS;
     if (free_now > full_ticks(b))
         free_now = full_ticks(b);
     i128 mine = free_now > 0 ? free_now * b->share_ppm / PPM : free_now;
     if (b->level > mine)
         b->level = clamp_ticks(mine, capacity(b));
+    /* And a floor: the provider has at least `rem` minus everything this
+     * worker was granted after the answered call (whether or not those
+     * calls were counted yet, and even if the headers were written when
+     * the answered call arrived, long ago), so this worker's part of that
+     * is certainly free. Without it a level pushed down by a burst of
+     * unseen calls, or by a halved share, stays down until the slow refill
+     * repays it, while the provider's bucket sits full. Not when the
+     * operator configured less than the provider's limit: that budget is
+     * the operator's, and the provider's remaining says nothing about it. */
+    bool provider_binds = b->cfg_limit == 0 || (lim > 0 && lim <= b->cfg_limit);
+    i128 sure = ((i128)rem - slack - after) * TICKS;
+    if (sure > full_ticks(b))
+        sure = full_ticks(b);
+    if (provider_binds && sure > 0) {
+        i128 floor_mine = sure * b->share_ppm / PPM;
+        if (b->level < floor_mine)
+            b->level = clamp_ticks(floor_mine, capacity(b));
+    }
 
     /* Reset: not full before then. */
     b->slow_until = now;
@@ -494,17 +544,20 @@ static void apply_dim(const aq_rl *rl, slot *s, aq_rl_dim d, int64_t lim, int64_
     }
 }
 
-static void apply_headers(const aq_rl *rl, slot *s, const aq_llm_ratelimit *h, int64_t now, int64_t now_unix)
+/* `after`: units granted on `s` after the answered call (acquired_after). */
+static void apply_headers(const aq_rl *rl, slot *s, const aq_llm_ratelimit *h,
+                          const int64_t after[AQ_RL_DIM_COUNT], int64_t now, int64_t now_unix)
 {
     if (!h)
         return;
+    s->heard = true;
     advance_young(rl, s, now);
-    apply_dim(rl, s, AQ_RL_REQUESTS, h->requests_limit, h->requests_remaining, h->requests_reset_unix_ms, now,
-              now_unix);
-    apply_dim(rl, s, AQ_RL_INPUT_TOKENS, h->input_limit, h->input_remaining, h->input_reset_unix_ms, now,
-              now_unix);
-    apply_dim(rl, s, AQ_RL_OUTPUT_TOKENS, h->output_limit, h->output_remaining, h->output_reset_unix_ms, now,
-              now_unix);
+    apply_dim(rl, s, AQ_RL_REQUESTS, h->requests_limit, h->requests_remaining, h->requests_reset_unix_ms,
+              after[AQ_RL_REQUESTS], now, now_unix);
+    apply_dim(rl, s, AQ_RL_INPUT_TOKENS, h->input_limit, h->input_remaining, h->input_reset_unix_ms,
+              after[AQ_RL_INPUT_TOKENS], now, now_unix);
+    apply_dim(rl, s, AQ_RL_OUTPUT_TOKENS, h->output_limit, h->output_remaining, h->output_reset_unix_ms,
+              after[AQ_RL_OUTPUT_TOKENS], now, now_unix);
 }
 
 /* ---- life cycle ---- */
@@ -624,6 +677,20 @@ static int64_t clamp_cost(int64_t v)
     return v < 0 ? 0 : v > AQ_RL_MAX_COST ? AQ_RL_MAX_COST : v;
 }
 
+/* Before the first answer with headers, a (key, class) with a limit still
+ * unknown takes AQ_RL_PROBE_CALLS calls at a time: without a limit every
+ * call would be granted, and a worker that starts with hundreds of tasks
+ * would send them all before the first answer teaches it anything. */
+static bool probe_busy(const slot *s)
+{
+    if (s->heard || s->n_in_flight < AQ_RL_PROBE_CALLS)
+        return false;
+    for (int d = 0; d < AQ_RL_DIM_COUNT; d++)
+        if (s->b[d].limit <= 0)
+            return true;
+    return false;
+}
+
 static bool affordable(const slot *s, const int64_t cost[AQ_RL_DIM_COUNT])
 {
     for (int d = 0; d < AQ_RL_DIM_COUNT; d++) {
@@ -677,7 +744,8 @@ aq_rl_verdict aq_rl_acquire(aq_rl *rl, aq_rl_class cls, int64_t input_estimate, 
         slot *s = slot_at(rl, k, cls);
         for (int d = 0; d < AQ_RL_DIM_COUNT; d++)
             refill(&s->b[d], now_ms);
-        if (s->paused_until <= now_ms && affordable(s, cost)) {
+        bool probing = probe_busy(s);
+        if (s->paused_until <= now_ms && !probing && affordable(s, cost)) {
             double h = headroom(s, cost);
             if (best == SIZE_MAX || h > best_h) {
                 best = k;
@@ -685,6 +753,8 @@ aq_rl_verdict aq_rl_acquire(aq_rl *rl, aq_rl_class cls, int64_t input_estimate, 
             }
         } else {
             int64_t t = time_to_afford(s, cost, now_ms);
+            if (probing && t < AQ_RL_PROBE_WAIT_MS)
+                t = AQ_RL_PROBE_WAIT_MS; /* no telling when the probe is answered: look again */
             if (t < soonest)
                 soonest = t;
         }
@@ -778,8 +848,10 @@ void aq_rl_commit(aq_rl *rl, aq_rl_reservation *res, const aq_llm_usage *usage, 
         actual[AQ_RL_INPUT_TOKENS] = (int64_t)usage->input_tokens + (int64_t)usage->cache_creation_input_tokens;
         actual[AQ_RL_OUTPUT_TOKENS] = (int64_t)usage->output_tokens;
     }
+    int64_t after[AQ_RL_DIM_COUNT];
+    acquired_after(s, res, after);
     settle(rl, s, res, actual, now_ms);
-    apply_headers(rl, s, hdr, now_ms, now_unix_ms);
+    apply_headers(rl, s, hdr, after, now_ms, now_unix_ms);
 }
 
 void aq_rl_release(aq_rl *rl, aq_rl_reservation *res, int64_t now_ms)
@@ -804,6 +876,8 @@ void aq_rl_rate_limited(aq_rl *rl, aq_rl_reservation *res, int64_t retry_after_m
         s->paused_until = now_ms + pause;
     s->pauses++;
     const int64_t zero[AQ_RL_DIM_COUNT] = {0, 0, 0};
+    int64_t after[AQ_RL_DIM_COUNT];
+    acquired_after(s, res, after);
     settle(rl, s, res, zero, now_ms);
     /* The fleet took more than the key gives: halve the share (once per
      * measurement window), the next window measures it again. */
@@ -816,7 +890,7 @@ void aq_rl_rate_limited(aq_rl *rl, aq_rl_reservation *res, int64_t retry_after_m
         if (b->level > capacity(b))
             b->level = capacity(b);
     }
-    apply_headers(rl, s, hdr, now_ms, now_unix_ms);
+    apply_headers(rl, s, hdr, after, now_ms, now_unix_ms);
 }
 
 void aq_rl_finish(aq_rl *rl, aq_rl_reservation *res, const aq_llm_call_result *call, const aq_llm_usage *usage,
@@ -838,8 +912,10 @@ void aq_rl_finish(aq_rl *rl, aq_rl_reservation *res, const aq_llm_call_result *c
         aq_rl_commit(rl, res, usage, hdr, now_ms, now_unix_ms);
     } else {
         int64_t actual[AQ_RL_DIM_COUNT] = {res->cost[0], res->cost[1], 0};
+        int64_t after[AQ_RL_DIM_COUNT];
+        acquired_after(s, res, after);
         settle(rl, s, res, actual, now_ms);
-        apply_headers(rl, s, hdr, now_ms, now_unix_ms);
+        apply_headers(rl, s, hdr, after, now_ms, now_unix_ms);
     }
 }
 

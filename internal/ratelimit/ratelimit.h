@@ -53,25 +53,62 @@
  * which then becomes the limit. A configured limit is kept when a header
  * reports a higher one (the operator may keep capacity for someone else) and
  * lowered to the reported one when the header is lower (the provider is the
- * truth). A configured dimension starts full.
+ * truth). A configured dimension starts full, at share 1.
  *
- * Headers: the reported remaining is a ceiling. Each response's headers
- * re-synchronise the (key, class) it was sent with, per dimension: this
- * worker's level is lowered (never raised) to
+ * Probing. While a (key, class) has a dimension with no known limit and no
+ * answer with headers has come back on it, it takes AQ_RL_PROBE_CALLS call
+ * at a time (acquire answers WAIT, AQ_RL_PROBE_WAIT_MS, meanwhile): without
+ * it a worker that starts with hundreds of tasks sends them all before the
+ * first answer says what the key allows, and draws a burst of 429s. Any
+ * answer with headers ends the probing, even one without rate-limit values
+ * (so a provider or proxy that sends none costs one round trip, not
+ * throughput); a release or a call without an answer does not.
  *
- *   share x (remaining - slack - unseen)
+ * A limit learned from the headers starts at share AQ_RL_INITIAL_SHARE_PPM
+ * (one half): workers that start together all learn that the bucket is full,
+ * and each must not take all of it. A worker alone measures others = 0 at
+ * the end of the first window and takes the rest then (see the floor below).
  *
- * `slack` is AQ_RL_TOKEN_REMAINING_SLACK for token dimensions (the provider
- * rounds token -remaining values to the nearest thousand: the real value may
- * be 500 lower) and 0 for requests. `unseen` is what this worker reserved for
- * calls acquired less than `visibility_ms` ago (aq_rl_config): those calls
- * have probably not reached the provider yet, so they are not in its
- * remaining and must be taken out of it. Older calls in flight are counted by
- * the provider already (it charges a call when the call arrives, output at
- * max_tokens) and are not subtracted a second time: subtracting every call in
- * flight would count long calls twice and starve a worker that keeps many
- * calls in flight. A visibility that is too long only costs a standing
- * margin (the calls of the last second), not throughput.
+ * What the provider counts, and when (the model the headers are read with).
+ * The provider charges a call when it arrives: 1 request, its input tokens
+ * and max_tokens output tokens; at the end the output is corrected to the
+ * real count (the reference, /work/shared/reference/anthropic-messages-api.md,
+ * and agentq-sim, which does exactly this). Calls in flight are therefore in
+ * the provider's remaining once they have arrived. When the headers are
+ * written is not documented: agentq-sim writes them when it answers (a 429:
+ * when it refuses); a provider may write them when the call arrives, so on a
+ * long call they may be as old as the call. The rules below hold for both.
+ *
+ * Headers: a ceiling and a floor. Each response's headers re-synchronise the
+ * (key, class) it was sent with, per dimension. With `after` = the units this
+ * worker was granted on it after the answered call (finished, refused and
+ * released ones included):
+ *
+ *   ceiling = share x (remaining - slack - unseen), unseen = min(young, after)
+ *   floor   = share x (remaining - slack - after)
+ *
+ * the level is lowered to the ceiling, then raised to the floor (capped at
+ * the capacity). `slack` is AQ_RL_TOKEN_REMAINING_SLACK for token dimensions
+ * (token -remaining values are rounded to the nearest thousand: the real
+ * value may be 500 lower) and 0 for requests. `young` is what this worker
+ * has in flight from calls granted less than `visibility_ms` ago
+ * (aq_rl_config): they may not have arrived, so they may not be in the
+ * remaining. But the answered call had arrived, and so had every call sent
+ * before it: only calls granted after it can be missing, hence the min.
+ * (Young alone counted a whole burst twice: 256 calls granted in one
+ * millisecond were all "young" when the first answers came, the level went
+ * to -165k input tokens with the provider's bucket holding 60k.) Older calls
+ * are not subtracted again: subtracting every call in flight would count
+ * long calls twice and starve a worker that keeps many calls in flight.
+ * The floor: whatever the headers' age, the provider had `remaining` then,
+ * and since then at most `after` of this worker's calls were charged, so
+ * share x that is certainly this worker's. It is what brings the level back
+ * after something pushed it too low (an early answer of a burst, a halved
+ * share, a share that grew); without it the level only came back at the
+ * refill rate while the provider's bucket sat full. No floor where the
+ * operator configured less than the provider's limit: the provider's
+ * remaining says nothing about that budget. In a burst the first answers
+ * lower the level (many calls after them) and the last ones raise it.
  *
  * Share: the fleet without talking. The ceiling alone does not keep a fleet
  * under the limit: between two headers every worker would refill at the full
@@ -103,6 +140,9 @@
  * bursts up to one bucket per worker before the first answers come back,
  * and gets 429s for the excess once; the 429 pauses, the halving and the next
  * window bring it under the limit within seconds (tests: fleet simulation).
+ * Likewise more than two workers that start at the same moment and learn
+ * the limits together take half a bucket each at first (configured limits:
+ * a whole bucket each).
  *
  * Reset times. The -reset headers (already parsed by the LLM client into Unix
  * ms; -1 when absent) say when the provider's bucket is full again. When the
@@ -142,7 +182,7 @@
 #define AQ_RL_MAX_WAIT_MS 60000               /* a WAIT answer is at most this (then ask again) */
 #define AQ_RL_DEFAULT_PAUSE_MS 2000           /* after a 429 without retry-after */
 #define AQ_RL_MAX_PAUSE_MS 60000              /* retry-after is capped at this */
-#define AQ_RL_DEFAULT_VISIBILITY_MS 1000      /* a call younger than this is not yet counted by the provider */
+#define AQ_RL_DEFAULT_VISIBILITY_MS 1000      /* a call younger than this may not be counted by the provider yet */
 #define AQ_RL_DEFAULT_SHARE_WINDOW_MS 5000    /* shortest window over which the share is measured */
 #define AQ_RL_SHARE_MAX_WINDOW_MS 60000       /* a window closes after this even with a small sample */
 #define AQ_RL_SHARE_MIN_REQUESTS 20           /* sample (own + others) for a requests window */
@@ -150,6 +190,9 @@
 #define AQ_RL_MIN_SHARE_PPM 10000             /* 1%: fleets of up to ~100 workers per key */
 #define AQ_RL_TOKEN_REMAINING_SLACK 500       /* token -remaining values are rounded to 1000 */
 #define AQ_RL_RESET_HORIZON_MS 120000         /* a reset further away than this is ignored */
+#define AQ_RL_PROBE_CALLS 1                   /* in flight per (key, class) before the first headers */
+#define AQ_RL_PROBE_WAIT_MS 50                /* WAIT answered meanwhile (the answer's time is unknown) */
+#define AQ_RL_INITIAL_SHARE_PPM 500000        /* share of a limit just learned, until measured */
 
 /* ---- Model classes ---- */
 
@@ -250,6 +293,7 @@ typedef struct aq_rl_reservation {
     struct aq_rl_reservation *prev_, *next_;
     const aq_rl *owner_;
     unsigned counted_;              /* bit per dimension: charge counted in the share measurement */
+    uint64_t mark_[AQ_RL_DIM_COUNT]; /* units granted on its (key, class) up to and including it */
     bool in_flight_, young_;
 } aq_rl_reservation;
 
@@ -273,7 +317,8 @@ typedef enum aq_rl_verdict {
  * tightest dimension is the one that answers 429 first; divided by the limit,
  * so dimensions and keys of different sizes compare (a key with ten times the
  * limit takes ten times the traffic before it is as full). A key with no
- * known limit yet has headroom 1 (and is tried, which teaches its limits).
+ * known limit yet has headroom 1 (and is tried, which teaches its limits;
+ * one probe call at a time until it answers, see Probing above).
  * Ties go to the lowest index.
  *
  * `res` is any memory (it need not be initialised; it is overwritten on
@@ -283,7 +328,8 @@ typedef enum aq_rl_verdict {
  * GRANTED: `res` is filled and linked, `*wait_ms` (may be NULL) = 0.
  * WAIT: `res` untouched; `*wait_ms` = time until the soonest key (its pause
  * over and every dimension refilled enough, or full for a call larger than
- * the bucket) can afford the call, at least 1, at most AQ_RL_MAX_WAIT_MS.
+ * the bucket) can afford the call, at least 1, at most AQ_RL_MAX_WAIT_MS;
+ * AQ_RL_PROBE_WAIT_MS for a key waiting for its probe's answer.
  * The time is exact for the current state; other grants or headers in the
  * meantime can change it, so the caller simply asks again. */
 aq_rl_verdict aq_rl_acquire(aq_rl *rl, aq_rl_class cls, int64_t input_estimate, int64_t max_tokens,
