@@ -11,8 +11,10 @@ cd "$(dirname "$0")/.."
 BUILD_PKGS=(build-essential cmake pkg-config
             libnats-dev nats-server libcurl4-openssl-dev libprotobuf-c-dev protobuf-c-compiler
             libxxhash-dev libssl-dev libevent-dev libjansson-dev libcmocka-dev)
-TEST_PKGS=(jq curl procps
-           golang-go golang-github-nats-io-go-nats-dev golang-google-protobuf-dev protobuf-compiler)
+TEST_PKGS=(jq curl procps python3-prometheus-client
+           golang-go golang-github-nats-io-go-nats-dev golang-google-protobuf-dev protobuf-compiler
+           golang-github-masterminds-sprig-dev golang-gopkg-yaml.v2-dev
+           golang-github-xeipuuv-gojsonschema-dev python3-yaml yamllint)
 FUZZ_PKGS=(clang libclang-rt-14-dev)
 
 want=("${BUILD_PKGS[@]}")

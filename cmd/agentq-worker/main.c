@@ -7,20 +7,117 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/config.h"
 #include "core/log.h"
 #include "llm/llm_client.h"
+#include "metrics/metrics.h"
+#include "metrics/metrics_http.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/worker_config.h"
+#include "pipeline/worker_metrics.h"
+#include "queue/queue_conn.h"
+#include "queue/queue_probe.h"
+
+#ifndef AQ_WORKER_VERSION
+#define AQ_WORKER_VERSION "dev"
+#endif
 
 enum { EXIT_USAGE = 2, EXIT_START = 3 };
 
+/* The queue probe's cadence: the gauges are scraped every 15-60 s, and the
+ * connection itself is watched every AQ_QUEUE_PROBE_CONN_CHECK_MS. */
+#define PROBE_INTERVAL_MS 5000
+#define PROBE_TIMEOUT_MAX_MS 2000
+
+/* What /readyz and the signal handler share (all on the loop thread). */
+typedef struct worker {
+    aq_pipeline *p;
+    aq_queue_probe *probe;
+    bool stopping;
+} worker;
+
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
+    worker *w = arg;
     (void)what;
     aq_log(AQ_LOG_INFO, "signal received", AQ_LF_I("signal", sig));
-    aq_pipeline_shutdown(arg);
+    w->stopping = true; /* not ready from now on: take no new traffic */
+    aq_pipeline_shutdown(w->p);
+}
+
+/* Ready: connected to NATS, with the consumer there, and not stopping.
+ * The probe's own connection stands for the pipeline's (same servers, same
+ * credentials) until the pipeline says so itself. */
+static bool worker_ready(void *arg, const char **why)
+{
+    const worker *w = arg;
+    aq_queue_probe_values v;
+    if (w->stopping) {
+        *why = "shutting down";
+        return false;
+    }
+    if (!w->p || !w->probe) {
+        *why = "starting";
+        return false;
+    }
+    aq_queue_probe_get(w->probe, &v);
+    if (!v.connected) {
+        *why = aq_queue_probe_state_text(AQ_PROBE_DISCONNECTED);
+        return false;
+    }
+    if (v.state != AQ_PROBE_OK) {
+        *why = aq_queue_probe_state_text(v.state);
+        return false;
+    }
+    return true;
+}
+
+/* The name the pipeline records in results (the same default). */
+static void worker_name(const aq_worker_config *cfg, char *out, size_t n)
+{
+    char host[64] = "worker";
+    if (cfg->worker_name && *cfg->worker_name) {
+        snprintf(out, n, "%s", cfg->worker_name);
+        return;
+    }
+    gethostname(host, sizeof(host) - 1);
+    snprintf(out, n, "%s-%d", host, (int)getpid());
+}
+
+/* --print-metrics is handled before the configuration is loaded: it needs
+ * no option, no connection, and must work with any environment. Options
+ * end at "--". */
+static bool wants_print_metrics(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0)
+            return false;
+        if (strcmp(argv[i], "--print-metrics") == 0)
+            return true;
+    }
+    return false;
+}
+
+/* The probe gets a connection of its own: its JetStream API requests are
+ * synchronous and must not queue behind the pipeline's traffic. */
+static aq_status start_probe(const aq_worker_config *cfg, natsConnection **nc, jsCtx **js,
+                             aq_queue_probe **out, aq_err *err)
+{
+    aq_queue_conn_opts co = {.name = "agentq-worker-probe"};
+    aq_status st = aq_queue_connect(&cfg->queue, &co, nc, js, err);
+    if (st != AQ_OK)
+        return aq_err_prefix(err, "queue probe");
+    aq_queue_probe_opts po = {
+        .task_stream = cfg->queue.task_stream,
+        .consumer = cfg->queue.consumer,
+        .dlq_stream = cfg->queue.dlq_stream,
+        .interval_ms = PROBE_INTERVAL_MS,
+        .timeout_ms = cfg->queue.nats_timeout_ms < PROBE_TIMEOUT_MAX_MS ? cfg->queue.nats_timeout_ms
+                                                                      : PROBE_TIMEOUT_MAX_MS,
+    };
+    return aq_queue_probe_new(*nc, *js, &po, out, err);
 }
 
 int main(int argc, char **argv)
@@ -31,11 +128,21 @@ int main(int argc, char **argv)
     aq_log_level level = AQ_LOG_INFO;
     struct event_base *base = NULL;
     struct event *sigterm = NULL, *sigint = NULL;
-    aq_pipeline *p = NULL;
+    aq_metrics *reg = NULL;
+    aq_worker_metrics *wm = NULL;
+    aq_metrics_http *http = NULL;
+    natsConnection *probe_nc = NULL;
+    jsCtx *probe_js = NULL;
+    worker w = {0};
     int rc = EXIT_START;
 
     memset(&cfg, 0, sizeof(cfg));
     aq_log_init("agentq-worker", AQ_LOG_INFO, stderr);
+    if (wants_print_metrics(argc, argv)) {
+        aq_wm_print_families(stdout);
+        rc = 0;
+        goto out;
+    }
     if (aq_config_load(aq_worker_options, &cfg, argc, argv, &cli, &err) != AQ_OK) {
         fprintf(stderr, "agentq-worker: %s\n", err.msg);
         rc = EXIT_USAGE;
@@ -44,6 +151,8 @@ int main(int argc, char **argv)
     if (cli.help) {
         printf("usage: agentq-worker [options]\n\n");
         aq_config_print_help(aq_worker_options, stdout);
+        printf("  --%-26s %s\n", "print-metrics",
+               "print the metric families (name type help) and exit");
         rc = 0;
         goto out;
     }
@@ -76,13 +185,45 @@ int main(int argc, char **argv)
         aq_log(AQ_LOG_ERROR, "cannot initialise", AQ_LF_S("error", err.msg));
         goto out;
     }
-    if (aq_pipeline_start(base, &cfg, &p, &err) != AQ_OK) {
+    /* The metrics exist even without the HTTP server (the fleet status
+     * reads the latency histograms). */
+    char name[128];
+    worker_name(&cfg, name, sizeof(name));
+    aq_wm_config wc = {.version = AQ_WORKER_VERSION,
+                       .worker = name,
+                       .max_tenants = (size_t)cfg.metrics_max_tenants};
+    if (aq_metrics_new(&reg, &err) != AQ_OK || aq_wm_new(reg, &wc, &wm, &err) != AQ_OK) {
+        aq_log(AQ_LOG_ERROR, "cannot create the metrics", AQ_LF_S("error", err.msg));
+        goto out;
+    }
+    /* Bound before connecting: a taken port fails the start at once. */
+    if (cfg.metrics_port > 0) {
+        aq_metrics_http_opts ho = {.bind = cfg.metrics_bind,
+                                   .port = (int)cfg.metrics_port,
+                                   .registry = reg,
+                                   .ready = worker_ready,
+                                   .ready_arg = &w};
+        if (aq_metrics_http_start(base, &ho, &http, &err) != AQ_OK) {
+            aq_log(AQ_LOG_ERROR, "cannot start the metrics server (metrics_port, metrics_bind)",
+                   AQ_LF_S("error", err.msg), AQ_LF_I("metrics_port", cfg.metrics_port));
+            goto out;
+        }
+        aq_log(AQ_LOG_INFO, "metrics listening", AQ_LF_S("bind", cfg.metrics_bind),
+               AQ_LF_I("port", aq_metrics_http_port(http)));
+    }
+    if (aq_pipeline_start(base, &cfg, &w.p, &err) != AQ_OK) {
         aq_log(AQ_LOG_ERROR, "cannot start", AQ_LF_S("class", aq_status_class(err.status)),
                AQ_LF_S("error", err.msg));
         goto out;
     }
-    sigterm = evsignal_new(base, SIGTERM, on_signal, p);
-    sigint = evsignal_new(base, SIGINT, on_signal, p);
+    if (start_probe(&cfg, &probe_nc, &probe_js, &w.probe, &err) != AQ_OK ||
+        aq_wm_watch_probe(wm, w.probe, &err) != AQ_OK) {
+        aq_log(AQ_LOG_ERROR, "cannot start", AQ_LF_S("class", aq_status_class(err.status)),
+               AQ_LF_S("error", err.msg));
+        goto out;
+    }
+    sigterm = evsignal_new(base, SIGTERM, on_signal, &w);
+    sigint = evsignal_new(base, SIGINT, on_signal, &w);
     if (!sigterm || !sigint || evsignal_add(sigterm, NULL) || evsignal_add(sigint, NULL)) {
         aq_log(AQ_LOG_ERROR, "cannot install signal handlers");
         goto out;
@@ -93,7 +234,7 @@ int main(int argc, char **argv)
     event_base_dispatch(base);
 
     aq_pipeline_stats st;
-    aq_pipeline_get_stats(p, &st);
+    aq_pipeline_get_stats(w.p, &st);
     aq_log(AQ_LOG_INFO, "worker stopped", AQ_LF_I("fetched", st.fetched),
            AQ_LF_I("completed", st.completed), AQ_LF_I("failed", st.failed),
            AQ_LF_I("dead_lettered", st.dead_lettered), AQ_LF_I("retried", st.retried),
@@ -105,7 +246,14 @@ out:
         event_free(sigterm);
     if (sigint)
         event_free(sigint);
-    aq_pipeline_destroy(p);
+    /* The server first (no scrape may run past this point), the pipeline
+     * before the metrics it updates, the probe before its connection. */
+    aq_metrics_http_destroy(http);
+    aq_pipeline_destroy(w.p);
+    aq_queue_probe_destroy(w.probe);
+    aq_queue_disconnect(probe_nc, probe_js);
+    aq_wm_destroy(wm);
+    aq_metrics_destroy(reg);
     if (base)
         event_base_free(base);
     aq_llm_global_cleanup();

@@ -59,6 +59,13 @@ const aq_option aq_worker_options[] = {
      "name recorded in results (default: hostname-pid)"},
     {"log_level", "AGENTQ_LOG_LEVEL", AQ_OPT_STRING, "info", 0, 0, offsetof(W, log_level),
      "debug, info, warn or error"},
+    {"metrics_port", "AGENTQ_METRICS_PORT", AQ_OPT_INT, "9090", 0, 65535,
+     offsetof(W, metrics_port), "port of /metrics, /healthz and /readyz (0: off)"},
+    {"metrics_bind", "AGENTQ_METRICS_BIND", AQ_OPT_STRING, "0.0.0.0", 0, 0,
+     offsetof(W, metrics_bind), "address the metrics port listens on"},
+    {"metrics_max_tenants", "AGENTQ_METRICS_MAX_TENANTS", AQ_OPT_INT, "100", 1, 100000,
+     offsetof(W, metrics_max_tenants),
+     "distinct tenant label values in metrics; more are folded into tenant=\"_other\""},
     AQ_OPTIONS_END,
 };
 

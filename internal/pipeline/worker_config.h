@@ -37,6 +37,10 @@ typedef struct aq_worker_config {
     /* identity and logs */
     char *worker_name;
     char *log_level;
+    /* observability: /metrics, /healthz, /readyz */
+    int64_t metrics_port;        /* 0: no HTTP server */
+    char *metrics_bind;
+    int64_t metrics_max_tenants; /* tenant label values before "_other" */
 } aq_worker_config;
 
 /* Caps on the comma-separated lists. */

@@ -5,6 +5,9 @@
 set -euo pipefail
 
 : "${AQ_BIN:?AQ_BIN must point at the build directory}"
+# Workers serve /metrics only where a test asks (--metrics_port=...): the
+# default port, 9090, would clash between workers and between tests.
+export AGENTQ_METRICS_PORT=0
 AGENTQ="$AQ_BIN/cmd/agentq/agentq"
 WORKER="$AQ_BIN/cmd/agentq-worker/agentq-worker"
 SIM="$AQ_BIN/cmd/agentq-sim/agentq-sim"
