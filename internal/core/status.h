@@ -42,6 +42,7 @@ typedef enum aq_disposition {
     X(PROMPT_TOO_LARGE,    "prompt_too_large",    AQ_DISP_PERMANENT,   "prompt over the size cap") \
     X(MODEL_NOT_ALLOWED,   "model_not_allowed",   AQ_DISP_PERMANENT,   "unknown or disallowed model") \
     X(EXPIRED,             "expired",             AQ_DISP_PERMANENT,   "task deadline passed") \
+    X(OVER_BUDGET,         "budget_exceeded",     AQ_DISP_PERMANENT,   "the tenant's daily budget is spent") \
     X(MAX_DELIVERIES,      "max_deliveries",      AQ_DISP_PERMANENT,   "delivered MaxDeliver times without being settled (crashes a worker?)") \
     /* provider answers */                                                                   \
     X(HTTP_RATE_LIMITED,   "rate_limited",        AQ_DISP_DEFER,       "provider rate limit (429)") \

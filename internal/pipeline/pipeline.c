@@ -254,9 +254,12 @@ aq_status aq_pipeline_start(struct event_base *base, const aq_worker_config *cfg
 #endif
     set_worker_name(p, cfg);
     snprintf(p->results_prefix, sizeof(p->results_prefix), "$KV.%s.", cfg->queue.results_bucket);
+    aq_route_config route_cfg = {cfg->routes, cfg->default_model, cfg->allowed_models,
+                                 cfg->fallback_model};
+    p->request_opts.prompt_cache_min_tokens = (uint32_t)cfg->prompt_cache_min_tokens;
     if ((st = aq_list_split(cfg->api_key, "api_key", AQ_WORKER_MAX_API_KEYS, &p->keys, err)) != AQ_OK ||
-        (st = aq_list_split(cfg->allowed_models, "allowed_models", AQ_WORKER_MAX_MODELS, &p->models, err)) !=
-            AQ_OK)
+        (st = aq_route_new(&route_cfg, &p->router, err)) != AQ_OK ||
+        (st = aq_cost_table_parse(cfg->prices, &p->prices, err)) != AQ_OK)
         goto fail;
     if (p->keys.n == 0) {
         st = aq_err_set(err, AQ_CONFIG, "no API key configured");
@@ -381,6 +384,7 @@ void aq_pipeline_destroy(aq_pipeline *p)
     aq_ptrmap_free(&p->leaders);
     aq_rl_destroy(p->limiter);
     aq_list_free(&p->keys);
-    aq_list_free(&p->models);
+    aq_route_destroy(p->router);
+    aq_cost_table_destroy(p->prices);
     free(p);
 }

@@ -10,11 +10,6 @@
 
 /* ---- route, call (loop thread) ---- */
 
-static bool model_allowed(const aq_pipeline *p, const char *model)
-{
-    return p->models.n == 0 || aq_list_contains(&p->models, model);
-}
-
 /* The test build's poison task: lets the chaos tests prove that a task which
  * kills the worker on every delivery ends in the DLQ (MAX_DELIVERIES). */
 static void maybe_crash_for_test(const aq_pipeline *p, const Agentq__V1__Task *t)
@@ -61,6 +56,48 @@ static bool follow_if_in_flight(job *j)
 
 static void on_llm_done(void *ctx, const aq_llm_call_result *res);
 
+static aq_status build_request(job *j, aq_err *err)
+{
+    return aq_llm_request_build_opts(j->task, j->model, j->max_tokens, &j->p->request_opts,
+                                     &j->request, err);
+}
+
+/* After a 529: the fallback model answers instead, at once, when one is
+ * configured and the task allows it. False: defer as usual. */
+bool aq_job_try_fallback(job *j)
+{
+    const char *fb = aq_route_fallback(j->p->router, j->model, j->task->allow_fallback);
+    aq_err err;
+    if (!fb || j->p->stopping)
+        return false;
+    const char *was = j->model;
+    j->model = fb;
+    if (build_request(j, &err) != AQ_OK) {
+        j->model = was;
+        return false;
+    }
+    j->fallback_used = true;
+    aq_log(AQ_LOG_INFO, "model overloaded: calling the fallback model", AQ_LF_S("id", j->task->id),
+           AQ_LF_S("model", was), AQ_LF_S("fallback", fb));
+    aq_job_call(j);
+    return true;
+}
+
+/* What the answer cost, from the price table; an unpriced model is logged
+ * once and marked cost_unknown on its results. */
+static void price_answer(job *j)
+{
+    aq_pipeline *p = j->p;
+    const aq_llm_usage *u = &j->response.usage;
+    aq_cost_usage cu = {u->input_tokens, u->output_tokens, u->cache_creation_input_tokens,
+                        u->cache_read_input_tokens};
+    const char *model = j->response.model ? j->response.model : j->model;
+    j->cost_unknown = !aq_cost_of(p->prices, model, &cu, &j->cost_micro_usd);
+    if (j->cost_unknown && aq_cost_note_unpriced(p->prices, model))
+        aq_log(AQ_LOG_WARN, "model has no price: its cost is recorded as unknown (see prices)",
+               AQ_LF_S("model", model));
+}
+
 void aq_job_begin(job *j)
 {
     aq_pipeline *p = j->p;
@@ -71,14 +108,16 @@ void aq_job_begin(job *j)
     maybe_crash_for_test(p, t);
     if (follow_if_in_flight(j))
         return;
-    j->model = *t->model ? t->model : p->cfg->default_model;
-    if (!model_allowed(p, j->model)) {
-        aq_err_set(&err, AQ_MODEL_NOT_ALLOWED, "model \"%s\" is not in allowed_models", j->model);
-        aq_job_fail(j, AQ_MODEL_NOT_ALLOWED, &err);
+    j->max_tokens = t->max_tokens ? t->max_tokens : (uint32_t)p->cfg->default_max_tokens;
+    aq_route_task rt = {t->type, t->tenant, t->model, aq_llm_task_input_tokens(t), j->max_tokens};
+    aq_route_choice choice;
+    if ((st = aq_route_choose(p->router, &rt, &choice, &err)) != AQ_OK) {
+        aq_job_fail(j, st, &err);
         return;
     }
-    j->max_tokens = t->max_tokens ? t->max_tokens : (uint32_t)p->cfg->default_max_tokens;
-    if ((st = aq_llm_request_build(t, j->model, j->max_tokens, &j->request, &err)) != AQ_OK) {
+    j->model = choice.model;
+    j->route_rule = choice.rule;
+    if ((st = build_request(j, &err)) != AQ_OK) {
         if (aq_status_disposition(st) == AQ_DISP_PERMANENT) {
             aq_job_fail(j, st, &err);
             return;
@@ -208,5 +247,6 @@ static void on_llm_done(void *ctx, const aq_llm_call_result *res)
         return;
     }
     j->have_response = true;
+    price_answer(j);
     aq_job_complete(j);
 }

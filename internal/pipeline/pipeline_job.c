@@ -113,6 +113,8 @@ void aq_job_dispose(job *j, aq_status st, const aq_err *err)
         job_wait(j, aq_job_backoff_ms(cfg, j->failures), &e);
         return;
     case AQ_DISP_DEFER: {
+        if (st == AQ_HTTP_OVERLOADED && aq_job_try_fallback(j))
+            return;
         /* The provider said when; otherwise back off. Never dead-lettered for
          * this alone: only the task's own deadline bounds the waiting. */
         int64_t delay = j->retry_after_ms > 0 ? j->retry_after_ms : aq_job_backoff_ms(cfg, ++j->deferrals);

@@ -14,11 +14,14 @@
 #include <stdint.h>
 
 #include "core/buf.h"
+#include "cost/cost.h"
+#include "route/route.h"
 #include "core/list.h"
 #include "core/log.h"
 #include "core/mailbox.h"
 #include "core/ptrmap.h"
 #include "llm/llm_client.h"
+#include "llm/llm_request.h"
 #include "llm/llm_response.h"
 #include "pipeline/backstop.h"
 #include "pipeline/pipeline.h"
@@ -68,7 +71,11 @@ typedef struct job {
     struct job *fprev, *fnext;         /* a follower's place in that list */
 
     const char *model;
+    const char *route_rule;  /* the routing rule that chose the model, "explicit" or "default" */
+    bool fallback_used;      /* a 529 moved the call to the fallback model */
     uint32_t max_tokens;
+    uint64_t cost_micro_usd; /* of the answer stored (0 for a cache hit) */
+    bool cost_unknown;       /* the model has no price: the cost is not 0, just unknown */
     aq_rl_reservation budget; /* the rate budget this call holds, if any */
     bool waits_for_budget;
     aq_buf request;
@@ -120,7 +127,9 @@ struct aq_pipeline {
     aq_list keys;
     aq_rl *limiter;            /* rate budget per (key, model class) */
     size_t waiting_for_budget; /* jobs; while any, the fetcher is paused */
-    aq_list models; /* allowed; empty allows any */
+    aq_route *router;      /* routing rules, allowlist, fallback */
+    aq_cost_table *prices; /* loop thread only (it notes unpriced models) */
+    aq_llm_request_opts request_opts;
     const char *crash_marker; /* test builds only: see aq_job_begin */
     bool careful;             /* fetcher thread only: holding one task at a time */
     int64_t ack_wait_ms;      /* the consumer's, as the server has it */
@@ -153,6 +162,7 @@ void aq_job_settle(job *j, settle_how how, int64_t nak_delay_ms);
 void aq_job_begin(job *j);
 void aq_job_call(job *j);
 void aq_job_budget_wait_over(job *j, aq_pipeline *p);
+bool aq_job_try_fallback(job *j);
 
 /* pipeline_store.c */
 void aq_job_complete(job *j);

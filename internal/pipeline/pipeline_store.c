@@ -32,6 +32,11 @@ static void fill_result(const job *j, Agentq__V1__Result *r, Agentq__V1__Usage *
     r->completed_unix_ms = aq_now_unix_ms();
     r->request_id = (char *)j->request_id;
     r->worker = (char *)p->worker_name;
+    r->tenant = t->tenant;
+    r->route_rule = (char *)(j->route_rule ? j->route_rule : "");
+    r->fallback_used = j->fallback_used;
+    r->cost_micro_usd = j->cost_micro_usd;
+    r->cost_unknown = j->cost_unknown;
     if (j->have_response) {
         agentq__v1__usage__init(u);
         u->input_tokens = j->response.usage.input_tokens;

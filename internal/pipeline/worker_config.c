@@ -1,7 +1,9 @@
 #include "worker_config.h"
 
 #include "core/list.h"
+#include "cost/cost.h"
 #include "ratelimit/ratelimit.h"
+#include "route/route.h"
 
 #include <stddef.h>
 #include <string.h>
@@ -27,6 +29,22 @@ const aq_option aq_worker_options[] = {
      offsetof(W, allowed_models), "models tasks may name, comma-separated (empty: any)"},
     {"rate_limits", "AGENTQ_RATE_LIMITS", AQ_OPT_STRING, "", 0, 0, offsetof(W, rate_limits),
      "per-minute limits of each API key by model class, e.g. sonnet:rpm=4000,itpm=2000000,otpm=400000;haiku:rpm=4000 (empty or 0: learned from the response headers)"},
+    {"routes", "AGENTQ_ROUTES", AQ_OPT_STRING, "", 0, 0, offsetof(W, routes),
+     "ordered routing rules for tasks that name no model, first match wins, e.g. cheap: type=classify|extract, max_tokens<=512 -> claude-haiku-4-5; long: input_tokens>=50000 -> claude-sonnet-4-5 (empty: default_model)"},
+    {"fallback_model", "AGENTQ_FALLBACK_MODEL", AQ_OPT_STRING, "", 0, 0, offsetof(W, fallback_model),
+     "model that answers instead when the chosen one is overloaded (529) and the task sets allow_fallback (empty: none)"},
+    {"prices", "AGENTQ_PRICES", AQ_OPT_STRING, "", 0, 0, offsetof(W, prices),
+     "model prices over the built-in table, USD per million tokens, e.g. claude-haiku-4-5: in=1, out=5, cache_write=1.25, cache_read=0.1; my-model: in=2, out=8 (cache prices default to 1.25x and 0.1x in)"},
+    {"prompt_cache_min_tokens", "AGENTQ_PROMPT_CACHE_MIN_TOKENS", AQ_OPT_INT, "0", 0, 1000000,
+     offsetof(W, prompt_cache_min_tokens),
+     "mark system prompts of at least this many estimated tokens (bytes/4) with cache_control, so repeats bill at the cache-read price; 0 = off"},
+    {"cache_bucket", "AGENTQ_CACHE_BUCKET", AQ_OPT_STRING, "agentq-cache", 0, 0,
+     offsetof(W, cache_bucket), "KV bucket of the response cache"},
+    {"cache_ttl", "AGENTQ_CACHE_TTL", AQ_OPT_DURATION, "24h", 1000, 2592000000.0,
+     offsetof(W, cache_ttl_ms), "how long a cached response is kept"},
+    {"cache_share_tenants", "AGENTQ_CACHE_SHARE_TENANTS", AQ_OPT_BOOL, "false", 0, 0,
+     offsetof(W, cache_share_tenants),
+     "one response cache for all tenants (default: a tenant only sees its own cached answers)"},
     {"default_max_tokens", "AGENTQ_DEFAULT_MAX_TOKENS", AQ_OPT_INT, "1024", 1, 1000000,
      offsetof(W, default_max_tokens), "max_tokens for tasks that set none"},
     {"llm_connect_timeout", "AGENTQ_LLM_CONNECT_TIMEOUT", AQ_OPT_DURATION, "10s", 100, 600000,
@@ -94,6 +112,15 @@ aq_status aq_worker_config_validate(const aq_worker_config *cfg, aq_err *err)
     aq_rl_limits limits;
     if ((st = aq_rl_limits_parse(cfg->rate_limits, &limits, err)) != AQ_OK)
         return aq_err_prefix(err, "rate_limits");
+    aq_cost_table *prices = NULL;
+    if ((st = aq_cost_table_parse(cfg->prices, &prices, err)) != AQ_OK)
+        return aq_err_prefix(err, "prices");
+    aq_cost_table_destroy(prices);
+    aq_route *router = NULL;
+    aq_route_config rc = {cfg->routes, cfg->default_model, cfg->allowed_models, cfg->fallback_model};
+    if ((st = aq_route_new(&rc, &router, err)) != AQ_OK)
+        return aq_err_prefix(err, "routes");
+    aq_route_destroy(router);
     if (!cfg->api_key || !*cfg->api_key)
         return aq_err_set(err, AQ_CONFIG,
                           "no API key: set ANTHROPIC_API_KEY (or --api_key, or api_key in the "

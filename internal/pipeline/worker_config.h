@@ -18,6 +18,14 @@ typedef struct aq_worker_config {
     char *default_model;
     char *allowed_models;     /* comma-separated; empty allows any model */
     char *rate_limits;        /* per model class, internal/ratelimit grammar; empty: learned */
+    char *routes;             /* routing rules, internal/route grammar; empty: default_model */
+    char *fallback_model;     /* answers after a 529 when the task allows; empty: none */
+    char *prices;             /* over the built-in price table, internal/cost grammar */
+    int64_t prompt_cache_min_tokens; /* mark system prompts this long with cache_control; 0 off */
+    /* response cache */
+    char *cache_bucket;
+    int64_t cache_ttl_ms;
+    bool cache_share_tenants;
     int64_t default_max_tokens;
     int64_t llm_connect_timeout_ms;
     int64_t llm_timeout_ms;
