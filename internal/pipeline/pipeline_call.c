@@ -58,6 +58,7 @@ static void on_llm_done(void *ctx, const aq_llm_call_result *res);
 
 static aq_status build_request(job *j, aq_err *err)
 {
+    aq_buf_reset(&j->request); /* a fallback rebuilds it for another model */
     return aq_llm_request_build_opts(j->task, j->model, j->max_tokens, &j->p->request_opts,
                                      &j->request, err);
 }
