@@ -216,6 +216,7 @@ int main(int argc, char **argv)
                AQ_LF_S("error", err.msg));
         goto out;
     }
+    aq_pipeline_set_metrics(w.p, wm);
     if (start_probe(&cfg, &probe_nc, &probe_js, &w.probe, &err) != AQ_OK ||
         aq_wm_watch_probe(wm, w.probe, &err) != AQ_OK) {
         aq_log(AQ_LOG_ERROR, "cannot start", AQ_LF_S("class", aq_status_class(err.status)),

@@ -86,6 +86,7 @@ static void on_redelivery_read(aq_kv_read *rd)
     j->stage = STAGE_QUEUED;
     if (s == STORED_COMPLETED) {
         STAT_ADD(j->p, already_done);
+        aq_wm_task_settled(j->p->wm, job_type(j), AQ_WM_ALREADY_DONE, -1);
         aq_job_log(AQ_LOG_INFO, j, "redelivered task already completed: acked without a call", NULL);
         aq_job_settle(j, SETTLE_ACK, 0);
         return;
@@ -93,6 +94,7 @@ static void on_redelivery_read(aq_kv_read *rd)
     if (s == STORED_FAILED_HERE) {
         /* The FAILED result is written after the dead letter: that is done. */
         STAT_ADD(j->p, already_done);
+        aq_wm_task_settled(j->p->wm, job_type(j), AQ_WM_ALREADY_DONE, -1);
         aq_job_settle(j, SETTLE_TERM, 0);
         return;
     }
@@ -111,6 +113,7 @@ static void job_admit(void *arg)
         p->jobs->prev = j;
     p->jobs = j;
     p->in_flight++;
+    aq_wm_set_in_progress(p->wm, (int64_t)p->in_flight);
     j->started_unix_ms = aq_now_unix_ms();
     j->last_progress_ms = aq_mono_ms();
 
@@ -339,6 +342,13 @@ aq_status aq_pipeline_start(struct event_base *base, const aq_worker_config *cfg
 fail:
     aq_pipeline_destroy(p);
     return st;
+}
+
+void aq_pipeline_set_metrics(aq_pipeline *p, aq_worker_metrics *wm)
+{
+    aq_err err;
+    p->wm = wm;
+    aq_wm_watch_ratelimit(wm, p->limiter, &err);
 }
 
 void aq_pipeline_get_stats(const aq_pipeline *p, aq_pipeline_stats *out)

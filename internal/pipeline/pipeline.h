@@ -36,6 +36,8 @@ aq_status aq_pipeline_start(struct event_base *base, const aq_worker_config *cfg
  * settle every message, then leave the loop. A second call cuts the grace
  * short (calls still running are nak'ed for redelivery elsewhere). */
 void aq_pipeline_shutdown(aq_pipeline *p);
+struct aq_worker_metrics;
+void aq_pipeline_set_metrics(aq_pipeline *p, struct aq_worker_metrics *wm);
 
 void aq_pipeline_get_stats(const aq_pipeline *p, aq_pipeline_stats *out);
 

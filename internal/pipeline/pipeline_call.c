@@ -118,6 +118,7 @@ void aq_job_begin(job *j)
     }
     j->model = choice.model;
     j->route_rule = choice.rule;
+    aq_wm_routed(p->wm, j->model, j->route_rule);
     if ((st = build_request(j, &err)) != AQ_OK) {
         if (aq_status_disposition(st) == AQ_DISP_PERMANENT) {
             aq_job_fail(j, st, &err);
@@ -168,6 +169,7 @@ static bool take_budget(job *j)
         if (p->waiting_for_budget++ == 0)
             aq_fetcher_pause(p->fetcher, true);
         STAT_ADD(p, budget_waits);
+        aq_wm_deferral(p->wm, AQ_WM_DEFER_RATE_LIMITED);
     }
     j->stage = STAGE_WAITING;
     if (!aq_job_after(j, wait_ms, aq_job_call))
@@ -202,6 +204,8 @@ void aq_job_call(job *j)
     aq_status st = aq_llm_call_start(p->llm, p->keys.items[j->budget.key], j->request.data,
                                      j->request.len, call_timeout_ms(p->cfg, j->max_tokens),
                                      on_llm_done, j, &j->call, &err);
+    if (st == AQ_OK)
+        aq_wm_set_llm_in_flight(p->wm, (int64_t)++p->llm_in_flight);
     if (st != AQ_OK) {
         aq_rl_release(p->limiter, &j->budget, aq_mono_ms());
         j->stage = STAGE_QUEUED;
@@ -225,6 +229,9 @@ static void on_llm_done(void *ctx, const aq_llm_call_result *res)
     j->http_status = res->http_status;
     j->retry_after_ms = res->retry_after_ms;
     snprintf(j->request_id, sizeof(j->request_id), "%s", res->request_id ? res->request_id : "");
+    aq_wm_set_llm_in_flight(j->p->wm, (int64_t)--j->p->llm_in_flight);
+    aq_wm_llm_response(j->p->wm, j->model, res->transport == AQ_OK ? res->http_status : 0,
+                       res->latency_us / 1e6);
 
     /* Parse first: the budget learns from the answer what the provider
      * counted (usage) and what it has left (headers). */
@@ -249,5 +256,9 @@ static void on_llm_done(void *ctx, const aq_llm_call_result *res)
     }
     j->have_response = true;
     price_answer(j);
+    aq_wm_tokens(j->p->wm, job_type(j), j->model, j->response.usage.input_tokens,
+                 j->response.usage.output_tokens, j->response.usage.cache_creation_input_tokens,
+                 j->response.usage.cache_read_input_tokens);
+    aq_wm_cost(j->p->wm, job_type(j), j->model, j->task->tenant, (int64_t)j->cost_micro_usd);
     aq_job_complete(j);
 }

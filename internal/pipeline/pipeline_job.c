@@ -77,10 +77,14 @@ int64_t aq_job_backoff_ms(const aq_worker_config *cfg, uint32_t attempt)
 static void job_wait(job *j, int64_t delay_ms, const aq_err *err)
 {
     aq_pipeline *p = j->p;
-    if (aq_status_disposition(err->status) == AQ_DISP_DEFER)
+    if (aq_status_disposition(err->status) == AQ_DISP_DEFER) {
         STAT_ADD(p, deferred);
-    else
+        aq_wm_deferral(p->wm, err->status == AQ_HTTP_OVERLOADED ? AQ_WM_DEFER_OVERLOADED
+                                                                : AQ_WM_DEFER_RATE_LIMITED);
+    } else {
         STAT_ADD(p, retried);
+        aq_wm_retry(p->wm, job_type(j));
+    }
     aq_job_log(AQ_LOG_INFO, j, "task will be retried", err);
     aq_llm_response_free(&j->response);
     if (p->stopping) {
@@ -144,6 +148,7 @@ static void job_release(job *j)
     if (j->next)
         j->next->prev = j->prev;
     p->in_flight--;
+    aq_wm_set_in_progress(p->wm, (int64_t)p->in_flight);
     if (j->leader) {
         if (j->fprev)
             j->fprev->fnext = j->fnext;
@@ -158,6 +163,8 @@ static void job_release(job *j)
         event_free(j->timer);
     aq_job_budget_wait_over(j, p);
     /* A call cut off may have reached the provider: it stays charged. */
+    if (j->call)
+        aq_wm_set_llm_in_flight(p->wm, (int64_t)--p->llm_in_flight);
     if (j->call)
         aq_rl_commit(p->limiter, &j->budget, NULL, NULL, aq_mono_ms(), aq_now_unix_ms());
     aq_llm_call_cancel(j->call);

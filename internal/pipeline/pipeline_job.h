@@ -9,6 +9,8 @@
 #define AQ_PIPELINE_JOB_H
 
 #include <event2/event.h>
+#include "core/clock.h"
+#include "pipeline/worker_metrics.h"
 #include <nats/nats.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -93,6 +95,7 @@ typedef struct job {
     long http_status;
     aq_llm_response response;
     bool have_response;
+    bool dead_lettered; /* the DLQ has it: the settle counts it as dead_lettered */
 
     /* storing: the Result is written with compare-and-set on the key's last
      * revision (0 = no entry), so a COMPLETED result is never overwritten */
@@ -107,6 +110,8 @@ typedef struct job {
 } job;
 
 struct aq_pipeline {
+    aq_worker_metrics *wm;
+    size_t llm_in_flight; /* calls started, not done (for the gauge) */
     struct event_base *base;
     const aq_worker_config *cfg;
     aq_task_limits limits;
@@ -141,6 +146,8 @@ struct aq_pipeline {
     aq_pipeline_stats stats; /* updated with atomics (fetcher and loop threads) */
 };
 
+static inline const char *job_type(const job *j) { return j->task && j->task->type ? j->task->type : ""; }
+static inline double job_seconds(const job *j) { return j->published_unix_ms > 0 ? (aq_now_unix_ms() - j->published_unix_ms) / 1000.0 : -1; }
 #define STAT_ADD(p, field) __atomic_fetch_add(&(p)->stats.field, 1, __ATOMIC_RELAXED)
 
 /* What a stored Result says about this delivery. */

@@ -92,6 +92,7 @@ static void on_conflict_read(aq_kv_read *rd)
     if (s == STORED_COMPLETED) {
         /* Never overwrite a COMPLETED result nor count its cost twice. */
         STAT_ADD(j->p, already_done);
+        aq_wm_task_settled(j->p->wm, job_type(j), AQ_WM_ALREADY_DONE, -1);
         aq_job_log(AQ_LOG_INFO, j, "task already completed elsewhere: result kept", NULL);
         aq_job_settle(j, j->outcome == AQ_OK ? SETTLE_ACK : SETTLE_TERM, 0);
         return;
@@ -114,10 +115,13 @@ static void on_result_stored(void *ctx, aq_status st, uint64_t seq, const aq_err
     /* The Result is durable: only now may the task leave the stream. */
     if (j->outcome == AQ_OK) {
         STAT_ADD(j->p, completed);
+        aq_wm_task_settled(j->p->wm, job_type(j), AQ_WM_COMPLETED, job_seconds(j));
         aq_job_log(AQ_LOG_DEBUG, j, "task completed", NULL);
         aq_job_settle(j, SETTLE_ACK, 0);
     } else {
         STAT_ADD(j->p, failed);
+        aq_wm_task_settled(j->p->wm, job_type(j), j->dead_lettered ? AQ_WM_DEAD_LETTERED : AQ_WM_FAILED,
+                           job_seconds(j));
         aq_job_settle(j, SETTLE_TERM, 0);
     }
 }
@@ -179,6 +183,7 @@ static void on_dead_letter_stored(void *ctx, aq_status st, uint64_t seq, const a
         return;
     }
     STAT_ADD(j->p, dead_lettered);
+    j->dead_lettered = true;
     /* A waiting client gets an answer: a FAILED result, when the id allows. */
     if (aq_job_has_valid_id(j)) {
         j->store_tries = 0;
@@ -186,6 +191,7 @@ static void on_dead_letter_stored(void *ctx, aq_status st, uint64_t seq, const a
         return;
     }
     STAT_ADD(j->p, failed);
+    aq_wm_task_settled(j->p->wm, job_type(j), AQ_WM_DEAD_LETTERED, -1);
     aq_job_settle(j, SETTLE_TERM, 0);
 }
 
@@ -224,6 +230,7 @@ static void on_fail_read(aq_kv_read *rd)
     aq_kv_read_clear(rd);
     if (s == STORED_COMPLETED) {
         STAT_ADD(j->p, already_done);
+        aq_wm_task_settled(j->p->wm, job_type(j), AQ_WM_ALREADY_DONE, -1);
         aq_job_log(AQ_LOG_INFO, j, "task failed here but is already completed: acked", &j->outcome_err);
         aq_job_settle(j, SETTLE_ACK, 0);
         return;
