@@ -2,6 +2,7 @@
 #ifndef AQ_CLI_H
 #define AQ_CLI_H
 
+#include <jansson.h>
 #include <nats/nats.h>
 #include <stdbool.h>
 
@@ -40,6 +41,26 @@ int cmd_wait(int argc, char **argv);
 int cmd_stats(int argc, char **argv);
 int cmd_dlq(int argc, char **argv);
 int cmd_dev(int argc, char **argv);
+int cmd_status(int argc, char **argv);
+
+/* The queue as the server sees it: `agentq stats` prints it, `agentq status`
+ * puts it above the fleet (cmd_stats.c). */
+typedef struct cli_queue_info {
+    int64_t tasks_in_stream;
+    int64_t pending;       /* consumer NumPending: not yet delivered */
+    int64_t ack_pending;   /* delivered, not yet acked */
+    int64_t redelivered;
+    int64_t waiting_pulls;
+    int64_t dead_letters;  /* DLQ stream messages */
+    int64_t results;       /* messages in the results bucket's stream */
+} cli_queue_info;
+
+/* Read the task stream, DLQ, results bucket and consumer info; `out` is
+ * written only on success. */
+aq_status cli_queue_probe(jsCtx *js, const aq_queue_config *q, cli_queue_info *out, aq_err *err);
+/* `agentq stats --json`'s object (those field names, in that order); NULL
+ * when out of memory. */
+json_t *cli_queue_info_json(const cli_queue_info *qi);
 
 /* Wait for the results of `ids` (watching the bucket), print each as a JSON
  * line as it arrives when `print` is set. Returns CLI_OK when all are

@@ -20,18 +20,54 @@ static const aq_option stats_options[] = {
     AQ_OPTIONS_END,
 };
 
-static json_int_t stream_msgs(jsCtx *js, const char *name, aq_err *err)
+static aq_status stream_msgs(jsCtx *js, const char *name, int64_t *n, aq_err *err)
 {
     jsStreamInfo *si = NULL;
     jsErrCode jerr = 0;
     natsStatus s = js_GetStreamInfo(&si, js, name, NULL, &jerr);
-    if (s != NATS_OK) {
-        aq_queue_nats_error(err, s, jerr, name);
-        return -1;
-    }
-    json_int_t n = (json_int_t)si->State.Msgs;
+    if (s != NATS_OK)
+        return aq_queue_nats_error(err, s, jerr, name);
+    *n = (int64_t)si->State.Msgs;
     jsStreamInfo_Destroy(si);
-    return n;
+    return AQ_OK;
+}
+
+/* Shared with `agentq status`. */
+aq_status cli_queue_probe(jsCtx *js, const aq_queue_config *q, cli_queue_info *out, aq_err *err)
+{
+    cli_queue_info qi;
+    jsConsumerInfo *ci = NULL;
+    jsErrCode jerr = 0;
+    char kv_stream[256];
+    aq_status st;
+    aq_queue_kv_stream(q->results_bucket, kv_stream, sizeof(kv_stream));
+    if ((st = stream_msgs(js, q->task_stream, &qi.tasks_in_stream, err)) != AQ_OK ||
+        (st = stream_msgs(js, q->dlq_stream, &qi.dead_letters, err)) != AQ_OK ||
+        (st = stream_msgs(js, kv_stream, &qi.results, err)) != AQ_OK)
+        goto out;
+    natsStatus s = js_GetConsumerInfo(&ci, js, q->task_stream, q->consumer, NULL, &jerr);
+    if (s != NATS_OK) {
+        st = aq_queue_nats_error(err, s, jerr, "consumer");
+        goto out;
+    }
+    qi.pending = (int64_t)ci->NumPending;
+    qi.ack_pending = (int64_t)ci->NumAckPending;
+    qi.redelivered = (int64_t)ci->NumRedelivered;
+    qi.waiting_pulls = (int64_t)ci->NumWaiting;
+    *out = qi;
+out:
+    jsConsumerInfo_Destroy(ci);
+    return st;
+}
+
+json_t *cli_queue_info_json(const cli_queue_info *qi)
+{
+    return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "tasks_in_stream",
+                     (json_int_t)qi->tasks_in_stream, "pending", (json_int_t)qi->pending,
+                     "ack_pending", (json_int_t)qi->ack_pending, "redelivered",
+                     (json_int_t)qi->redelivered, "waiting_pulls", (json_int_t)qi->waiting_pulls,
+                     "dead_letters", (json_int_t)qi->dead_letters, "results",
+                     (json_int_t)qi->results);
 }
 
 int cmd_stats(int argc, char **argv)
@@ -40,34 +76,24 @@ int cmd_stats(int argc, char **argv)
     memset(&cfg, 0, sizeof(cfg));
     natsConnection *nc = NULL;
     jsCtx *js = NULL;
-    jsConsumerInfo *ci = NULL;
+    cli_queue_info qi;
     aq_err err;
-    char kv_stream[256];
     int argi, rc = cli_parse(stats_options, &cfg, argc, argv, "agentq stats [--json]", &argi);
     if (rc >= 0)
         goto out;
     if ((rc = cli_connect(&cfg.queue, &nc, &js)) != CLI_OK)
         goto out;
-    aq_queue_kv_stream(cfg.queue.results_bucket, kv_stream, sizeof(kv_stream));
-    json_int_t tasks = stream_msgs(js, cfg.queue.task_stream, &err);
-    json_int_t dlq = tasks < 0 ? -1 : stream_msgs(js, cfg.queue.dlq_stream, &err);
-    json_int_t results = dlq < 0 ? -1 : stream_msgs(js, kv_stream, &err);
-    jsErrCode jerr = 0;
-    natsStatus s = NATS_OK;
-    if (results >= 0)
-        s = js_GetConsumerInfo(&ci, js, cfg.queue.task_stream, cfg.queue.consumer, NULL, &jerr);
-    if (results < 0 || s != NATS_OK) {
-        if (s != NATS_OK)
-            aq_queue_nats_error(&err, s, jerr, "consumer");
+    if (cli_queue_probe(js, &cfg.queue, &qi, &err) != AQ_OK) {
         cli_error("stats", "%s", err.msg);
         rc = CLI_CONNECT;
         goto out;
     }
-    json_t *o = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "tasks_in_stream", tasks,
-                          "pending", (json_int_t)ci->NumPending, "ack_pending",
-                          (json_int_t)ci->NumAckPending, "redelivered",
-                          (json_int_t)ci->NumRedelivered, "waiting_pulls",
-                          (json_int_t)ci->NumWaiting, "dead_letters", dlq, "results", results);
+    json_t *o = cli_queue_info_json(&qi);
+    if (!o) {
+        cli_error("stats", "out of memory");
+        rc = CLI_ERROR;
+        goto out;
+    }
     if (cfg.json) {
         json_dumpf(o, stdout, JSON_COMPACT | JSON_PRESERVE_ORDER);
         putchar('\n');
@@ -79,7 +105,6 @@ int cmd_stats(int argc, char **argv)
     json_decref(o);
     rc = CLI_OK;
 out:
-    jsConsumerInfo_Destroy(ci);
     aq_queue_disconnect(nc, js);
     aq_config_free(stats_options, &cfg);
     return rc;

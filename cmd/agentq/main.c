@@ -15,6 +15,7 @@ static const struct {
     {"get", cmd_get, "print the results of task ids as JSON lines"},
     {"wait", cmd_wait, "wait for the results of task ids"},
     {"stats", cmd_stats, "queue depth, in-flight, dead letters, stored results"},
+    {"status", cmd_status, "fleet status: queue, workers, throughput, latency, cost (--watch)"},
     {"dlq", cmd_dlq, "dead letters: ls, show, replay, purge"},
     {"dev", cmd_dev, "run everything locally: nats-server, simulator, worker, sample tasks"},
 };
