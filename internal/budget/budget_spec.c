@@ -2,6 +2,8 @@
  * key names and the lease size. No I/O, no clock. */
 #include "budget.h"
 
+#include "core/text.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,11 +18,6 @@ struct aq_budget_spec {
     size_t n;
     spec_entry *e;
 };
-
-static bool is_blank(char c)
-{
-    return c == ' ' || c == '\t';
-}
 
 static bool name_char_ok(unsigned char c)
 {
@@ -89,11 +86,11 @@ aq_status aq_budget_action_parse(const char *s, aq_budget_action *out, aq_err *e
 static aq_status take_name(const char *s, size_t len, char *out, size_t cap, const char *what,
                            size_t entry, aq_err *err)
 {
-    while (len && is_blank(*s)) {
+    while (len && aq_span_is_blank(*s)) {
         s++;
         len--;
     }
-    while (len && is_blank(s[len - 1]))
+    while (len && aq_span_is_blank(s[len - 1]))
         len--;
     if (len == 0)
         return aq_err_set(err, AQ_CONFIG, "budgets: entry %zu: empty %s", entry, what);
@@ -131,9 +128,9 @@ static aq_status parse_entry(const char *s, size_t len, size_t idx, spec_entry *
         e->type[0] = '\0';
     }
     const char *v = eq + 1, *end = s + len;
-    while (v < end && is_blank(*v))
+    while (v < end && aq_span_is_blank(*v))
         v++;
-    while (end > v && is_blank(end[-1]))
+    while (end > v && aq_span_is_blank(end[-1]))
         end--;
     char amount[64];
     if ((size_t)(end - v) >= sizeof(amount))
@@ -163,7 +160,7 @@ aq_status aq_budget_spec_parse(const char *s, aq_budget_spec **out, aq_err *err)
         goto out;
     }
     const char *p = s;
-    while (is_blank(*p))
+    while (aq_span_is_blank(*p))
         p++;
     if (*p == '\0')
         goto out; /* no budgets */

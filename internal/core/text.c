@@ -112,3 +112,22 @@ void aq_redact_urls(const char *urls, char *out, size_t n)
         p = comma + 1;
     }
 }
+
+bool aq_span_is_blank(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+void aq_span_trim(const char **b, const char **e)
+{
+    while (*b < *e && aq_span_is_blank(**b))
+        (*b)++;
+    while (*e > *b && aq_span_is_blank((*e)[-1]))
+        (*e)--;
+}
+
+const char *aq_span_find(const char *b, const char *e, char c)
+{
+    const char *p = memchr(b, c, (size_t)(e - b));
+    return p ? p : e;
+}

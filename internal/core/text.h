@@ -20,4 +20,11 @@ char *aq_utf8_sanitize(const char *s, size_t len, char *out, size_t n);
  * ("user:password@", "token@") replaced by "***@". */
 void aq_redact_urls(const char *urls, char *out, size_t n);
 
+/* Spans [b, e) of configuration strings (limits, prices, budgets). */
+bool aq_span_is_blank(char c); /* space or tab */
+/* Moves *b forward and *e back over blanks. */
+void aq_span_trim(const char **b, const char **e);
+/* The first c in [b, e), or e. */
+const char *aq_span_find(const char *b, const char *e, char c);
+
 #endif

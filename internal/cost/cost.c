@@ -1,5 +1,7 @@
 #include "cost.h"
 
+#include "core/text.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,25 +26,6 @@ struct aq_cost_table {
 };
 
 /* ---- parsing ---- */
-
-static bool is_blank(char c)
-{
-    return c == ' ' || c == '\t';
-}
-
-static void trim(const char **b, const char **e)
-{
-    while (*b < *e && is_blank(**b))
-        (*b)++;
-    while (*e > *b && is_blank((*e)[-1]))
-        (*e)--;
-}
-
-static const char *find_in(const char *b, const char *e, char c)
-{
-    const char *p = memchr(b, c, (size_t)(e - b));
-    return p ? p : e;
-}
 
 /* Quoted input in messages is cut at this many characters. */
 #define QUOTE_MAX 40
@@ -119,7 +102,7 @@ static size_t find_row(const aq_cost_table *t, const char *model, size_t len)
 static aq_status parse_entry(aq_cost_table *t, const char *b, const char *e, bool *given,
                              aq_err *err)
 {
-    const char *eq = find_in(b, e, '=');
+    const char *eq = aq_span_find(b, e, '=');
     const char *colon = NULL;
     for (const char *p = b; p < eq; p++)
         if (*p == ':')
@@ -130,7 +113,7 @@ static aq_status parse_entry(aq_cost_table *t, const char *b, const char *e, boo
                           "model: in=USD, out=USD[, cache_write=USD][, cache_read=USD])",
                           QUOTE(b, e));
     const char *mb = b, *me = colon;
-    trim(&mb, &me);
+    aq_span_trim(&mb, &me);
     if (mb == me)
         return aq_err_set(err, AQ_CONFIG, "prices: entry '%.*s' has no model", QUOTE(b, e));
     if (me - mb > AQ_COST_MODEL_MAX)
@@ -146,7 +129,7 @@ static aq_status parse_entry(aq_cost_table *t, const char *b, const char *e, boo
     model[me - mb] = '\0';
 
     const char *sb = colon + 1, *se = e;
-    trim(&sb, &se);
+    aq_span_trim(&sb, &se);
     if (sb == se)
         return aq_err_set(err, AQ_CONFIG, "prices: %s has no settings", model);
 
@@ -154,18 +137,18 @@ static aq_status parse_entry(aq_cost_table *t, const char *b, const char *e, boo
     bool set[S_COUNT] = {false};
     const char *p = colon + 1;
     for (;;) {
-        const char *ie = find_in(p, e, ',');
+        const char *ie = aq_span_find(p, e, ',');
         const char *ib = p, *iend = ie;
-        trim(&ib, &iend);
+        aq_span_trim(&ib, &iend);
         if (ib == iend)
             return aq_err_set(err, AQ_CONFIG, "prices: %s: empty setting", model);
-        const char *q = find_in(ib, iend, '=');
+        const char *q = aq_span_find(ib, iend, '=');
         if (q == iend)
             return aq_err_set(err, AQ_CONFIG, "prices: %s: '%.*s' is not name=value", model,
                               QUOTE(ib, iend));
         const char *nb = ib, *ne = q, *vb = q + 1, *ve = iend;
-        trim(&nb, &ne);
-        trim(&vb, &ve);
+        aq_span_trim(&nb, &ne);
+        aq_span_trim(&vb, &ve);
         int s = -1;
         for (int k = 0; k < S_COUNT; k++)
             if ((size_t)(ne - nb) == strlen(setting_names[k]) &&
@@ -214,7 +197,7 @@ static aq_status parse_into(aq_cost_table *t, const char *s, aq_err *err)
     bool given[AQ_COST_MAX_MODELS] = {false};
     size_t len = strlen(s);
     const char *b = s, *e = s + len;
-    trim(&b, &e);
+    aq_span_trim(&b, &e);
     if (b == e)
         return AQ_OK;
     if (len > AQ_COST_PRICES_MAX_LEN)
@@ -222,9 +205,9 @@ static aq_status parse_into(aq_cost_table *t, const char *s, aq_err *err)
                           AQ_COST_PRICES_MAX_LEN);
     const char *p = s;
     for (;;) {
-        const char *end = find_in(p, s + len, ';');
+        const char *end = aq_span_find(p, s + len, ';');
         const char *tb = p, *te = end;
-        trim(&tb, &te);
+        aq_span_trim(&tb, &te);
         if (tb == te)
             return aq_err_set(err, AQ_CONFIG, "prices: empty entry (';;' or a ';' at the end)");
         aq_status st = parse_entry(t, tb, te, given, err);

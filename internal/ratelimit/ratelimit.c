@@ -1,5 +1,7 @@
 #include "ratelimit.h"
 
+#include "core/text.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -112,26 +114,6 @@ aq_rl_class aq_rl_model_class(const char *model)
 
 /* ---- the limits string ---- */
 
-static bool is_blank(char c)
-{
-    return c == ' ' || c == '\t';
-}
-
-/* [*b, *e) trimmed of blanks. */
-static void trim(const char **b, const char **e)
-{
-    while (*b < *e && is_blank(**b))
-        (*b)++;
-    while (*e > *b && is_blank((*e)[-1]))
-        (*e)--;
-}
-
-static const char *find_in(const char *b, const char *e, char c)
-{
-    const char *p = memchr(b, c, (size_t)(e - b));
-    return p ? p : e;
-}
-
 /* Quoted pieces of the input in messages are cut at this many characters. */
 #define QUOTE_MAX 32
 #define QUOTE(b, e) (int)((e) - (b) > QUOTE_MAX ? QUOTE_MAX : (e) - (b)), (b)
@@ -139,13 +121,13 @@ static const char *find_in(const char *b, const char *e, char c)
 static aq_status parse_entry(const char *b, const char *e, aq_rl_limits *lim, bool seen[AQ_RL_CLASS_COUNT],
                              aq_err *err)
 {
-    const char *colon = find_in(b, e, ':');
+    const char *colon = aq_span_find(b, e, ':');
     if (colon == e)
         return aq_err_set(err, AQ_CONFIG,
                           "rate limits: entry '%.*s' has no ':' (expected class:rpm=N,itpm=N,otpm=N)",
                           QUOTE(b, e));
     const char *cb = b, *ce = colon;
-    trim(&cb, &ce);
+    aq_span_trim(&cb, &ce);
     int cls = -1;
     for (int c = 0; c < AQ_RL_CLASS_COUNT; c++)
         if ((size_t)(ce - cb) == strlen(class_names[c]) && memcmp(cb, class_names[c], (size_t)(ce - cb)) == 0)
@@ -159,25 +141,25 @@ static aq_status parse_entry(const char *b, const char *e, aq_rl_limits *lim, bo
     seen[cls] = true;
 
     const char *sb = colon + 1, *se = e;
-    trim(&sb, &se);
+    aq_span_trim(&sb, &se);
     if (sb == se)
         return aq_err_set(err, AQ_CONFIG, "rate limits: class '%s' has no settings", class_names[cls]);
 
     bool set[AQ_RL_DIM_COUNT] = {false};
     const char *p = colon + 1;
     for (;;) {
-        const char *ie = find_in(p, e, ',');
+        const char *ie = aq_span_find(p, e, ',');
         const char *ib = p, *iend = ie;
-        trim(&ib, &iend);
+        aq_span_trim(&ib, &iend);
         if (ib == iend)
             return aq_err_set(err, AQ_CONFIG, "rate limits: %s: empty setting", class_names[cls]);
-        const char *eq = find_in(ib, iend, '=');
+        const char *eq = aq_span_find(ib, iend, '=');
         if (eq == iend)
             return aq_err_set(err, AQ_CONFIG, "rate limits: %s: '%.*s' is not name=value",
                               class_names[cls], QUOTE(ib, iend));
         const char *nb = ib, *ne = eq, *vb = eq + 1, *ve = iend;
-        trim(&nb, &ne);
-        trim(&vb, &ve);
+        aq_span_trim(&nb, &ne);
+        aq_span_trim(&vb, &ve);
         int dim = -1;
         for (int d = 0; d < AQ_RL_DIM_COUNT; d++)
             if ((size_t)(ne - nb) == strlen(setting_names[d]) &&
@@ -224,16 +206,16 @@ aq_status aq_rl_limits_parse(const char *s, aq_rl_limits *out, aq_err *err)
     if (len > AQ_RL_LIMITS_MAX_LEN)
         return aq_err_set(err, AQ_CONFIG, "rate limits: longer than %d characters", AQ_RL_LIMITS_MAX_LEN);
     const char *b = s, *e = s + len;
-    trim(&b, &e);
+    aq_span_trim(&b, &e);
     if (b == e) {
         *out = lim;
         return AQ_OK;
     }
     size_t n = 0;
     for (const char *p = s;;) {
-        const char *ee = find_in(p, s + len, ';');
+        const char *ee = aq_span_find(p, s + len, ';');
         const char *tb = p, *te = ee;
-        trim(&tb, &te);
+        aq_span_trim(&tb, &te);
         n++;
         if (tb == te)
             return aq_err_set(err, AQ_CONFIG, "rate limits: entry %zu is empty", n);
