@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "budget/budget.h"
 #include "cli.h"
 #include "core/buf.h"
 #include "core/clock.h"
@@ -413,6 +414,10 @@ int cmd_dev(int argc, char **argv)
     if (cli_connect(&cfg.queue, &nc, &js) != CLI_OK)
         goto out;
     if (aq_queue_ensure(js, &cfg.queue, NULL, NULL, &err) != AQ_OK) {
+        cli_error("dev", "init: %s", err.msg);
+        goto out;
+    }
+    if (aq_budget_bucket_ensure(js, NULL, 0, (int)cfg.queue.replicas, NULL, &err) != AQ_OK) {
         cli_error("dev", "init: %s", err.msg);
         goto out;
     }

@@ -696,6 +696,13 @@ bool aq_budget_remaining(const aq_budget *b, const char *tenant, const char *typ
     return true;
 }
 
+int64_t aq_budget_in_flight(const aq_budget *b, const char *tenant, const char *type)
+{
+    budget_def *d = b ? find_def(b, tenant ? tenant : "", type ? type : "") : NULL;
+    day_budget *db = d && d->cur && d->cur->day == b->today ? d->cur : NULL;
+    return db ? db->in_flight : 0;
+}
+
 int64_t aq_budget_spent_today(const aq_budget *b, const char *tenant)
 {
     if (!b || !b->spent)

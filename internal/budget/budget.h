@@ -305,6 +305,13 @@ void aq_budget_cancel(aq_budget *b, aq_budget_reservation *r);
  * them back. false when there is no such budget. For metrics and status. */
 bool aq_budget_remaining(const aq_budget *b, const char *tenant, const char *type,
                          int64_t *remaining_micro);
+/* What this worker's granted, unsettled reservations hold of the budget of
+ * (tenant, type) today (type NULL or "" = the tenant's own budget): the
+ * bounds reserved for its calls in flight. An EXCEEDED answer while this is
+ * above 0 may turn into a grant once they settle below their bounds (the
+ * refund goes to the local lease), so the caller may ask again then rather
+ * than give up for the day. 0 when there is no such budget. */
+int64_t aq_budget_in_flight(const aq_budget *b, const char *tenant, const char *type);
 /* This worker's real cost today for a tenant (every tenant, budgeted or not). */
 int64_t aq_budget_spent_today(const aq_budget *b, const char *tenant);
 

@@ -288,6 +288,7 @@ aq_status aq_pipeline_start(struct event_base *base, const aq_worker_config *cfg
                         cfg->queue.consumer, (long long)p->ack_wait_ms);
         goto fail;
     }
+    p->max_deliver = max_deliver;
     aq_log(AQ_LOG_INFO, "consumer bound", AQ_LF_S("consumer", cfg->queue.consumer),
            AQ_LF_I("ack_wait_ms", p->ack_wait_ms), AQ_LF_I("max_deliver", max_deliver));
     if ((st = aq_mailbox_new(base, &p->mb, err)) != AQ_OK)
@@ -296,6 +297,8 @@ aq_status aq_pipeline_start(struct event_base *base, const aq_worker_config *cfg
         goto fail;
     if ((st = aq_kv_reader_new(p->js, cfg->queue.results_bucket, cfg->store_timeout_ms, p->mb,
                                &p->reader, err)) != AQ_OK)
+        goto fail;
+    if ((st = aq_spend_start(p, err)) != AQ_OK)
         goto fail;
 
     aq_llm_client_config lc = {
@@ -349,6 +352,8 @@ void aq_pipeline_set_metrics(aq_pipeline *p, aq_worker_metrics *wm)
     aq_err err;
     p->wm = wm;
     aq_wm_watch_ratelimit(wm, p->limiter, &err);
+    if (p->spend)
+        aq_wm_watch_budget(wm, p->spend, &err);
 }
 
 void aq_pipeline_get_stats(const aq_pipeline *p, aq_pipeline_stats *out)
@@ -381,6 +386,9 @@ void aq_pipeline_destroy(aq_pipeline *p)
     aq_fetcher_destroy(p->fetcher);
     if (p->nc)
         natsConnection_FlushTimeout(p->nc, FLUSH_TIMEOUT_MS);
+    /* Every job is released (reservations settled or cancelled): give the
+     * budget leases back and write the spent figures while connected. */
+    aq_spend_stop(p);
     /* Close first: no publish acknowledgement or connection callback may
      * arrive after this, so what they point at can be freed. */
     aq_queue_disconnect(p->nc, p->js);

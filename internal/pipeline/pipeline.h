@@ -41,6 +41,14 @@ void aq_pipeline_set_metrics(aq_pipeline *p, struct aq_worker_metrics *wm);
 
 void aq_pipeline_get_stats(const aq_pipeline *p, aq_pipeline_stats *out);
 
+/* The configured daily budgets with this worker's view of what is left
+ * today (limit minus what the fleet has leased, plus this worker's unused
+ * lease), in micro-dollars; type "" is a tenant's own budget. For the fleet
+ * status. Loop thread. Nothing when no budgets are set. */
+typedef void (*aq_pipeline_budget_fn)(void *ctx, const char *tenant, const char *type,
+                                      int64_t limit_micro, int64_t remaining_micro);
+void aq_pipeline_each_budget(aq_pipeline *p, aq_pipeline_budget_fn fn, void *ctx);
+
 /* Closes the connection and frees everything. Accepts NULL. */
 void aq_pipeline_destroy(aq_pipeline *p);
 

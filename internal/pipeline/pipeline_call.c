@@ -196,6 +196,8 @@ void aq_job_call(job *j)
         aq_job_fail(j, AQ_EXPIRED, &err);
         return;
     }
+    if (!aq_job_spend_reserve(j)) /* the tenant's daily budget: pipeline_spend.c */
+        return;
     if (!take_budget(j))
         return;
     j->stage = STAGE_CALLING;
@@ -208,6 +210,7 @@ void aq_job_call(job *j)
         aq_wm_set_llm_in_flight(p->wm, (int64_t)++p->llm_in_flight);
     if (st != AQ_OK) {
         aq_rl_release(p->limiter, &j->budget, aq_mono_ms());
+        aq_job_spend_release(j); /* no call: nothing spent */
         j->stage = STAGE_QUEUED;
         aq_job_dispose(j, st, &err);
     }
@@ -240,6 +243,8 @@ static void on_llm_done(void *ctx, const aq_llm_call_result *res)
     aq_rl_finish(j->p->limiter, &j->budget, res,
                  answered && st == AQ_OK ? &j->response.usage : NULL, aq_mono_ms(),
                  aq_now_unix_ms());
+    if (!answered || st != AQ_OK)
+        aq_job_spend_settle(j, res); /* 0, or the bound when it may have been billed */
     if (res->transport != AQ_OK) {
         aq_err_set(&err, res->transport, "%s", res->error ? res->error : aq_status_text(res->transport));
         aq_job_dispose(j, res->transport, &err);
@@ -256,6 +261,7 @@ static void on_llm_done(void *ctx, const aq_llm_call_result *res)
     }
     j->have_response = true;
     price_answer(j);
+    aq_job_spend_settle(j, NULL);
     aq_wm_tokens(j->p->wm, job_type(j), j->model, j->response.usage.input_tokens,
                  j->response.usage.output_tokens, j->response.usage.cache_creation_input_tokens,
                  j->response.usage.cache_read_input_tokens);

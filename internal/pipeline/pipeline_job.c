@@ -167,6 +167,7 @@ static void job_release(job *j)
         aq_wm_set_llm_in_flight(p->wm, (int64_t)--p->llm_in_flight);
     if (j->call)
         aq_rl_commit(p->limiter, &j->budget, NULL, NULL, aq_mono_ms(), aq_now_unix_ms());
+    aq_job_spend_release(j); /* before the call is cancelled: it may be charged */
     aq_llm_call_cancel(j->call);
     aq_llm_response_free(&j->response);
     aq_task_free(j->task);

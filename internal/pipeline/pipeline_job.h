@@ -4,6 +4,8 @@
  *   pipeline_store.c  the Result (compare-and-set), dead letters
  *   pipeline_job.c    a job's life: timers, dispose (status -> wait, retry or
  *                     failure), settle (ack, term or hand back), release
+ *   pipeline_spend.c  the tenants' daily spending budgets: reserve before a
+ *                     call, settle after it, defer or fail when spent
  * Everything here runs on the loop thread unless it says otherwise. */
 #ifndef AQ_PIPELINE_JOB_H
 #define AQ_PIPELINE_JOB_H
@@ -15,6 +17,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "budget/budget.h"
 #include "core/buf.h"
 #include "cost/cost.h"
 #include "route/route.h"
@@ -79,6 +82,10 @@ typedef struct job {
     uint64_t cost_micro_usd; /* of the answer stored (0 for a cache hit) */
     bool cost_unknown;       /* the model has no price: the cost is not 0, just unknown */
     aq_rl_reservation budget; /* the rate budget this call holds, if any */
+    /* the tenant's daily spending budget (pipeline_spend.c) */
+    aq_budget_reservation spend; /* amount_micro: the bound of the call's cost */
+    bool spend_held;     /* `spend` is granted and not settled yet */
+    bool spend_pending;  /* waiting for the budget's answer (cancel when released) */
     bool waits_for_budget;
     aq_buf request;
     aq_llm_call *call;
@@ -134,6 +141,11 @@ struct aq_pipeline {
     size_t waiting_for_budget; /* jobs; while any, the fetcher is paused */
     aq_route *router;      /* routing rules, allowlist, fallback */
     aq_cost_table *prices; /* loop thread only (it notes unpriced models) */
+    aq_budget *spend;           /* spending budgets and the fleet's spent figures; NULL
+                                   when no budgets are set and the bucket is missing */
+    aq_budget_spec *budgets;    /* the configured budgets, for messages */
+    aq_budget_action budget_action;
+    int64_t max_deliver;        /* the consumer's, as the server has it (-1: none) */
     aq_llm_request_opts request_opts;
     const char *crash_marker; /* test builds only: see aq_job_begin */
     bool careful;             /* fetcher thread only: holding one task at a time */
@@ -170,6 +182,25 @@ void aq_job_begin(job *j);
 void aq_job_call(job *j);
 void aq_job_budget_wait_over(job *j, aq_pipeline *p);
 bool aq_job_try_fallback(job *j);
+
+/* pipeline_spend.c */
+/* Creates p->spend (and checks its bucket) once connected. */
+aq_status aq_spend_start(aq_pipeline *p, aq_err *err);
+/* Gives the leases back and flushes the spent figures: before the
+ * connection closes, after every job is released. */
+void aq_spend_stop(aq_pipeline *p);
+/* Before a call: true when the job holds its spending reservation (or no
+ * budget applies); false when it waits for the budget's answer, was handed
+ * back until the budget resets, or failed. */
+bool aq_job_spend_reserve(job *j);
+/* After a call: settle with what it cost. `res` NULL: the answer was priced
+ * (j->cost_micro_usd); otherwise an unanswered call, charged 0 when the
+ * provider cannot have billed it and the reserved bound when it may have. */
+void aq_job_spend_settle(job *j, const aq_llm_call_result *res);
+/* Before the job goes (or a call did not start): cancel a pending
+ * reservation; a held one is charged its bound when a call is in flight
+ * (cut off: it may be billed), else nothing. */
+void aq_job_spend_release(job *j);
 
 /* pipeline_store.c */
 void aq_job_complete(job *j);

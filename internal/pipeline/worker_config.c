@@ -1,6 +1,7 @@
 #include "worker_config.h"
 
 #include "core/list.h"
+#include "budget/budget.h"
 #include "cost/cost.h"
 #include "ratelimit/ratelimit.h"
 #include "route/route.h"
@@ -45,6 +46,19 @@ const aq_option aq_worker_options[] = {
     {"cache_share_tenants", "AGENTQ_CACHE_SHARE_TENANTS", AQ_OPT_BOOL, "false", 0, 0,
      offsetof(W, cache_share_tenants),
      "one response cache for all tenants (default: a tenant only sees its own cached answers)"},
+    {"budgets", "AGENTQ_BUDGETS", AQ_OPT_STRING, "", 0, 0, offsetof(W, budgets),
+     "daily spending budgets in USD per UTC day, per tenant and optionally per tenant/type, shared by the fleet, e.g. acme=25,globex=5;acme/summarize=2 (empty: none; the fleet's cost today is still recorded per tenant)"},
+    {"budget_action", "AGENTQ_BUDGET_ACTION", AQ_OPT_STRING, "defer", 0, 0,
+     offsetof(W, budget_action),
+     "a task whose tenant's budget is spent: defer (handed back until the budget day resets at 00:00 UTC) or fail (dead-lettered with class budget_exceeded)"},
+    {"budget_bucket", "AGENTQ_BUDGET_BUCKET", AQ_OPT_STRING, "agentq-budgets", 0, 0,
+     offsetof(W, budget_bucket), "KV bucket of the budgets and the fleet's spent figures (agentq init creates it)"},
+    {"budget_flush", "AGENTQ_BUDGET_FLUSH", AQ_OPT_DURATION, "2s", 100, 60000,
+     offsetof(W, budget_flush_ms), "how often this worker writes its spent figures and tidies its budget leases"},
+    {"budget_idle_return", "AGENTQ_BUDGET_IDLE_RETURN", AQ_OPT_DURATION, "10s", 100, 3600000,
+     offsetof(W, budget_idle_return_ms), "a budget lease unused this long is given back to the fleet"},
+    {"budget_kv_timeout", "AGENTQ_BUDGET_KV_TIMEOUT", AQ_OPT_DURATION, "2s", 100, 60000,
+     offsetof(W, budget_kv_timeout_ms), "one round trip to the budget bucket"},
     {"default_max_tokens", "AGENTQ_DEFAULT_MAX_TOKENS", AQ_OPT_INT, "1024", 1, 1000000,
      offsetof(W, default_max_tokens), "max_tokens for tasks that set none"},
     {"llm_connect_timeout", "AGENTQ_LLM_CONNECT_TIMEOUT", AQ_OPT_DURATION, "10s", 100, 600000,
@@ -121,6 +135,14 @@ aq_status aq_worker_config_validate(const aq_worker_config *cfg, aq_err *err)
     if ((st = aq_route_new(&rc, &router, err)) != AQ_OK)
         return aq_err_prefix(err, "routes");
     aq_route_destroy(router);
+    aq_budget_spec *spec = NULL;
+    if ((st = aq_budget_spec_parse(cfg->budgets, &spec, err)) != AQ_OK)
+        return st; /* the message names budgets and the entry */
+    aq_budget_spec_free(spec);
+    aq_budget_action action;
+    if ((st = aq_budget_action_parse(cfg->budget_action, &action, err)) != AQ_OK)
+        return aq_err_set(err, AQ_CONFIG, "budget_action: '%s' is not defer or fail",
+                          cfg->budget_action ? cfg->budget_action : "");
     if (!cfg->api_key || !*cfg->api_key)
         return aq_err_set(err, AQ_CONFIG,
                           "no API key: set ANTHROPIC_API_KEY (or --api_key, or api_key in the "

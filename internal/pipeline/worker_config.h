@@ -26,6 +26,13 @@ typedef struct aq_worker_config {
     char *cache_bucket;
     int64_t cache_ttl_ms;
     bool cache_share_tenants;
+    /* daily spending budgets (internal/budget) */
+    char *budgets;            /* internal/budget grammar; empty: none (spent is still kept) */
+    char *budget_action;      /* "defer" or "fail" */
+    char *budget_bucket;
+    int64_t budget_flush_ms;
+    int64_t budget_idle_return_ms;
+    int64_t budget_kv_timeout_ms;
     int64_t default_max_tokens;
     int64_t llm_connect_timeout_ms;
     int64_t llm_timeout_ms;

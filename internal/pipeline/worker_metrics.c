@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "budget/budget.h"
 #include "core/clock.h"
 #include "queue/queue_probe.h"
 #include "ratelimit/ratelimit.h"
@@ -100,6 +101,7 @@ struct aq_worker_metrics {
     aq_mseries *cache[AQ_WM_CACHE_RESULT_COUNT];
     const aq_rl *rl;
     const struct aq_queue_probe *probe;
+    const aq_budget *budget;
 };
 
 aq_status aq_wm_new(aq_metrics *reg, const aq_wm_config *cfg, aq_worker_metrics **out,
@@ -296,6 +298,28 @@ aq_status aq_wm_watch_ratelimit(aq_worker_metrics *wm, const aq_rl *rl, aq_err *
 {
     wm->rl = rl;
     return aq_metrics_on_collect(wm->reg, collect_ratelimit, wm, err);
+}
+
+static void budget_row(void *arg, const char *tenant, const char *type, int64_t limit_micro,
+                       int64_t remaining_micro)
+{
+    (void)limit_micro;
+    if (!*type)
+        aq_wm_budget_remaining(arg, tenant, remaining_micro);
+}
+
+static void collect_budget(void *arg)
+{
+    aq_worker_metrics *wm = arg;
+    aq_budget_each(wm->budget, budget_row, wm);
+}
+
+aq_status aq_wm_watch_budget(aq_worker_metrics *wm, const aq_budget *b, aq_err *err)
+{
+    if (!wm)
+        return AQ_OK;
+    wm->budget = b;
+    return aq_metrics_on_collect(wm->reg, collect_budget, wm, err);
 }
 
 static void collect_probe(void *arg)

@@ -22,6 +22,7 @@
 #include "metrics/metrics.h"
 
 struct aq_rl;
+struct aq_budget;
 struct aq_queue_probe;
 
 #define AQ_WM_MAX_TYPES 200       /* distinct task types; more: type="_other" */
@@ -119,6 +120,10 @@ void aq_wm_set_queue(aq_worker_metrics *wm, int64_t pending, int64_t ack_pending
  * limiter is used on the loop thread, like the registry; it must outlive
  * wm). Only (key, class, dimension) with a reported value are exposed. */
 aq_status aq_wm_watch_ratelimit(aq_worker_metrics *wm, const struct aq_rl *rl, aq_err *err);
+/* Fill agentq_budget_remaining_usd from the budget client at every scrape
+ * (tenant budgets; tenant/type budgets have no label for the type). The
+ * client runs on the loop thread and must outlive wm. */
+aq_status aq_wm_watch_budget(aq_worker_metrics *wm, const struct aq_budget *b, aq_err *err);
 /* Fill the queue gauges from the probe at every scrape (the probe must
  * outlive wm; its values are atomics, safe to read on the loop). */
 aq_status aq_wm_watch_probe(aq_worker_metrics *wm, const struct aq_queue_probe *probe,

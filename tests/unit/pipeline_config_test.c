@@ -166,6 +166,45 @@ static void test_validate_base_url(void **state)
     }
 }
 
+static void test_validate_budgets(void **state)
+{
+    aq_worker_config *cfg = *state;
+    aq_err err;
+    /* Defaults: no budgets, defer, the default bucket. */
+    assert_int_equal(LOAD(cfg, &err, "--api_key=k"), AQ_OK);
+    assert_string_equal(cfg->budgets, "");
+    assert_string_equal(cfg->budget_action, "defer");
+    assert_string_equal(cfg->budget_bucket, "agentq-budgets");
+    assert_int_equal(cfg->budget_flush_ms, 2000);
+    assert_int_equal(cfg->budget_idle_return_ms, 10000);
+    assert_int_equal(cfg->budget_kv_timeout_ms, 2000);
+    assert_int_equal(aq_worker_config_validate(cfg, &err), AQ_OK);
+
+    assert_int_equal(LOAD(cfg, &err, "--api_key=k", "--budgets=acme=25,globex=5;acme/summarize=2",
+                          "--budget_action=fail"),
+                     AQ_OK);
+    assert_int_equal(aq_worker_config_validate(cfg, &err), AQ_OK);
+
+    /* A bad budgets string names the option and the entry. */
+    const char *bad[][2] = {
+        {"--budgets=acme=25,acme=3", "given twice"},
+        {"--budgets=acme", "missing \"=\""},
+        {"--budgets=acme=-1", "entry 1"},
+        {"--budgets=acme=1.1234567", "entry 1"},
+        {"--budgets=acme=5,,globex=1", "entry 2"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(LOAD(cfg, &err, "--api_key=k", (char *)bad[i][0]), AQ_OK);
+        aq_err_clear(&err);
+        assert_int_equal(aq_worker_config_validate(cfg, &err), AQ_CONFIG);
+        if (strncmp(err.msg, "budgets: ", 9) != 0 || !strstr(err.msg, bad[i][1]))
+            fail_msg("%s: error '%s'", bad[i][0], err.msg);
+    }
+    assert_int_equal(LOAD(cfg, &err, "--api_key=k", "--budget_action=drop"), AQ_OK);
+    assert_int_equal(aq_worker_config_validate(cfg, &err), AQ_CONFIG);
+    assert_string_equal(err.msg, "budget_action: 'drop' is not defer or fail");
+}
+
 static void test_validate_retry_and_tokens(void **state)
 {
     aq_worker_config *cfg = *state;
@@ -281,6 +320,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_validate_needs_api_key, setup, teardown),
         cmocka_unit_test_setup_teardown(test_validate_base_url, setup, teardown),
         cmocka_unit_test_setup_teardown(test_validate_retry_and_tokens, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_validate_budgets, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_values_are_specific, setup, teardown),
         cmocka_unit_test_setup_teardown(test_env_and_cli, setup, teardown),
         cmocka_unit_test_setup_teardown(test_print_config_redacts, setup, teardown),
