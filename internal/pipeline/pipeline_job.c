@@ -87,7 +87,12 @@ static void job_wait(job *j, int64_t delay_ms, const aq_err *err)
     }
     aq_job_log(AQ_LOG_INFO, j, "task will be retried", err);
     aq_llm_response_free(&j->response);
-    if (p->stopping) {
+    aq_job_call_after(j, delay_ms);
+}
+
+void aq_job_call_after(job *j, int64_t delay_ms)
+{
+    if (j->p->stopping) {
         aq_job_settle(j, SETTLE_NAK, delay_ms);
         return;
     }

@@ -172,6 +172,9 @@ bool aq_job_has_valid_id(const job *j);
 bool aq_job_after(job *j, int64_t ms, void (*fn)(job *));
 stored_state aq_job_read_stored(const job *j, const aq_kv_read *rd);
 int64_t aq_job_backoff_ms(const aq_worker_config *cfg, uint32_t attempt);
+/* Wait in place (still owned), then aq_job_call; when shutting down, hand
+ * the task back with that delay instead. */
+void aq_job_call_after(job *j, int64_t delay_ms);
 /* The one place a status becomes a result, a wait or a dead letter. */
 void aq_job_dispose(job *j, aq_status st, const aq_err *err);
 /* The one place a message is acked, terminated or handed back; frees j. */

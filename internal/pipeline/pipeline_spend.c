@@ -194,13 +194,7 @@ static void spend_unavailable(job *j)
     STAT_ADD(p, deferred);
     aq_wm_deferral(p->wm, AQ_WM_DEFER_BUDGET);
     aq_job_log(AQ_LOG_WARN, j, "budget bucket unavailable: the call waits", &e);
-    if (p->stopping) {
-        aq_job_settle(j, SETTLE_NAK, delay);
-        return;
-    }
-    j->stage = STAGE_WAITING;
-    if (!aq_job_after(j, delay, aq_job_call))
-        aq_job_settle(j, SETTLE_NAK, delay);
+    aq_job_call_after(j, delay);
 }
 
 /* ---- reserve, settle, release ---- */
