@@ -128,6 +128,8 @@ void aq_job_begin(job *j)
         aq_job_settle(j, SETTLE_NAK, aq_job_backoff_ms(p->cfg, 1));
         return;
     }
+    if (aq_job_cache_lookup(j))
+        return;
     aq_job_call(j);
 }
 
@@ -260,5 +262,6 @@ static void on_llm_done(void *ctx, const aq_llm_call_result *res)
                  j->response.usage.output_tokens, j->response.usage.cache_creation_input_tokens,
                  j->response.usage.cache_read_input_tokens);
     aq_wm_cost(j->p->wm, job_type(j), j->model, j->task->tenant, (int64_t)j->cost_micro_usd);
+    aq_job_cache_share(j);
     aq_job_complete(j);
 }

@@ -1,5 +1,6 @@
 #include "worker_config.h"
 
+#include "cache/cache_config.h"
 #include "core/list.h"
 #include "cost/cost.h"
 #include "ratelimit/ratelimit.h"
@@ -38,10 +39,7 @@ const aq_option aq_worker_options[] = {
     {"prompt_cache_min_tokens", "AGENTQ_PROMPT_CACHE_MIN_TOKENS", AQ_OPT_INT, "0", 0, 1000000,
      offsetof(W, prompt_cache_min_tokens),
      "mark system prompts of at least this many estimated tokens (bytes/4) with cache_control, so repeats bill at the cache-read price; 0 = off"},
-    {"cache_bucket", "AGENTQ_CACHE_BUCKET", AQ_OPT_STRING, "agentq-cache", 0, 0,
-     offsetof(W, cache_bucket), "KV bucket of the response cache"},
-    {"cache_ttl", "AGENTQ_CACHE_TTL", AQ_OPT_DURATION, "24h", 1000, 2592000000.0,
-     offsetof(W, cache_ttl_ms), "how long a cached response is kept"},
+    AQ_CACHE_BUCKET_OPTIONS(W, cache_bucket, cache_ttl_ms),
     {"cache_share_tenants", "AGENTQ_CACHE_SHARE_TENANTS", AQ_OPT_BOOL, "false", 0, 0,
      offsetof(W, cache_share_tenants),
      "one response cache for all tenants (default: a tenant only sees its own cached answers)"},
