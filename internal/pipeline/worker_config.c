@@ -3,6 +3,7 @@
 #include "cache/cache_config.h"
 #include "core/list.h"
 #include "cost/cost.h"
+#include "fleet/fleet_snapshot.h"
 #include "ratelimit/ratelimit.h"
 #include "route/route.h"
 
@@ -82,6 +83,13 @@ const aq_option aq_worker_options[] = {
     {"metrics_max_tenants", "AGENTQ_METRICS_MAX_TENANTS", AQ_OPT_INT, "100", 1, 100000,
      offsetof(W, metrics_max_tenants),
      "distinct tenant label values in metrics; more are folded into tenant=\"_other\""},
+    {"status_subject", "AGENTQ_STATUS_SUBJECT", AQ_OPT_STRING, AQ_FLEET_DEFAULT_SUBJECT, 0, 0,
+     offsetof(W, status_subject),
+     "subject prefix of the fleet status snapshots (<prefix>.<worker>, read by agentq status)"},
+    {"status_interval", "AGENTQ_STATUS_INTERVAL", AQ_OPT_DURATION, AQ_FLEET_DEFAULT_INTERVAL,
+     1000, 3600000,
+     offsetof(W, status_interval_ms),
+     "how often the worker publishes a fleet status snapshot (set agentq status to the same)"},
     AQ_OPTIONS_END,
 };
 
@@ -119,6 +127,14 @@ aq_status aq_worker_config_validate(const aq_worker_config *cfg, aq_err *err)
     if ((st = aq_route_new(&rc, &router, err)) != AQ_OK)
         return aq_err_prefix(err, "routes");
     aq_route_destroy(router);
+    /* The same check as `agentq status`: a prefix that one of them refuses
+     * would leave the screen empty without an error. */
+    if (!aq_fleet_prefix_valid(cfg->status_subject))
+        return aq_err_set(err, AQ_CONFIG,
+                          "status_subject '%.*s' is not a subject prefix (dot-separated tokens, "
+                          "no wildcards or spaces, at most %d bytes)",
+                          AQ_FLEET_PREFIX_MAX, cfg->status_subject ? cfg->status_subject : "",
+                          AQ_FLEET_PREFIX_MAX);
     if (!cfg->api_key || !*cfg->api_key)
         return aq_err_set(err, AQ_CONFIG,
                           "no API key: set ANTHROPIC_API_KEY (or --api_key, or api_key in the "

@@ -49,6 +49,9 @@ typedef struct aq_worker_config {
     int64_t metrics_port;        /* 0: no HTTP server */
     char *metrics_bind;
     int64_t metrics_max_tenants; /* tenant label values before "_other" */
+    /* fleet status: snapshots on <status_subject>.<worker> (agentq status) */
+    char *status_subject;
+    int64_t status_interval_ms;
 } aq_worker_config;
 
 /* Caps on the comma-separated lists. */
