@@ -90,7 +90,7 @@ export AGENTQ_NATS_USER=$NUSER AGENTQ_NATS_PASSWORD="$PASS"
 # cli NAME ARGS...: the CLI with its stdout and stderr kept as cli-NAME.log.
 cli() { local n=$1; shift; "$AGENTQ" "$@" >> "$T/cli-$n.log" 2>&1; }
 cli init init || fail "agentq init with user and password: $(cat "$T/cli-init.log")"
-rc=0; AGENTQ_NATS_PASSWORD= cli noauth stats || rc=$?
+rc=0; AGENTQ_NATS_PASSWORD='' cli noauth stats || rc=$?
 [ "$rc" -eq 3 ] || fail "the server does not ask for credentials (stats without them exited $rc)"
 
 METRICS_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -103,7 +103,7 @@ grep -q '^api_key *= *<redacted>' "$T/worker-print-config.log" &&
     grep -q '^nats_token *= *<redacted>' "$T/worker-print-config.log" &&
     grep -q '^base_url *= *http://\*\*\*@proxy:8080' "$T/worker-print-config.log" ||
     fail "--print-config does not redact: $(grep 'api_key\|token\|url' "$T/worker-print-config.log")"
-AGENTQ_NATS_USER= AGENTQ_NATS_PASSWORD= WORKER_NAME=wa start_worker "${W_COMMON[@]}" --nats_url="$WURL" \
+AGENTQ_NATS_USER='' AGENTQ_NATS_PASSWORD='' WORKER_NAME=wa start_worker "${W_COMMON[@]}" --nats_url="$WURL" \
     --metrics_port="$METRICS_PORT" --metrics_bind=127.0.0.1 --concurrency=32
 WA=$WORKER_PID
 
@@ -134,7 +134,7 @@ cli submit submit --file "$T/rs.jsonl" --quiet || fail "submit: $(cat "$T/cli-su
 sleep 0.5
 kill -TERM "$WA"; wait "$WA" || fail "worker wa did not exit 0 on SIGTERM"
 forget_pid "$WA"
-AGENTQ_NATS_USER= AGENTQ_NATS_PASSWORD= ANTHROPIC_API_KEY= WORKER_NAME=wb start_worker \
+AGENTQ_NATS_USER='' AGENTQ_NATS_PASSWORD='' ANTHROPIC_API_KEY='' WORKER_NAME=wb start_worker \
     "${W_COMMON[@]}" --api_key="$KEY" --nats_url="nats://$NATS_HOSTPORT" --nats_user=$NUSER \
     --nats_password="$PASS"
 WB=$WORKER_PID
@@ -144,7 +144,7 @@ kill -TERM "$WB"; wait "$WB" || fail "worker wb did not exit 0"
 forget_pid "$WB"
 
 # A wrong API key: the simulator answers 401 and the tasks are dead-lettered.
-AGENTQ_NATS_USER= AGENTQ_NATS_PASSWORD= WORKER_NAME=wc start_worker "${W_COMMON[@]}" --api_key="$WRONG_KEY" --nats_url="$WURL"
+AGENTQ_NATS_USER='' AGENTQ_NATS_PASSWORD='' WORKER_NAME=wc start_worker "${W_COMMON[@]}" --api_key="$WRONG_KEY" --nats_url="$WURL"
 WC=$WORKER_PID
 cli submit submit --id=badkey-1 --type=it --tenant=acme --prompt=hi --quiet
 rc=0; cli wait wait --timeout=20s badkey-1 || rc=$?
@@ -159,8 +159,8 @@ bad_start() {
     [ "$rc" -eq 3 ] || fail "worker $name exited $rc, want 3: $(cat "$T/worker-$name.log")"
     grep -qi "authenticat\|authoriz" "$T/worker-$name.log" || fail "worker $name: no authentication error: $(cat "$T/worker-$name.log")"
 }
-AGENTQ_NATS_USER= AGENTQ_NATS_PASSWORD= bad_start badurl --nats_url="nats://$NUSER:$WRONG_PASS@$NATS_HOSTPORT"
-AGENTQ_NATS_USER= AGENTQ_NATS_PASSWORD= bad_start badflag --nats_url="nats://$NATS_HOSTPORT" \
+AGENTQ_NATS_USER='' AGENTQ_NATS_PASSWORD='' bad_start badurl --nats_url="nats://$NUSER:$WRONG_PASS@$NATS_HOSTPORT"
+AGENTQ_NATS_USER='' AGENTQ_NATS_PASSWORD='' bad_start badflag --nats_url="nats://$NATS_HOSTPORT" \
     --nats_user=$NUSER --nats_password="$WRONG_PASS"
 # Credentials in base_url are refused (sent on every call to whoever serves it).
 rc=0; "$WORKER" --worker_name=badbase --base_url="http://proxyuser:$PROXY_PASS@${SIM_URL#http://}" \
@@ -188,12 +188,12 @@ cli status status --wait=1s || true # no worker runs now: the queue figures only
 # Token authentication: the same server and store with a token instead.
 sed -i "s#^authorization.*#authorization { token: \"$TOKEN\" }#" "$T/nats.conf"
 bounce_nats TERM 0
-export AGENTQ_NATS_USER= AGENTQ_NATS_PASSWORD= AGENTQ_NATS_TOKEN="$TOKEN"
+export AGENTQ_NATS_USER='' AGENTQ_NATS_PASSWORD='' AGENTQ_NATS_TOKEN="$TOKEN"
 WORKER_NAME=wd start_worker "${W_COMMON[@]}"
 WD=$WORKER_PID
 for i in 1 2 3; do cli submit submit --id="tok-$i" --type=classify --tenant=acme --prompt="t $i" --quiet; done
 cli wait wait --timeout=20s tok-1 tok-2 tok-3 || fail "tasks with token authentication did not complete"
-AGENTQ_NATS_TOKEN= bad_start badtoken --nats_url="nats://$NATS_HOSTPORT" --nats_token="$WRONG_TOKEN"
+AGENTQ_NATS_TOKEN='' bad_start badtoken --nats_url="nats://$NATS_HOSTPORT" --nats_token="$WRONG_TOKEN"
 rc=0; AGENTQ_NATS_TOKEN="$WRONG_TOKEN" cli badtoken stats || rc=$?
 [ "$rc" -eq 3 ] || fail "agentq stats with a wrong token exited $rc, want 3"
 kill -TERM "$WD"; wait "$WD" || fail "worker wd did not exit 0"
