@@ -173,7 +173,14 @@ static inline double job_seconds(const job *j) { return j->published_unix_ms > 0
 typedef enum stored_state { STORED_NONE, STORED_COMPLETED, STORED_FAILED_HERE, STORED_OTHER } stored_state;
 
 /* pipeline_job.c */
+/* Every line about a task goes through these: they carry its id, type,
+ * tenant, delivery, attempt and stream sequence (the issue's log contract;
+ * tests/integration/log_redaction.sh checks it). _with adds up to
+ * AQ_JOB_LOG_EXTRA_MAX fields of its own; more are dropped. */
+#define AQ_JOB_LOG_EXTRA_MAX 4
 void aq_job_log(aq_log_level lvl, const job *j, const char *msg, const aq_err *err);
+void aq_job_log_with(aq_log_level lvl, const job *j, const char *msg, const aq_err *err,
+                     const aq_log_field *extra, size_t n);
 bool aq_job_has_valid_id(const job *j);
 /* Runs fn(j) after ms; false when no timer could be made. */
 bool aq_job_after(job *j, int64_t ms, void (*fn)(job *));

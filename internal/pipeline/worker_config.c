@@ -19,7 +19,9 @@ const aq_option aq_worker_options[] = {
     AQ_QUEUE_OPTIONS(W, queue),
     {"api_key", "ANTHROPIC_API_KEY", AQ_OPT_SECRET, "", 0, 0, offsetof(W, api_key),
      "Anthropic API key(s), comma-separated"},
-    {"base_url", "AGENTQ_BASE_URL", AQ_OPT_STRING, "https://api.anthropic.com", 0, 0,
+    /* URLS, not STRING: --print-config must not show a user:password@ given
+     * here by mistake (the client refuses it at start, after the print). */
+    {"base_url", "AGENTQ_BASE_URL", AQ_OPT_URLS, "https://api.anthropic.com", 0, 0,
      offsetof(W, base_url), "Messages API base URL (the simulator or a proxy can stand in)"},
     {"anthropic_version", "AGENTQ_ANTHROPIC_VERSION", AQ_OPT_STRING, "2023-06-01", 0, 0,
      offsetof(W, anthropic_version), "anthropic-version header"},
