@@ -11,12 +11,14 @@
 
 #include "core/config.h"
 #include "core/log.h"
+#include "fleet/fleet_reporter.h"
 #include "llm/llm_client.h"
 #include "metrics/metrics.h"
 #include "metrics/metrics_http.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/worker_config.h"
 #include "pipeline/worker_metrics.h"
+#include "pipeline/worker_status.h"
 #include "queue/queue_conn.h"
 #include "queue/queue_probe.h"
 
@@ -86,6 +88,19 @@ static void worker_name(const aq_worker_config *cfg, char *out, size_t n)
     snprintf(out, n, "%s-%d", host, (int)getpid());
 }
 
+/* The name in the status snapshots: the worker's, cut at a character
+ * boundary to what a snapshot carries (hostname-pid may be longer). */
+static void status_name(const char *name, char *out, size_t n)
+{
+    size_t len = strlen(name);
+    if (len > AQ_FLEET_WORKER_MAX) {
+        len = AQ_FLEET_WORKER_MAX;
+        while (len > 0 && ((unsigned char)name[len] & 0xC0) == 0x80)
+            len--;
+    }
+    snprintf(out, n, "%.*s", (int)len, name);
+}
+
 /* --print-metrics is handled before the configuration is loaded: it needs
  * no option, no connection, and must work with any environment. Options
  * end at "--". */
@@ -120,6 +135,50 @@ static aq_status start_probe(const aq_worker_config *cfg, natsConnection **nc, j
     return aq_queue_probe_new(*nc, *js, &po, out, err);
 }
 
+/* Fleet status: a snapshot on <status_subject>.<worker> every status_interval
+ * (agentq status). It publishes on the probe's connection: core publishes,
+ * fire and forget, that must not queue behind the pipeline's traffic either. */
+static aq_status start_status(const aq_worker_config *cfg, struct event_base *base,
+                              natsConnection *nc, const worker *w, const aq_worker_metrics *wm,
+                              const char *name, aq_worker_status **ws, aq_fleet_reporter **rep,
+                              aq_err *err)
+{
+    char sname[AQ_FLEET_WORKER_MAX + 1];
+    aq_ws_config sc = {
+        .pipeline = w->p,
+        .wm = wm,
+        .probe = w->probe,
+        .concurrency = cfg->concurrency,
+        .interval_ms = cfg->status_interval_ms,
+        .version = AQ_WORKER_VERSION,
+        /* budget_each: not connected until the pipeline owns the budgets */
+    };
+    aq_status st = aq_ws_new(&sc, ws, err);
+    if (st != AQ_OK)
+        return aq_err_prefix(err, "fleet status");
+    status_name(name, sname, sizeof(sname));
+    st = aq_fleet_reporter_start(base, nc, cfg->status_subject, sname, cfg->status_interval_ms,
+                                 aq_ws_fill, *ws, rep, err);
+    if (st != AQ_OK)
+        return aq_err_prefix(err, "fleet status");
+    return AQ_OK;
+}
+
+static void stop_status(aq_fleet_reporter *rep)
+{
+    if (!rep)
+        return;
+    uint64_t published = 0, failed = 0;
+    aq_err last;
+    aq_fleet_reporter_stats(rep, &published, &failed, &last);
+    if (failed > 0)
+        aq_log(AQ_LOG_WARN, "fleet status: some snapshots were not published",
+               AQ_LF_I("published", (int64_t)published), AQ_LF_I("failed", (int64_t)failed),
+               AQ_LF_S("last_error", last.msg));
+    /* Publishes the last snapshot, marked stopping, and waits briefly for it. */
+    aq_fleet_reporter_destroy(rep);
+}
+
 int main(int argc, char **argv)
 {
     aq_worker_config cfg;
@@ -133,6 +192,8 @@ int main(int argc, char **argv)
     aq_metrics_http *http = NULL;
     natsConnection *probe_nc = NULL;
     jsCtx *probe_js = NULL;
+    aq_worker_status *status = NULL;
+    aq_fleet_reporter *reporter = NULL;
     worker w = {0};
     int rc = EXIT_START;
 
@@ -223,6 +284,11 @@ int main(int argc, char **argv)
                AQ_LF_S("error", err.msg));
         goto out;
     }
+    if (start_status(&cfg, base, probe_nc, &w, wm, name, &status, &reporter, &err) != AQ_OK) {
+        aq_log(AQ_LOG_ERROR, "cannot start", AQ_LF_S("class", aq_status_class(err.status)),
+               AQ_LF_S("error", err.msg));
+        goto out;
+    }
     sigterm = evsignal_new(base, SIGTERM, on_signal, &w);
     sigint = evsignal_new(base, SIGINT, on_signal, &w);
     if (!sigterm || !sigint || evsignal_add(sigterm, NULL) || evsignal_add(sigint, NULL)) {
@@ -247,9 +313,13 @@ out:
         event_free(sigterm);
     if (sigint)
         event_free(sigint);
-    /* The server first (no scrape may run past this point), the pipeline
-     * before the metrics it updates, the probe before its connection. */
+    /* The server first (no scrape may run past this point), the status
+     * reporter while what its last snapshot reads (pipeline, metrics, probe)
+     * and the connection it goes out on are still there, the pipeline before
+     * the metrics it updates, the probe before its connection. */
     aq_metrics_http_destroy(http);
+    stop_status(reporter);
+    aq_ws_destroy(status);
     aq_pipeline_destroy(w.p);
     aq_queue_probe_destroy(w.probe);
     aq_queue_disconnect(probe_nc, probe_js);

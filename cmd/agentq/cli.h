@@ -10,6 +10,7 @@
 #include "core/status.h"
 #include "queue/queue_config.h"
 #include "queue/queue_conn.h"
+#include "queue/queue_setup.h"
 
 /* Exit codes: scripts can tell a usage mistake from an outage from a task
  * that failed. */
@@ -35,6 +36,17 @@ int cli_connect(const aq_queue_config *q, natsConnection **nc, jsCtx **js);
 void cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 int cmd_init(int argc, char **argv);
+/* What `agentq init` creates (queue objects, the cache and budget buckets), shared with
+ * `agentq dev`. `report` may be NULL. */
+typedef struct cli_init_config {
+    aq_queue_config queue;
+    char *cache_bucket;
+    int64_t cache_ttl_ms;
+    char *budget_bucket;
+    int64_t budget_ttl_ms;
+} cli_init_config;
+aq_status cli_init_objects(jsCtx *js, const cli_init_config *cfg, aq_queue_report_fn report,
+                           aq_err *err);
 int cmd_submit(int argc, char **argv);
 int cmd_get(int argc, char **argv);
 int cmd_wait(int argc, char **argv);

@@ -19,7 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "budget/budget.h"
+#include "budget/budget_config.h"
+#include "cache/cache_config.h"
 #include "cli.h"
 #include "core/buf.h"
 #include "core/clock.h"
@@ -31,7 +32,7 @@
 #define OUTPUT_PREVIEW 72
 
 typedef struct dev_config {
-    aq_queue_config queue;
+    cli_init_config init; /* the queue objects and buckets, as `agentq init` makes them */
     int64_t tasks;
     bool once;
     int64_t nats_port;
@@ -42,7 +43,9 @@ typedef struct dev_config {
 
 #define D dev_config
 static const aq_option dev_options[] = {
-    AQ_QUEUE_OPTIONS(D, queue),
+    AQ_QUEUE_OPTIONS(D, init.queue),
+    AQ_CACHE_BUCKET_OPTIONS(D, init.cache_bucket, init.cache_ttl_ms),
+    AQ_BUDGET_BUCKET_OPTIONS(D, init.budget_bucket, init.budget_ttl_ms),
     {"tasks", NULL, AQ_OPT_INT, "12", 0, 100000, offsetof(D, tasks), "sample tasks to submit"},
     {"once", NULL, AQ_OPT_BOOL, "false", 0, 0, offsetof(D, once),
      "stop once the sample results are in (default: run until Ctrl-C)"},
@@ -282,10 +285,14 @@ static int start_worker(dev_env *env, const dev_config *cfg, bool simulated)
     snprintf(conc, sizeof(conc), "--concurrency=%lld", (long long)cfg->concurrency);
     setenv("AGENTQ_NATS_URL", env->nats_url, 1);
     setenv("AGENTQ_BASE_URL", env->base_url, 1);
+    setenv("AGENTQ_CACHE_BUCKET", cfg->init.cache_bucket, 1);
+    setenv("AGENTQ_BUDGET_BUCKET", cfg->init.budget_bucket, 1);
     if (simulated)
         setenv("ANTHROPIC_API_KEY", "sim-dev-key", 1);
     /* With a real key, keep the demo cheap. */
+    /* Simple work goes to the cheaper model, as an operator would set it up. */
     char *argv[] = {worker, conc, "--worker_name=dev-worker", "--shutdown_grace=10s",
+                    "--routes=cheap: type=classify|extract, max_tokens<=512 -> claude-haiku-4-5",
                     simulated ? "--log_level=info" : "--default_model=claude-haiku-4-5", NULL};
     env->worker = spawn(argv, log);
     if (wait_for_text(log, "\"worker started\"", env->worker, NULL, 0) != 0) {
@@ -313,12 +320,15 @@ static int submit_samples(jsCtx *js, const dev_config *cfg, char **ids, size_t n
         t.tenant = (char *)"dev";
         t.prompt = (char *)samples[k].prompt;
         t.max_tokens = 256;
+        /* Deterministic, so repeated samples are answered by the response cache. */
+        t.temperature_presence_case = AGENTQ__V1__TASK__TEMPERATURE_PRESENCE_TEMPERATURE;
+        t.temperature = 0;
         t.created_unix_ms = aq_now_unix_ms();
         aq_err err;
         jsPubOptions po;
         jsPubOptions_Init(&po);
         po.MsgId = id;
-        snprintf(subject, sizeof(subject), "%s.%s", cfg->queue.task_subjects, t.type);
+        snprintf(subject, sizeof(subject), "%s.%s", cfg->init.queue.task_subjects, t.type);
         jsPubAck *pa = NULL;
         if (aq_task_pack(&t, &packed, &err) != AQ_OK ||
             js_Publish(&pa, js, subject, packed.data, (int)packed.len, &po, NULL) != NATS_OK) {
@@ -333,15 +343,28 @@ static int submit_samples(jsCtx *js, const dev_config *cfg, char **ids, size_t n
     return rc;
 }
 
+/* What the sample run showed, for its last line. */
+typedef struct dev_tally {
+    size_t completed, failed, cache_hits;
+    uint64_t cost_micro_usd;
+} dev_tally;
+
 /* One line per result as it lands in the bucket. */
-static void show_result(const kvEntry *e, size_t *completed, size_t *failed)
+static void show_result(const kvEntry *e, dev_tally *tally)
 {
     Agentq__V1__Result *r = NULL;
     if (aq_result_unpack(kvEntry_Value((kvEntry *)e), (size_t)kvEntry_ValueLen((kvEntry *)e), &r,
                          NULL) != AQ_OK)
         return;
     bool ok = r->status == AGENTQ__V1__STATUS__STATUS_COMPLETED;
-    ok ? (*completed)++ : (*failed)++;
+    ok ? tally->completed++ : tally->failed++;
+    tally->cache_hits += r->cache_hit;
+    tally->cost_micro_usd += r->cost_micro_usd;
+    char latency[32];
+    if (r->cache_hit)
+        snprintf(latency, sizeof(latency), "cached");
+    else
+        snprintf(latency, sizeof(latency), "%llu ms", (unsigned long long)r->llm_latency_ms);
     char preview[OUTPUT_PREVIEW + 4];
     const char *text = ok ? r->output : (r->error ? r->error->message : "");
     size_t len = strlen(text);
@@ -350,9 +373,9 @@ static void show_result(const kvEntry *e, size_t *completed, size_t *failed)
     for (char *c = preview; *c; c++)
         if (*c == '\n' || *c == '\r')
             *c = ' ';
-    printf("%s %-22s %-10s %-18s %5llu ms  in %4u out %4u  %s\n", ok ? "ok  " : "FAIL", r->id,
-           r->type, r->model, (unsigned long long)r->llm_latency_ms,
-           r->usage ? r->usage->input_tokens : 0, r->usage ? r->usage->output_tokens : 0, preview);
+    printf("%s %-22s %-10s %-18s %8s  in %4u out %4u  $%.6f  %s\n", ok ? "ok  " : "FAIL", r->id,
+           r->type, r->model, latency, r->usage ? r->usage->input_tokens : 0,
+           r->usage ? r->usage->output_tokens : 0, (double)r->cost_micro_usd / 1e6, preview);
     fflush(stdout);
     aq_result_free(r);
 }
@@ -368,7 +391,7 @@ int cmd_dev(int argc, char **argv)
     kvStore *kv = NULL;
     kvWatcher *w = NULL;
     char **ids = NULL;
-    size_t completed = 0, failed = 0;
+    dev_tally tally = {0};
     aq_err err;
     int argi, rc = cli_parse(dev_options, &cfg, argc, argv, "agentq dev [--tasks N] [--once]", &argi);
     if (rc >= 0)
@@ -409,21 +432,18 @@ int cmd_dev(int argc, char **argv)
         printf("agentq dev: ANTHROPIC_API_KEY is set: calling the real API (claude-haiku-4-5)\n");
     }
 
-    free(cfg.queue.nats_url);
-    cfg.queue.nats_url = strdup(env.nats_url);
-    if (cli_connect(&cfg.queue, &nc, &js) != CLI_OK)
+    free(cfg.init.queue.nats_url);
+    cfg.init.queue.nats_url = strdup(env.nats_url);
+    if (cli_connect(&cfg.init.queue, &nc, &js) != CLI_OK)
         goto out;
-    if (aq_queue_ensure(js, &cfg.queue, NULL, NULL, &err) != AQ_OK) {
+    if (cli_init_objects(js, &cfg.init, NULL, &err) != AQ_OK) {
         cli_error("dev", "init: %s", err.msg);
         goto out;
     }
-    if (aq_budget_bucket_ensure(js, NULL, 0, (int)cfg.queue.replicas, NULL, &err) != AQ_OK) {
-        cli_error("dev", "init: %s", err.msg);
-        goto out;
-    }
-    printf("agentq dev: created stream %s, consumer %s, dead-letter stream %s, bucket %s\n",
-           cfg.queue.task_stream, cfg.queue.consumer, cfg.queue.dlq_stream,
-           cfg.queue.results_bucket);
+    printf("agentq dev: created stream %s, consumer %s, dead-letter stream %s, buckets %s, %s "
+           "and %s\n",
+           cfg.init.queue.task_stream, cfg.init.queue.consumer, cfg.init.queue.dlq_stream,
+           cfg.init.queue.results_bucket, cfg.init.cache_bucket, cfg.init.budget_bucket);
     if (start_worker(&env, &cfg, simulated) != 0)
         goto out;
     printf("agentq dev: worker running (log: %s/worker.log)\n\n", env.dir);
@@ -432,7 +452,7 @@ int cmd_dev(int argc, char **argv)
     kvWatchOptions wo;
     kvWatchOptions_Init(&wo);
     wo.IgnoreDeletes = true;
-    if (js_KeyValue(&kv, js, cfg.queue.results_bucket) != NATS_OK ||
+    if (js_KeyValue(&kv, js, cfg.init.queue.results_bucket) != NATS_OK ||
         kvStore_WatchAll(&w, kv, &wo) != NATS_OK) {
         cli_error("dev", "cannot watch the results bucket");
         goto out;
@@ -442,16 +462,18 @@ int cmd_dev(int argc, char **argv)
     if (!ids || submit_samples(js, &cfg, ids, want) != 0)
         goto out;
     printf("submitted %zu sample tasks; results as they arrive:\n", want);
-    printf("%-4s %-22s %-10s %-18s %8s  %-16s  %s\n", "", "id", "type", "model", "latency",
-           "tokens", "output");
+    printf("%-4s %-22s %-10s %-18s %8s  %-16s  %-9s  %s\n", "", "id", "type", "model", "latency",
+           "tokens", "cost", "output");
 
     int64_t deadline = aq_mono_ms() + cfg.timeout_ms;
     bool announced = false;
     while (!g_stop) {
-        if (!announced && completed + failed >= want) {
+        if (!announced && tally.completed + tally.failed >= want) {
             announced = true;
-            printf("\nall %zu sample results are in (%zu completed, %zu failed).\n", want,
-                   completed, failed);
+            printf("\nall %zu sample results are in (%zu completed, %zu failed; %zu from the "
+                   "response cache; cost $%.6f).\n",
+                   want, tally.completed, tally.failed, tally.cache_hits,
+                   (double)tally.cost_micro_usd / 1e6);
             if (cfg.once)
                 break;
             printf("agentq dev keeps running. In another terminal:\n"
@@ -463,7 +485,7 @@ int cmd_dev(int argc, char **argv)
             fflush(stdout);
         }
         if (cfg.once && aq_mono_ms() > deadline) {
-            cli_error("dev", "timed out: %zu of %zu results", completed + failed, want);
+            cli_error("dev", "timed out: %zu of %zu results", tally.completed + tally.failed, want);
             break;
         }
         if (waitpid(env.worker, NULL, WNOHANG) == env.worker) {
@@ -473,12 +495,12 @@ int cmd_dev(int argc, char **argv)
         }
         kvEntry *e = NULL;
         if (kvWatcher_Next(&e, w, 250) == NATS_OK && e) {
-            show_result(e, &completed, &failed);
+            show_result(e, &tally);
             kvEntry_Destroy(e);
         }
     }
     if (announced)
-        rc = failed ? CLI_TASK_FAILED : CLI_OK;
+        rc = tally.failed ? CLI_TASK_FAILED : CLI_OK;
     else if (g_stop)
         rc = CLI_OK; /* Ctrl-C before the samples finished: a normal stop */
     else

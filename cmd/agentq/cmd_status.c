@@ -54,10 +54,11 @@ typedef struct status_config {
 
 static const aq_option status_options[] = {
     AQ_QUEUE_OPTIONS(status_config, queue),
-    {"status_subject", "AGENTQ_STATUS_SUBJECT", AQ_OPT_STRING, "agentq.status", 0, 0,
+    {"status_subject", "AGENTQ_STATUS_SUBJECT", AQ_OPT_STRING, AQ_FLEET_DEFAULT_SUBJECT, 0, 0,
      offsetof(status_config, status_subject),
      "subject prefix the workers publish status snapshots on (<prefix>.<worker>)"},
-    {"status_interval", "AGENTQ_STATUS_INTERVAL", AQ_OPT_DURATION, "5s", 1000, 3600000,
+    {"status_interval", "AGENTQ_STATUS_INTERVAL", AQ_OPT_DURATION, AQ_FLEET_DEFAULT_INTERVAL,
+     1000, 3600000,
      offsetof(status_config, status_interval_ms),
      "how often the workers publish: sets the default --wait and the --watch refresh"},
     {"wait", NULL, AQ_OPT_DURATION, "0", 0, 600000, offsetof(status_config, wait_ms),

@@ -72,12 +72,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "budget/budget_config.h" /* AQ_BUDGET_DEFAULT_BUCKET */
 #include "core/mailbox.h"
 #include "core/status.h"
 
 struct event_base;
 
-#define AQ_BUDGET_DEFAULT_BUCKET "agentq-budgets"
 #define AQ_BUDGET_DEFAULT_TTL_MS (3LL * 86400 * 1000) /* keys of a day live 3 days */
 #define AQ_BUDGET_MICRO 1000000LL                     /* micro-dollars per dollar */
 #define AQ_BUDGET_MAX_LIMIT (1000000LL * AQ_BUDGET_MICRO) /* $1,000,000 per budget per day */

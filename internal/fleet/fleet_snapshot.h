@@ -47,6 +47,10 @@
 #define AQ_FLEET_BUDGETS_MAX 32 /* tenants with a budget, per snapshot */
 #define AQ_FLEET_WINDOW_S 60    /* the windowed figures cover this many seconds */
 #define AQ_FLEET_PREFIX_MAX 200 /* bytes of a status subject prefix */
+/* The defaults of status_subject and status_interval, shared by the worker
+ * (which publishes) and `agentq status` (which listens): they must agree. */
+#define AQ_FLEET_DEFAULT_SUBJECT "agentq.status"
+#define AQ_FLEET_DEFAULT_INTERVAL "5s"
 
 /* Cumulative since the worker started. */
 typedef struct aq_fleet_counters {

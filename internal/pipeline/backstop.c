@@ -191,7 +191,8 @@ static aq_status handle(aq_backstop *b, const advisory *a, aq_err *err)
         if (valid_id && (st = write_failed_result(b, t, a, why, rev, err)) != AQ_OK)
             goto out;
         aq_log(AQ_LOG_WARN, "task dead-lettered", AQ_LF_S("id", valid_id ? t->id : ""),
-               AQ_LF_S("type", t ? t->type : ""), AQ_LF_I("stream_seq", a->stream_seq),
+               AQ_LF_S("type", t ? t->type : ""), AQ_LF_S("tenant", t ? t->tenant : ""),
+               AQ_LF_I("stream_seq", a->stream_seq),
                AQ_LF_I("delivery", a->deliveries),
                AQ_LF_S("class", aq_status_class(AQ_MAX_DELIVERIES)), AQ_LF_S("error", dl.error));
     }

@@ -123,7 +123,7 @@ static void job_admit(void *arg)
     }
     if (j->delivered > 1 && aq_job_has_valid_id(j)) {
         j->stage = STAGE_CHECKING;
-        aq_kv_reader_get(p->reader, &j->rd, j->task->id, on_redelivery_read, j);
+        aq_kv_getter_get(p->results_get, &j->rd, j->task->id, on_redelivery_read, j);
         return;
     }
     aq_job_begin(j);
@@ -185,8 +185,8 @@ static void cut_short(aq_pipeline *p)
     p->cut_short = true;
     /* Calls and waits end now; reads and writes have a callback coming, which
      * settles them (write_failed hands back once cut_short is set). */
-    hand_back(p, STAGE_BIT(STAGE_QUEUED) | STAGE_BIT(STAGE_FOLLOWING) | STAGE_BIT(STAGE_CALLING) |
-                     STAGE_BIT(STAGE_WAITING),
+    hand_back(p, STAGE_BIT(STAGE_QUEUED) | STAGE_BIT(STAGE_FOLLOWING) | STAGE_BIT(STAGE_SHARING) |
+                     STAGE_BIT(STAGE_CALLING) | STAGE_BIT(STAGE_WAITING),
               "shutdown grace over: task handed back");
 }
 
@@ -246,6 +246,7 @@ aq_status aq_pipeline_start(struct event_base *base, const aq_worker_config *cfg
     p->base = base;
     p->cfg = cfg;
     aq_ptrmap_init(&p->leaders);
+    aq_ptrmap_init(&p->cache_leaders);
     /* Per-process jitter: workers started together must not retry together. */
     srandom((unsigned)(aq_now_unix_ms() ^ ((int64_t)getpid() << 16)));
     aq_task_limits_default(&p->limits);
@@ -257,6 +258,7 @@ aq_status aq_pipeline_start(struct event_base *base, const aq_worker_config *cfg
 #endif
     set_worker_name(p, cfg);
     snprintf(p->results_prefix, sizeof(p->results_prefix), "$KV.%s.", cfg->queue.results_bucket);
+    snprintf(p->cache_prefix, sizeof(p->cache_prefix), "$KV.%s.", cfg->cache_bucket);
     aq_route_config route_cfg = {cfg->routes, cfg->default_model, cfg->allowed_models,
                                  cfg->fallback_model};
     p->request_opts.prompt_cache_min_tokens = (uint32_t)cfg->prompt_cache_min_tokens;
@@ -295,9 +297,21 @@ aq_status aq_pipeline_start(struct event_base *base, const aq_worker_config *cfg
         goto fail;
     if ((st = aq_publisher_new(p->nc, p->mb, cfg->store_timeout_ms, &p->pub, err)) != AQ_OK)
         goto fail;
-    if ((st = aq_kv_reader_new(p->js, cfg->queue.results_bucket, cfg->store_timeout_ms, p->mb,
-                               &p->reader, err)) != AQ_OK)
+    /* Each task reads at most one key at a time. */
+    int reads = cfg->concurrency < AQ_KV_GETTER_MAX_IN_FLIGHT ? (int)cfg->concurrency
+                                                               : AQ_KV_GETTER_MAX_IN_FLIGHT;
+    aq_kv_getter_config gc = {cfg->store_timeout_ms, reads, (size_t)cfg->queue.max_msg_size};
+    if ((st = aq_kv_getter_new(p->nc, p->js, cfg->queue.results_bucket, &gc, base, p->mb,
+                               &p->results_get, err)) != AQ_OK)
         goto fail;
+    if ((st = aq_kv_getter_new(p->nc, p->js, cfg->cache_bucket, &gc, base, p->mb, &p->cache_get,
+                               err)) != AQ_OK) {
+        if (st == AQ_NOT_FOUND)
+            aq_err_set(err, AQ_CONFIG, "cache bucket %s does not exist: run `agentq init`",
+                       cfg->cache_bucket);
+        st = aq_err_prefix(err, "response cache");
+        goto fail;
+    }
     if ((st = aq_spend_start(p, err)) != AQ_OK)
         goto fail;
 
@@ -376,9 +390,9 @@ void aq_pipeline_destroy(aq_pipeline *p)
         return;
     aq_fetcher_stop(p->fetcher);
     aq_backstop_destroy(p->backstop);
-    /* The reader thread may be writing into a job: stop it before any job
-     * is freed (reads not completed are dropped with it). */
-    aq_kv_reader_destroy(p->reader);
+    /* Reads not completed are dropped: no job may hear from them again. */
+    aq_kv_getter_destroy(p->results_get);
+    aq_kv_getter_destroy(p->cache_get);
     /* Anything still owned goes back to the stream for redelivery. */
     p->stopping = p->finished = true; /* releasing must not try to leave the loop */
     while (p->jobs)
@@ -400,6 +414,7 @@ void aq_pipeline_destroy(aq_pipeline *p)
         event_free(p->grace_timer);
     aq_mailbox_destroy(p->mb);
     aq_ptrmap_free(&p->leaders);
+    aq_ptrmap_free(&p->cache_leaders);
     aq_rl_destroy(p->limiter);
     aq_list_free(&p->keys);
     aq_route_destroy(p->router);

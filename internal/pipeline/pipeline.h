@@ -1,7 +1,8 @@
 /* The worker's pipeline: the one place that strings the stages together.
  *
  *   fetch -> decode+validate -> admit: result already stored (redeliveries)?
- *   -> same id in flight here? -> route model -> LLM call -> classify
+ *   -> same id in flight here? -> route model -> response cache (hit, or
+ *   share an identical request's call) -> rate budget -> LLM call -> classify
  *   -> retry or defer in place | store Result (compare-and-set) | dead letter
  *   -> settle (ack, term or hand back)
  *

@@ -12,16 +12,16 @@
 
 /* The test build's poison task: lets the chaos tests prove that a task which
  * kills the worker on every delivery ends in the DLQ (MAX_DELIVERIES). */
-static void maybe_crash_for_test(const aq_pipeline *p, const Agentq__V1__Task *t)
+static void maybe_crash_for_test(const job *j)
 {
 #ifdef AQ_TEST_HOOKS
-    if (p->crash_marker && *p->crash_marker && strstr(t->prompt, p->crash_marker)) {
-        aq_log(AQ_LOG_ERROR, "test crash marker found: aborting", AQ_LF_S("id", t->id));
+    const aq_pipeline *p = j->p;
+    if (p->crash_marker && *p->crash_marker && strstr(j->task->prompt, p->crash_marker)) {
+        aq_job_log(AQ_LOG_ERROR, j, "test crash marker found: aborting", NULL);
         abort();
     }
 #else
-    (void)p;
-    (void)t;
+    (void)j;
 #endif
 }
 
@@ -78,8 +78,9 @@ bool aq_job_try_fallback(job *j)
         return false;
     }
     j->fallback_used = true;
-    aq_log(AQ_LOG_INFO, "model overloaded: calling the fallback model", AQ_LF_S("id", j->task->id),
-           AQ_LF_S("model", was), AQ_LF_S("fallback", fb));
+    const aq_log_field extra[] = {AQ_LF_S("model", was), AQ_LF_S("fallback", fb)};
+    aq_job_log_with(AQ_LOG_INFO, j, "model overloaded: calling the fallback model", NULL, extra,
+                    sizeof(extra) / sizeof(extra[0]));
     aq_job_call(j);
     return true;
 }
@@ -106,7 +107,7 @@ void aq_job_begin(job *j)
     aq_status st;
     const Agentq__V1__Task *t = j->task;
 
-    maybe_crash_for_test(p, t);
+    maybe_crash_for_test(j);
     if (follow_if_in_flight(j))
         return;
     j->max_tokens = t->max_tokens ? t->max_tokens : (uint32_t)p->cfg->default_max_tokens;
@@ -128,6 +129,8 @@ void aq_job_begin(job *j)
         aq_job_settle(j, SETTLE_NAK, aq_job_backoff_ms(p->cfg, 1));
         return;
     }
+    if (aq_job_cache_lookup(j))
+        return;
     aq_job_call(j);
 }
 
@@ -266,5 +269,6 @@ static void on_llm_done(void *ctx, const aq_llm_call_result *res)
                  j->response.usage.output_tokens, j->response.usage.cache_creation_input_tokens,
                  j->response.usage.cache_read_input_tokens);
     aq_wm_cost(j->p->wm, job_type(j), j->model, j->task->tenant, (int64_t)j->cost_micro_usd);
+    aq_job_cache_share(j);
     aq_job_complete(j);
 }

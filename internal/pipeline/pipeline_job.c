@@ -8,12 +8,30 @@
 
 void aq_job_log(aq_log_level lvl, const job *j, const char *msg, const aq_err *err)
 {
+    aq_job_log_with(lvl, j, msg, err, NULL, 0);
+}
+
+void aq_job_log_with(aq_log_level lvl, const job *j, const char *msg, const aq_err *err,
+                     const aq_log_field *extra, size_t n)
+{
+    if (!aq_log_enabled(lvl))
+        return;
     const Agentq__V1__Task *t = j->task;
-    aq_log(lvl, msg, AQ_LF_S("id", t ? t->id : ""), AQ_LF_S("type", t ? t->type : ""),
-           AQ_LF_S("tenant", t ? t->tenant : ""), AQ_LF_I("delivery", j->delivered),
-           AQ_LF_I("attempt", j->calls), AQ_LF_I("stream_seq", j->stream_seq),
-           AQ_LF_S("class", err ? aq_status_class(err->status) : ""),
-           AQ_LF_S("error", err ? err->msg : ""));
+    aq_log_field f[8 + AQ_JOB_LOG_EXTRA_MAX] = {
+        AQ_LF_S("id", t ? t->id : ""),
+        AQ_LF_S("type", t ? t->type : ""),
+        AQ_LF_S("tenant", t ? t->tenant : ""),
+        AQ_LF_I("delivery", j->delivered),
+        AQ_LF_I("attempt", j->calls),
+        AQ_LF_I("stream_seq", j->stream_seq),
+        AQ_LF_S("class", err ? aq_status_class(err->status) : ""),
+        AQ_LF_S("error", err ? err->msg : ""),
+    };
+    if (n > AQ_JOB_LOG_EXTRA_MAX)
+        n = AQ_JOB_LOG_EXTRA_MAX;
+    for (size_t i = 0; i < n; i++)
+        f[8 + i] = extra[i];
+    aq_log_fields(lvl, msg, f, 8 + n);
 }
 
 bool aq_job_has_valid_id(const job *j)
@@ -164,6 +182,7 @@ static void job_release(job *j)
     }
     if (j->leads)
         aq_ptrmap_take(&p->leaders, (void *)(uintptr_t)j->id_hash);
+    aq_job_cache_leave(j);
     if (j->timer)
         event_free(j->timer);
     aq_job_budget_wait_over(j, p);

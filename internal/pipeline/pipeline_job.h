@@ -1,6 +1,7 @@
 /* The pipeline's insides, shared by its files and by nothing else:
  *   pipeline.c        fetch, admit, ownership of long calls, shutdown, set-up
  *   pipeline_call.c   route, coalesce, rate budget, the LLM call, classify
+ *   pipeline_cache.c  the response cache: look up, share one call, store
  *   pipeline_store.c  the Result (compare-and-set), dead letters
  *   pipeline_job.c    a job's life: timers, dispose (status -> wait, retry or
  *                     failure), settle (ack, term or hand back), release
@@ -18,6 +19,7 @@
 #include <stdint.h>
 
 #include "budget/budget.h"
+#include "cache/cache_key.h"
 #include "core/buf.h"
 #include "cost/cost.h"
 #include "route/route.h"
@@ -32,7 +34,7 @@
 #include "pipeline/pipeline.h"
 #include "queue/queue_conn.h"
 #include "queue/queue_fetch.h"
-#include "queue/queue_kvread.h"
+#include "queue/queue_kvget.h"
 #include "queue/queue_publish.h"
 #include "ratelimit/ratelimit.h"
 #include "task/task_codec.h"
@@ -43,6 +45,7 @@ typedef enum job_stage {
     STAGE_QUEUED,    /* handed to the loop, not started */
     STAGE_CHECKING,  /* (cb) reading its stored Result */
     STAGE_FOLLOWING, /* the same task id is in flight here: waiting for that one */
+    STAGE_SHARING,   /* an identical cacheable request is in flight: waiting for its answer */
     STAGE_CALLING,   /* LLM call in flight (cancellable) */
     STAGE_WAITING,   /* retry, deferral or rate-budget timer before the next call */
     STAGE_STORING,   /* (cb) result or dead letter being written */
@@ -74,6 +77,19 @@ typedef struct job {
     struct job *leader;
     struct job *followers;             /* of a leader */
     struct job *fprev, *fnext;         /* a follower's place in that list */
+
+    /* The response cache (pipeline_cache.c). Identical cacheable requests
+     * in flight together make one call: the first leads (reads the cache,
+     * then calls), the others share its answer. */
+    aq_cache_plan cache;
+    char cache_key[AQ_CACHE_KEY_HEX + 1];
+    uint64_t cache_hash;
+    bool cache_leads;
+    bool cache_hit;            /* answered from the cache or a shared call */
+    bool cache_stored;         /* this answer was put in the cache */
+    struct job *sharing_with;  /* the leader whose answer this job waits for */
+    struct job *sharers;       /* of a leader */
+    struct job *sprev, *snext; /* a sharer's place in that list */
 
     const char *model;
     const char *route_rule;  /* the routing rule that chose the model, "explicit" or "default" */
@@ -126,7 +142,10 @@ struct aq_pipeline {
     jsCtx *js;
     aq_mailbox *mb;
     aq_publisher *pub;
-    aq_kv_reader *reader;
+    aq_kv_getter *results_get; /* stored Results (redeliveries, lost compare-and-set) */
+    aq_kv_getter *cache_get;   /* the response cache */
+    char cache_prefix[256];    /* "$KV.<cache bucket>." */
+    aq_ptrmap cache_leaders;   /* cache key hash -> job leading that request */
     aq_llm_client *llm;
     aq_fetcher *fetcher;
     aq_backstop *backstop;
@@ -166,7 +185,14 @@ static inline double job_seconds(const job *j) { return j->published_unix_ms > 0
 typedef enum stored_state { STORED_NONE, STORED_COMPLETED, STORED_FAILED_HERE, STORED_OTHER } stored_state;
 
 /* pipeline_job.c */
+/* Every line about a task goes through these: they carry its id, type,
+ * tenant, delivery, attempt and stream sequence (the issue's log contract;
+ * tests/integration/log_redaction.sh checks it). _with adds up to
+ * AQ_JOB_LOG_EXTRA_MAX fields of its own; more are dropped. */
+#define AQ_JOB_LOG_EXTRA_MAX 4
 void aq_job_log(aq_log_level lvl, const job *j, const char *msg, const aq_err *err);
+void aq_job_log_with(aq_log_level lvl, const job *j, const char *msg, const aq_err *err,
+                     const aq_log_field *extra, size_t n);
 bool aq_job_has_valid_id(const job *j);
 /* Runs fn(j) after ms; false when no timer could be made. */
 bool aq_job_after(job *j, int64_t ms, void (*fn)(job *));
@@ -204,6 +230,16 @@ void aq_job_spend_settle(job *j, const aq_llm_call_result *res);
  * reservation; a held one is charged its bound when a call is in flight
  * (cut off: it may be billed), else nothing. */
 void aq_job_spend_release(job *j);
+/* pipeline_cache.c */
+/* After routing: answer from the cache, or wait for an identical request
+ * in flight. true: the cache took the job (it calls aq_job_call on a miss). */
+bool aq_job_cache_lookup(job *j);
+/* The job has its answer (j->response): jobs sharing its request get it too. */
+void aq_job_cache_share(job *j);
+/* The Result is packed in j->packed: file it in the cache when it may be. */
+void aq_job_cache_store(job *j);
+/* The job is going away: hand its waiting sharers to a new leader. */
+void aq_job_cache_leave(job *j);
 
 /* pipeline_store.c */
 void aq_job_complete(job *j);

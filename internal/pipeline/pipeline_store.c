@@ -37,17 +37,20 @@ static void fill_result(const job *j, Agentq__V1__Result *r, Agentq__V1__Usage *
     r->fallback_used = j->fallback_used;
     r->cost_micro_usd = j->cost_micro_usd;
     r->cost_unknown = j->cost_unknown;
+    r->cache_hit = j->cache_hit;
     if (j->have_response) {
+        r->output = j->response.text ? j->response.text : (char *)"";
+        r->stop_reason = j->response.stop_reason ? j->response.stop_reason : (char *)"";
+        if (j->response.model)
+            r->model = j->response.model;
+    }
+    if (j->have_response && !j->cache_hit) { /* a hit billed nothing: no usage */
         agentq__v1__usage__init(u);
         u->input_tokens = j->response.usage.input_tokens;
         u->output_tokens = j->response.usage.output_tokens;
         u->cache_creation_input_tokens = j->response.usage.cache_creation_input_tokens;
         u->cache_read_input_tokens = j->response.usage.cache_read_input_tokens;
         r->usage = u;
-        r->output = j->response.text ? j->response.text : (char *)"";
-        r->stop_reason = j->response.stop_reason ? j->response.stop_reason : (char *)"";
-        if (j->response.model)
-            r->model = j->response.model;
     }
     if (j->outcome != AQ_OK) {
         agentq__v1__error__init(e);
@@ -105,7 +108,7 @@ static void on_result_stored(void *ctx, aq_status st, uint64_t seq, const aq_err
     (void)seq;
     job *j = ctx;
     if (st == AQ_WRITE_CONFLICT && ++j->conflicts <= MAX_WRITE_CONFLICTS) {
-        aq_kv_reader_get(j->p->reader, &j->rd, j->task->id, on_conflict_read, j);
+        aq_kv_getter_get(j->p->results_get, &j->rd, j->task->id, on_conflict_read, j);
         return;
     }
     if (st != AQ_OK) {
@@ -151,6 +154,7 @@ void aq_job_store_result(job *j)
         r.output = (char *)"";
         aq_result_pack(&r, &j->packed, &err);
     }
+    aq_job_cache_store(j);
     snprintf(subject, sizeof(subject), "%s%s", p->results_prefix, j->task->id);
     if (natsMsg_Create(&m, subject, NULL, j->packed.data, (int)j->packed.len) != NATS_OK) {
         aq_err_set(&err, AQ_NOMEM, "cannot create the result message");
@@ -248,7 +252,7 @@ void aq_job_fail(job *j, aq_status st, const aq_err *err)
     aq_job_log(AQ_LOG_WARN, j, "task dead-lettered", &j->outcome_err);
     if (aq_job_has_valid_id(j)) {
         j->stage = STAGE_CHECKING;
-        aq_kv_reader_get(j->p->reader, &j->rd, j->task->id, on_fail_read, j);
+        aq_kv_getter_get(j->p->results_get, &j->rd, j->task->id, on_fail_read, j);
         return;
     }
     j->store_tries = 0;

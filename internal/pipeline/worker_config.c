@@ -1,8 +1,11 @@
 #include "worker_config.h"
 
-#include "core/list.h"
 #include "budget/budget.h"
+#include "budget/budget_config.h"
+#include "cache/cache_config.h"
+#include "core/list.h"
 #include "cost/cost.h"
+#include "fleet/fleet_snapshot.h"
 #include "ratelimit/ratelimit.h"
 #include "route/route.h"
 
@@ -18,7 +21,9 @@ const aq_option aq_worker_options[] = {
     AQ_QUEUE_OPTIONS(W, queue),
     {"api_key", "ANTHROPIC_API_KEY", AQ_OPT_SECRET, "", 0, 0, offsetof(W, api_key),
      "Anthropic API key(s), comma-separated"},
-    {"base_url", "AGENTQ_BASE_URL", AQ_OPT_STRING, "https://api.anthropic.com", 0, 0,
+    /* URLS, not STRING: --print-config must not show a user:password@ given
+     * here by mistake (the client refuses it at start, after the print). */
+    {"base_url", "AGENTQ_BASE_URL", AQ_OPT_URLS, "https://api.anthropic.com", 0, 0,
      offsetof(W, base_url), "Messages API base URL (the simulator or a proxy can stand in)"},
     {"anthropic_version", "AGENTQ_ANTHROPIC_VERSION", AQ_OPT_STRING, "2023-06-01", 0, 0,
      offsetof(W, anthropic_version), "anthropic-version header"},
@@ -39,10 +44,7 @@ const aq_option aq_worker_options[] = {
     {"prompt_cache_min_tokens", "AGENTQ_PROMPT_CACHE_MIN_TOKENS", AQ_OPT_INT, "0", 0, 1000000,
      offsetof(W, prompt_cache_min_tokens),
      "mark system prompts of at least this many estimated tokens (bytes/4) with cache_control, so repeats bill at the cache-read price; 0 = off"},
-    {"cache_bucket", "AGENTQ_CACHE_BUCKET", AQ_OPT_STRING, "agentq-cache", 0, 0,
-     offsetof(W, cache_bucket), "KV bucket of the response cache"},
-    {"cache_ttl", "AGENTQ_CACHE_TTL", AQ_OPT_DURATION, "24h", 1000, 2592000000.0,
-     offsetof(W, cache_ttl_ms), "how long a cached response is kept"},
+    AQ_CACHE_BUCKET_OPTIONS(W, cache_bucket, cache_ttl_ms),
     {"cache_share_tenants", "AGENTQ_CACHE_SHARE_TENANTS", AQ_OPT_BOOL, "false", 0, 0,
      offsetof(W, cache_share_tenants),
      "one response cache for all tenants (default: a tenant only sees its own cached answers)"},
@@ -51,8 +53,7 @@ const aq_option aq_worker_options[] = {
     {"budget_action", "AGENTQ_BUDGET_ACTION", AQ_OPT_STRING, "defer", 0, 0,
      offsetof(W, budget_action),
      "a task whose tenant's budget is spent: defer (handed back until the budget day resets at 00:00 UTC) or fail (dead-lettered with class budget_exceeded)"},
-    {"budget_bucket", "AGENTQ_BUDGET_BUCKET", AQ_OPT_STRING, "agentq-budgets", 0, 0,
-     offsetof(W, budget_bucket), "KV bucket of the budgets and the fleet's spent figures (agentq init creates it)"},
+    AQ_BUDGET_BUCKET_OPTIONS(W, budget_bucket, budget_ttl_ms),
     {"budget_flush", "AGENTQ_BUDGET_FLUSH", AQ_OPT_DURATION, "2s", 100, 60000,
      offsetof(W, budget_flush_ms), "how often this worker writes its spent figures and tidies its budget leases"},
     {"budget_idle_return", "AGENTQ_BUDGET_IDLE_RETURN", AQ_OPT_DURATION, "10s", 100, 3600000,
@@ -98,6 +99,13 @@ const aq_option aq_worker_options[] = {
     {"metrics_max_tenants", "AGENTQ_METRICS_MAX_TENANTS", AQ_OPT_INT, "100", 1, 100000,
      offsetof(W, metrics_max_tenants),
      "distinct tenant label values in metrics; more are folded into tenant=\"_other\""},
+    {"status_subject", "AGENTQ_STATUS_SUBJECT", AQ_OPT_STRING, AQ_FLEET_DEFAULT_SUBJECT, 0, 0,
+     offsetof(W, status_subject),
+     "subject prefix of the fleet status snapshots (<prefix>.<worker>, read by agentq status)"},
+    {"status_interval", "AGENTQ_STATUS_INTERVAL", AQ_OPT_DURATION, AQ_FLEET_DEFAULT_INTERVAL,
+     1000, 3600000,
+     offsetof(W, status_interval_ms),
+     "how often the worker publishes a fleet status snapshot (set agentq status to the same)"},
     AQ_OPTIONS_END,
 };
 
@@ -135,6 +143,14 @@ aq_status aq_worker_config_validate(const aq_worker_config *cfg, aq_err *err)
     if ((st = aq_route_new(&rc, &router, err)) != AQ_OK)
         return aq_err_prefix(err, "routes");
     aq_route_destroy(router);
+    /* The same check as `agentq status`: a prefix that one of them refuses
+     * would leave the screen empty without an error. */
+    if (!aq_fleet_prefix_valid(cfg->status_subject))
+        return aq_err_set(err, AQ_CONFIG,
+                          "status_subject '%.*s' is not a subject prefix (dot-separated tokens, "
+                          "no wildcards or spaces, at most %d bytes)",
+                          AQ_FLEET_PREFIX_MAX, cfg->status_subject ? cfg->status_subject : "",
+                          AQ_FLEET_PREFIX_MAX);
     aq_budget_spec *spec = NULL;
     if ((st = aq_budget_spec_parse(cfg->budgets, &spec, err)) != AQ_OK)
         return st; /* the message names budgets and the entry */

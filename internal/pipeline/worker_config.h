@@ -30,6 +30,8 @@ typedef struct aq_worker_config {
     char *budgets;            /* internal/budget grammar; empty: none (spent is still kept) */
     char *budget_action;      /* "defer" or "fail" */
     char *budget_bucket;
+    int64_t budget_ttl_ms;    /* the bucket's TTL: agentq init sets it; accepted here so one
+                                 config serves both (the chart passes it to the init Job) */
     int64_t budget_flush_ms;
     int64_t budget_idle_return_ms;
     int64_t budget_kv_timeout_ms;
@@ -56,6 +58,9 @@ typedef struct aq_worker_config {
     int64_t metrics_port;        /* 0: no HTTP server */
     char *metrics_bind;
     int64_t metrics_max_tenants; /* tenant label values before "_other" */
+    /* fleet status: snapshots on <status_subject>.<worker> (agentq status) */
+    char *status_subject;
+    int64_t status_interval_ms;
 } aq_worker_config;
 
 /* Caps on the comma-separated lists. */

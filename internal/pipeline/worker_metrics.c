@@ -102,6 +102,7 @@ struct aq_worker_metrics {
     const aq_rl *rl;
     const struct aq_queue_probe *probe;
     const aq_budget *budget;
+    aq_wm_totals totals; /* for aq_wm_totals_get */
 };
 
 aq_status aq_wm_new(aq_metrics *reg, const aq_wm_config *cfg, aq_worker_metrics **out,
@@ -176,14 +177,18 @@ void aq_wm_task_settled(aq_worker_metrics *wm, const char *type, aq_wm_outcome o
 
 void aq_wm_set_in_progress(aq_worker_metrics *wm, int64_t tasks_owned)
 {
-    if (wm)
-        aq_mseries_set(wm->in_progress, (double)tasks_owned);
+    if (!wm)
+        return;
+    wm->totals.in_progress = tasks_owned;
+    aq_mseries_set(wm->in_progress, (double)tasks_owned);
 }
 
 void aq_wm_set_llm_in_flight(aq_worker_metrics *wm, int64_t calls)
 {
-    if (wm)
-        aq_mseries_set(wm->llm_in_flight, (double)calls);
+    if (!wm)
+        return;
+    wm->totals.llm_in_flight = calls;
+    aq_mseries_set(wm->llm_in_flight, (double)calls);
 }
 
 void aq_wm_llm_response(aq_worker_metrics *wm, const char *model, long http_status,
@@ -191,6 +196,9 @@ void aq_wm_llm_response(aq_worker_metrics *wm, const char *model, long http_stat
 {
     if (!wm)
         return;
+    wm->totals.llm_calls++;
+    wm->totals.responses_429 += http_status == 429;
+    wm->totals.responses_529 += http_status == 529;
     /* Three digits by hand: snprintf is most of this function's cost. */
     char code[8] = "error";
     if (http_status >= 100 && http_status <= 999) {
@@ -218,8 +226,11 @@ void aq_wm_deferral(aq_worker_metrics *wm, aq_wm_defer_reason reason)
 
 void aq_wm_cache(aq_worker_metrics *wm, aq_wm_cache_result result)
 {
-    if (wm && (unsigned)result < AQ_WM_CACHE_RESULT_COUNT)
-        aq_mseries_add(wm->cache[result], 1);
+    if (!wm || (unsigned)result >= AQ_WM_CACHE_RESULT_COUNT)
+        return;
+    wm->totals.cache_hits += result == AQ_WM_CACHE_HIT;
+    wm->totals.cache_misses += result == AQ_WM_CACHE_MISS;
+    aq_mseries_add(wm->cache[result], 1);
 }
 
 void aq_wm_tokens(aq_worker_metrics *wm, const char *type, const char *model, int64_t input,
@@ -237,8 +248,10 @@ void aq_wm_tokens(aq_worker_metrics *wm, const char *type, const char *model, in
 void aq_wm_cost(aq_worker_metrics *wm, const char *type, const char *model, const char *tenant,
                 int64_t micro_usd)
 {
-    if (wm && micro_usd > 0)
-        aq_mfamily_add(wm->f[F_COST], AQ_LV(type, model, tenant), (double)micro_usd / 1e6);
+    if (!wm || micro_usd <= 0)
+        return;
+    wm->totals.cost_micro_usd += micro_usd;
+    aq_mfamily_add(wm->f[F_COST], AQ_LV(type, model, tenant), (double)micro_usd / 1e6);
 }
 
 void aq_wm_routed(aq_worker_metrics *wm, const char *model, const char *rule)
@@ -344,4 +357,13 @@ bool aq_wm_task_duration_snapshot(const aq_worker_metrics *wm, aq_hist_snapshot 
 bool aq_wm_llm_duration_snapshot(const aq_worker_metrics *wm, aq_hist_snapshot *out)
 {
     return wm && aq_mfamily_hist_snapshot(wm->f[F_LLM_DURATION], out);
+}
+
+void aq_wm_totals_get(const aq_worker_metrics *wm, aq_wm_totals *out)
+{
+    if (!wm) {
+        memset(out, 0, sizeof(*out));
+        return;
+    }
+    *out = wm->totals;
 }

@@ -136,4 +136,20 @@ aq_status aq_wm_watch_probe(aq_worker_metrics *wm, const struct aq_queue_probe *
 bool aq_wm_task_duration_snapshot(const aq_worker_metrics *wm, aq_hist_snapshot *out);
 bool aq_wm_llm_duration_snapshot(const aq_worker_metrics *wm, aq_hist_snapshot *out);
 
+/* Totals the fleet status needs without summing families over their label
+ * values: kept as plain integers beside the families by the update
+ * functions above (cost exactly, in micro-dollars). */
+typedef struct aq_wm_totals {
+    uint64_t llm_calls;     /* aq_wm_llm_response calls: every code, transport errors too */
+    uint64_t responses_429; /* of them, HTTP 429 */
+    uint64_t responses_529; /* of them, HTTP 529 */
+    uint64_t cache_hits;
+    uint64_t cache_misses;
+    int64_t cost_micro_usd; /* sum of aq_wm_cost since the start */
+    int64_t in_progress;    /* the last aq_wm_set_in_progress */
+    int64_t llm_in_flight;  /* the last aq_wm_set_llm_in_flight */
+} aq_wm_totals;
+/* All zeros when wm is NULL. */
+void aq_wm_totals_get(const aq_worker_metrics *wm, aq_wm_totals *out);
+
 #endif

@@ -8,11 +8,10 @@
  * (Nats-Sequence = revision, KV-Operation = DEL/PURGE for markers) or with a
  * `Status: 404` when the key has no entry. Every request carries its own
  * reply subject under one wildcard inbox subscription, so thousands can be in
- * flight at once where queue_kvread.h does one round trip at a time.
+ * flight at once where aq_kv_read_now does one round trip at a time.
  *
- * Completions use the same `aq_kv_read` as queue_kvread.h (same fields, same
- * meaning, freed with aq_kv_read_clear), so a caller switches readers by
- * changing the _new / _get / _destroy calls only.
+ * Completions use the same `aq_kv_read` as aq_kv_read_now (same fields, same
+ * meaning, freed with aq_kv_read_clear).
  *
  * The stream behind the bucket must have AllowDirect (nats.c 3.4.1's
  * js_CreateKeyValue sets it; `agentq init` sets it on an existing bucket).
@@ -86,7 +85,7 @@ void aq_kv_getter_stats_get(const aq_kv_getter *kg, aq_kv_getter_stats *out);
  * `r` is not touched again. Call it on the loop thread with the loop
  * stopped, and do not run the loop (the mailbox) again afterwards: a
  * completion already handed to the mailbox refers to memory freed here
- * (the same contract as aq_kv_reader_destroy). Accepts NULL. */
+ * (so the caller frees what the reads point at only after this). Accepts NULL. */
 void aq_kv_getter_destroy(aq_kv_getter *kg);
 
 #endif

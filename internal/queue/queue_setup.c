@@ -64,11 +64,61 @@ static aq_status ensure_consumer(jsCtx *js, const char *stream, jsConsumerConfig
     return AQ_OK;
 }
 
+/* nats.c 3.4.1 has no bucket update, so an existing bucket is updated
+ * through its stream (TTL = MaxAge, replicas, value size). */
+aq_status aq_queue_bucket_ensure(jsCtx *js, const aq_queue_bucket *b, aq_queue_report_fn fn,
+                                 void *arg, aq_err *err)
+{
+    char kv_stream[256];
+    kvStore *kv = NULL;
+    kvConfig kc;
+    kvConfig_Init(&kc);
+    kc.Bucket = b->name;
+    kc.History = 1;
+    kc.TTL = b->ttl_ms * NS_PER_MS; /* nanoseconds, despite the name */
+    kc.StorageType = js_FileStorage;
+    kc.Replicas = (int)b->replicas;
+    kc.MaxValueSize = (int32_t)b->max_value_bytes;
+    natsStatus s = js_CreateKeyValue(&kv, js, &kc);
+    kvStore_Destroy(kv);
+    aq_err create_err;
+    if (s != NATS_OK)
+        aq_queue_nats_error(&create_err, s, 0, b->what);
+    aq_queue_kv_stream(b->name, kv_stream, sizeof(kv_stream));
+    if (s == NATS_OK) {
+        report(fn, arg, "kv", b->name, "created");
+        return AQ_OK;
+    }
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    s = js_GetStreamInfo(&si, js, kv_stream, NULL, &jerr);
+    if (s != NATS_OK) /* it does not exist, so the create's error is the one */
+        return aq_err_set(err, create_err.status, "%s", create_err.msg);
+    si->Config->MaxAge = b->ttl_ms * NS_PER_MS;
+    si->Config->Replicas = b->replicas;
+    si->Config->MaxMsgSize = (int32_t)b->max_value_bytes;
+    /* Workers read with pipelined direct gets (queue_kvget.h). nats.c
+     * 3.4.1's create sets AllowDirect; a bucket made by older tools may
+     * lack it, and the server then never answers those reads. */
+    si->Config->AllowDirect = true;
+    jsStreamInfo *si2 = NULL;
+    s = js_UpdateStream(&si2, js, si->Config, NULL, &jerr);
+    jsStreamInfo_Destroy(si2);
+    jsStreamInfo_Destroy(si);
+    if (s != NATS_OK) {
+        char what[300];
+        snprintf(what, sizeof(what), "%s update", b->what);
+        return aq_queue_nats_error(err, s, jerr, what);
+    }
+    report(fn, arg, "kv", b->name, "updated");
+    return AQ_OK;
+}
+
 aq_status aq_queue_ensure(jsCtx *js, const aq_queue_config *cfg, aq_queue_report_fn fn, void *arg,
                           aq_err *err)
 {
     aq_status st;
-    char task_subject[256], dlq_subject[256], kv_stream[256];
+    char task_subject[256], dlq_subject[256];
     const char *task_subjects[1] = {task_subject}, *dlq_subjects[1] = {dlq_subject};
     snprintf(task_subject, sizeof(task_subject), "%s.>", cfg->task_subjects);
     snprintf(dlq_subject, sizeof(dlq_subject), "%s.>", cfg->dlq_subjects);
@@ -108,47 +158,10 @@ aq_status aq_queue_ensure(jsCtx *js, const aq_queue_config *cfg, aq_queue_report
     if ((st = ensure_stream(js, &dc, fn, arg, err)) != AQ_OK)
         return st;
 
-    /* Results bucket. nats.c 3.4.1 has no bucket update, so an existing
-     * bucket is updated through its stream (TTL = MaxAge, replicas). */
-    kvStore *kv = NULL;
-    kvConfig kc;
-    kvConfig_Init(&kc);
-    kc.Bucket = cfg->results_bucket;
-    kc.History = 1;
-    kc.TTL = cfg->results_ttl_ms * NS_PER_MS; /* nanoseconds, despite the name */
-    kc.StorageType = js_FileStorage;
-    kc.Replicas = (int)cfg->replicas;
-    kc.MaxValueSize = (int32_t)cfg->max_msg_size;
-    natsStatus s = js_CreateKeyValue(&kv, js, &kc);
-    kvStore_Destroy(kv);
-    aq_err create_err;
-    if (s != NATS_OK)
-        aq_queue_nats_error(&create_err, s, 0, "results bucket");
-    aq_queue_kv_stream(cfg->results_bucket, kv_stream, sizeof(kv_stream));
-    if (s == NATS_OK) {
-        report(fn, arg, "kv", cfg->results_bucket, "created");
-    } else {
-        jsStreamInfo *si = NULL;
-        jsErrCode jerr = 0;
-        s = js_GetStreamInfo(&si, js, kv_stream, NULL, &jerr);
-        if (s != NATS_OK) { /* it does not exist, so the create's error is the one */
-            return aq_err_set(err, create_err.status, "%s", create_err.msg);
-        }
-        si->Config->MaxAge = cfg->results_ttl_ms * NS_PER_MS;
-        si->Config->Replicas = (int64_t)cfg->replicas;
-        si->Config->MaxMsgSize = (int32_t)cfg->max_msg_size;
-        /* Workers read results with pipelined direct gets (queue_kvget.h).
-         * nats.c 3.4.1's create sets AllowDirect; a bucket made by older
-         * tools may lack it, and the server then never answers those reads. */
-        si->Config->AllowDirect = true;
-        jsStreamInfo *si2 = NULL;
-        s = js_UpdateStream(&si2, js, si->Config, NULL, &jerr);
-        jsStreamInfo_Destroy(si2);
-        jsStreamInfo_Destroy(si);
-        if (s != NATS_OK)
-            return aq_queue_nats_error(err, s, jerr, "results bucket update");
-        report(fn, arg, "kv", cfg->results_bucket, "updated");
-    }
+    aq_queue_bucket bucket = {"results bucket", cfg->results_bucket, cfg->results_ttl_ms,
+                              cfg->replicas, cfg->max_msg_size};
+    if ((st = aq_queue_bucket_ensure(js, &bucket, fn, arg, err)) != AQ_OK)
+        return st;
 
     /* The durable pull consumer every worker shares. Retries happen inside
      * a delivery, so MaxDeliver counts crashes and hand-backs only: past it

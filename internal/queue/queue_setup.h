@@ -16,6 +16,19 @@ typedef void (*aq_queue_report_fn)(void *arg, const char *kind, const char *name
 aq_status aq_queue_ensure(jsCtx *js, const aq_queue_config *cfg, aq_queue_report_fn report,
                           void *arg, aq_err *err);
 
+/* A KV bucket (History 1, file storage, AllowDirect for queue_kvget.h):
+ * created, or brought to this configuration when it exists. `what` names it
+ * in errors ("results bucket", "cache bucket"). */
+typedef struct aq_queue_bucket {
+    const char *what;
+    const char *name;
+    int64_t ttl_ms; /* how long an entry lives */
+    int64_t replicas;
+    int64_t max_value_bytes;
+} aq_queue_bucket;
+aq_status aq_queue_bucket_ensure(jsCtx *js, const aq_queue_bucket *b, aq_queue_report_fn fn,
+                                 void *arg, aq_err *err);
+
 /* Check that every object exists; the error lists all that are missing. */
 aq_status aq_queue_check(jsCtx *js, const aq_queue_config *cfg, aq_err *err);
 

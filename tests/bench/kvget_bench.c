@@ -1,6 +1,5 @@
 /* kvget_bench: reads of a KV key's latest entry per second, synchronous
- * (kvStore_Get, one round trip at a time: what one thread of
- * queue_kvread.h does) against pipelined direct gets (queue_kvget.h) with
+ * (kvStore_Get, one round trip at a time: what aq_kv_read_now does) against pipelined direct gets (queue_kvget.h) with
  * N requests in flight, in one run so that the ratio is meaningful on a
  * shared machine.
  *

@@ -48,12 +48,15 @@ wait_until() {
 
 # nats-server with JetStream on a random port; max_payload raised so the
 # stream's own size limit (not the connection's) is what refuses big tasks.
+# NATS_AUTH, when set, is the server's authorization block on one line (the
+# credential tests change it with sed), e.g. 'authorization { token: "t" }'.
 start_nats() {
     mkdir -p "$T/js"
     cat > "$T/nats.conf" <<CONF
 listen: 127.0.0.1:-1
 max_payload: 8MB
 jetstream { store_dir: "$T/js" }
+${NATS_AUTH:-}
 CONF
     "$NATS_SERVER" -c "$T/nats.conf" > "$T/nats.log" 2>&1 &
     NATS_PID=$!

@@ -28,6 +28,8 @@ expect_exit 2 "$T/wait.out" env ANTHROPIC_API_KEY="$KEY" AGENTQ_ACK_WAIT=banana 
 grep -q "ack_wait (from AGENTQ_ACK_WAIT): 'banana' is not a duration" "$T/wait.out" || fail "$(cat "$T/wait.out")"
 expect_exit 2 "$T/nokey.out" env -u ANTHROPIC_API_KEY "$WORKER"
 grep -q "no API key: set ANTHROPIC_API_KEY" "$T/nokey.out" || fail "$(cat "$T/nokey.out")"
+expect_exit 2 "$T/status.out" env ANTHROPIC_API_KEY="$KEY" AGENTQ_STATUS_SUBJECT='agentq.>' "$WORKER"
+grep -q "status_subject 'agentq.>' is not a subject prefix" "$T/status.out" || fail "$(cat "$T/status.out")"
 echo "concurrency = 5" > "$T/bad.conf"; echo "no_such_option = 1" >> "$T/bad.conf"
 expect_exit 2 "$T/file.out" env ANTHROPIC_API_KEY="$KEY" "$WORKER" --config "$T/bad.conf"
 grep -q "unknown option 'no_such_option' (from $T/bad.conf:2)" "$T/file.out" || fail "$(cat "$T/file.out")"

@@ -3,12 +3,11 @@
 # through the real reporter, internal/fleet) combined with the queue as the
 # server sees it. Part 1 uses fake workers with known figures
 # (tests/support/fleet_publish) on a real nats-server; part 2 checks a real
-# agentq-worker and runs only when AQ_STATUS_REAL_WORKER=1 (set it once the
-# worker publishes snapshots).
+# agentq-worker (AQ_STATUS_REAL_WORKER=0 skips it).
 source "$(dirname "$0")/lib.sh"
 
 FLEET_PUBLISH="$AQ_BIN/tests/support/fleet_publish"
-AQ_STATUS_REAL_WORKER=${AQ_STATUS_REAL_WORKER:-0}
+AQ_STATUS_REAL_WORKER=${AQ_STATUS_REAL_WORKER:-1}
 
 # expect_rc WANT CMD...: run CMD (stdout to $T/out, stderr to $T/err), check its exit code.
 expect_rc() {
@@ -143,7 +142,7 @@ grep -q $'\033' "$T/watch.jsonl" && fail "escape codes in non-terminal output"
 
 note "fake workers: ok"
 
-# --- part 2: a real worker (enable with AQ_STATUS_REAL_WORKER=1 once it publishes)
+# --- part 2: a real worker
 if [ "$AQ_STATUS_REAL_WORKER" = 1 ]; then
     start_sim --latency 300ms
     WORKER_NAME=real-w1 start_worker --status_interval=1s --concurrency=4
@@ -173,6 +172,6 @@ if [ "$AQ_STATUS_REAL_WORKER" = 1 ]; then
     forget_pid "$WP"
     note "real worker: ok"
 else
-    note "real worker part skipped (AQ_STATUS_REAL_WORKER=1 enables it)"
+    note "real worker part skipped (AQ_STATUS_REAL_WORKER=0)"
 fi
 echo "PASS status"

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fleet/fleet_snapshot.h"
 #include "pipeline/worker_config.h"
 
 static void clear_env(void)
@@ -126,6 +127,8 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->store_timeout_ms, 10000);
     assert_int_equal(cfg->shutdown_grace_ms, 30000);
     assert_string_equal(cfg->log_level, "info");
+    assert_string_equal(cfg->status_subject, "agentq.status"); /* agentq status listens there */
+    assert_int_equal(cfg->status_interval_ms, 5000);
 }
 
 static void test_validate_needs_api_key(void **state)
@@ -229,6 +232,41 @@ static void test_validate_retry_and_tokens(void **state)
     assert_int_equal(aq_worker_config_validate(cfg, &err), AQ_OK);
 }
 
+static void test_validate_status_subject(void **state)
+{
+    aq_worker_config *cfg = *state;
+    aq_err err;
+    const char *bad[] = {"agentq.*", "agentq.>", "agentq..status", ".agentq", "agentq.",
+                         "agent q", ""};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char arg[128];
+        snprintf(arg, sizeof(arg), "--status_subject=%s", bad[i]);
+        assert_int_equal(LOAD(cfg, &err, "--api_key=k", arg), AQ_OK);
+        aq_err_clear(&err);
+        assert_int_equal(aq_worker_config_validate(cfg, &err), AQ_CONFIG);
+        if (!strstr(err.msg, "status_subject"))
+            fail_msg("status_subject '%s': error '%s'", bad[i], err.msg);
+    }
+    char long_prefix[AQ_FLEET_PREFIX_MAX + 32] = "--status_subject=";
+    memset(long_prefix + strlen(long_prefix), 'a', AQ_FLEET_PREFIX_MAX + 1);
+    assert_int_equal(LOAD(cfg, &err, "--api_key=k", long_prefix), AQ_OK);
+    assert_int_equal(aq_worker_config_validate(cfg, &err), AQ_CONFIG);
+    assert_non_null(strstr(err.msg, "status_subject"));
+    assert_int_equal(LOAD(cfg, &err, "--api_key=k", "--status_subject=team-a.agentq_status"), AQ_OK);
+    assert_int_equal(aq_worker_config_validate(cfg, &err), AQ_OK);
+    /* The interval's bounds: 1 s to 1 h. */
+    assert_int_equal(LOAD(cfg, &err, "--status_interval=999ms"), AQ_CONFIG);
+    assert_non_null(strstr(err.msg, "status_interval"));
+    assert_int_equal(LOAD(cfg, &err, "--status_interval=61m"), AQ_CONFIG);
+    assert_int_equal(LOAD(cfg, &err, "--status_interval=1h"), AQ_OK);
+    assert_int_equal(cfg->status_interval_ms, 3600000);
+    setenv("AGENTQ_STATUS_INTERVAL", "2s", 1);
+    setenv("AGENTQ_STATUS_SUBJECT", "ops.status", 1);
+    assert_int_equal(load_args(cfg, &err, 0, NULL), AQ_OK);
+    assert_int_equal(cfg->status_interval_ms, 2000);
+    assert_string_equal(cfg->status_subject, "ops.status");
+}
+
 static void test_bad_values_are_specific(void **state)
 {
     aq_worker_config *cfg = *state;
@@ -321,6 +359,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_validate_base_url, setup, teardown),
         cmocka_unit_test_setup_teardown(test_validate_retry_and_tokens, setup, teardown),
         cmocka_unit_test_setup_teardown(test_validate_budgets, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_validate_status_subject, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_values_are_specific, setup, teardown),
         cmocka_unit_test_setup_teardown(test_env_and_cli, setup, teardown),
         cmocka_unit_test_setup_teardown(test_print_config_redacts, setup, teardown),
