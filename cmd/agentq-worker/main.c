@@ -135,6 +135,12 @@ static aq_status start_probe(const aq_worker_config *cfg, natsConnection **nc, j
     return aq_queue_probe_new(*nc, *js, &po, out, err);
 }
 
+/* The snapshot's budget rows, from the budgets the pipeline keeps. */
+static void status_budgets(const void *pipeline, aq_budget_each_fn row, void *arg)
+{
+    aq_pipeline_each_budget(pipeline, row, arg);
+}
+
 /* Fleet status: a snapshot on <status_subject>.<worker> every status_interval
  * (agentq status). It publishes on the probe's connection: core publishes,
  * fire and forget, that must not queue behind the pipeline's traffic either. */
@@ -151,7 +157,8 @@ static aq_status start_status(const aq_worker_config *cfg, struct event_base *ba
         .concurrency = cfg->concurrency,
         .interval_ms = cfg->status_interval_ms,
         .version = AQ_WORKER_VERSION,
-        /* budget_each: not connected until the pipeline owns the budgets */
+        .budget_each = status_budgets,
+        .budget_ctx = w->p,
     };
     aq_status st = aq_ws_new(&sc, ws, err);
     if (st != AQ_OK)

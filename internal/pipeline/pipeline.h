@@ -48,7 +48,7 @@ void aq_pipeline_get_stats(const aq_pipeline *p, aq_pipeline_stats *out);
  * status. Loop thread. Nothing when no budgets are set. */
 typedef void (*aq_pipeline_budget_fn)(void *ctx, const char *tenant, const char *type,
                                       int64_t limit_micro, int64_t remaining_micro);
-void aq_pipeline_each_budget(aq_pipeline *p, aq_pipeline_budget_fn fn, void *ctx);
+void aq_pipeline_each_budget(const aq_pipeline *p, aq_pipeline_budget_fn fn, void *ctx);
 
 /* Closes the connection and frees everything. Accepts NULL. */
 void aq_pipeline_destroy(aq_pipeline *p);

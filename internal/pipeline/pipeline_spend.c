@@ -102,7 +102,7 @@ void aq_spend_stop(aq_pipeline *p)
     p->budgets = NULL;
 }
 
-void aq_pipeline_each_budget(aq_pipeline *p, aq_pipeline_budget_fn fn, void *ctx)
+void aq_pipeline_each_budget(const aq_pipeline *p, aq_pipeline_budget_fn fn, void *ctx)
 {
     if (p && p->spend)
         aq_budget_each(p->spend, fn, ctx);

@@ -58,7 +58,7 @@ count() { jq -s "[.[] | select($2)] | length" "$1"; }
 # ---- 1. two workers, defer ----
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 PORT=$(free_port)
-COMMON=(--budgets="acme=$USD" --concurrency=4 --budget_flush=200ms)
+COMMON=(--budgets="acme=$USD" --concurrency=4 --budget_flush=200ms --status_interval=1s)
 WORKER_NAME=wa start_worker "${COMMON[@]}" --metrics_port="$PORT" --metrics_bind=127.0.0.1
 PA=$WORKER_PID
 WORKER_NAME=wb start_worker "${COMMON[@]}"
@@ -100,6 +100,14 @@ awk -v l="$left" -v u="$U" 'BEGIN { exit !(l >= 0 && l * 1e6 < u) }' \
     || fail "budget left $left USD, expected under one task's bound"
 grep -q '^agentq_llm_deferrals_total{reason="budget"} [1-9]' "$T/metrics.txt" \
     || fail "budget deferrals not counted: $(grep deferrals "$T/metrics.txt")"
+
+# agentq status shows what is left of the budget and the fleet's cost today.
+wait_until 10 bash -c "'$AGENTQ' status --json --status_interval 1s | jq -e '.fleet.workers == 2 and (.fleet.budgets | length) == 1' > /dev/null" \
+    || fail "agentq status shows no budget: $("$AGENTQ" status --json --status_interval 1s)"
+"$AGENTQ" status --json --status_interval 1s > "$T/status.json"
+jq -e --argjson u "$U" '.fleet.budgets[0].tenant == "acme" and .fleet.budgets[0].remaining_micro_usd >= 0
+    and .fleet.budgets[0].remaining_micro_usd < $u and .fleet.cost_today_micro_usd > 0' "$T/status.json" > /dev/null \
+    || fail "status budget figures: $(jq -c .fleet "$T/status.json")"
 
 # The fleet's figures: written by both workers (the last ones at shutdown).
 kill -TERM "$PA" "$PB"
