@@ -102,6 +102,7 @@ typedef struct job {
     aq_budget_reservation spend; /* amount_micro: the bound of the call's cost */
     bool spend_held;     /* `spend` is granted and not settled yet */
     bool spend_pending;  /* waiting for the budget's answer (cancel when released) */
+    uint8_t spend_asks;  /* refusals confirmed by asking the bucket again */
     bool waits_for_budget;
     aq_buf request;
     aq_llm_call *call;

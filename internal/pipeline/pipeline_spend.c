@@ -148,6 +148,15 @@ static void spend_refused(job *j)
                          aq_job_call))
             return;
     }
+    /* Nothing of it runs here: still ask the bucket again a few times (see
+     * AQ_SPEND_CONFIRMS) for what the rest of the fleet gives back. */
+    if (j->spend_asks < AQ_SPEND_CONFIRMS && !p->stopping) {
+        j->spend_asks++;
+        j->stage = STAGE_WAITING;
+        if (aq_job_after(j, AQ_SPEND_CONFIRM_MS + random() % (AQ_SPEND_CONFIRM_MS / 2 + 1),
+                         aq_job_call))
+            return;
+    }
     char usd[32], when[40];
     aq_budget_format_usd(aq_budget_spec_limit(p->budgets, tenant_of(j), by_type ? job_type(j) : ""),
                          usd, sizeof(usd));

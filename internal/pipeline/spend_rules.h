@@ -15,6 +15,14 @@
 /* A refused task waits this long (plus up to half again) before it asks
  * again while calls of its budget are in flight here. */
 #define AQ_SPEND_RECHECK_MS 500
+/* A refusal is confirmed this many times, this far apart (plus up to half
+ * again), before the task is deferred or failed: past the budget module's
+ * refusal memory (1 s), so each time the bucket itself is asked. Other
+ * workers give their unused leases back when they are refused in turn, and
+ * their calls in flight settle below their bounds: without asking again,
+ * the fleet stops short of the limit by what those calls held. */
+#define AQ_SPEND_CONFIRMS 3
+#define AQ_SPEND_CONFIRM_MS 1100
 
 /* What a call that brought no priced answer is charged against the budget,
  * given what the client saw (aq_llm_call_result) and the reserved bound:
