@@ -529,14 +529,22 @@ static void on_many(void *ctx, const aq_llm_call_result *res)
         m->ok++;
 }
 
+/* Replace the fixture's client by one with these bounds. */
+static void renew_client(fix *f, long shard_calls, long max_connections)
+{
+    aq_llm_client_destroy(f->client);
+    aq_llm_client_config cfg = default_cfg(f);
+    cfg.shard_calls = shard_calls;
+    cfg.max_connections = max_connections;
+    aq_err err;
+    assert_int_equal(aq_llm_client_new(f->base, &cfg, &f->client, &err), AQ_OK);
+}
+
 static void test_200_in_flight(void **state)
 {
     fix *f = *state;
-    aq_llm_client_destroy(f->client);
-    aq_llm_client_config cfg = default_cfg(f);
-    cfg.max_connections = 32;   /* the rest queue inside curl */
+    renew_client(f, 0, 32);   /* the calls beyond 32 connections queue inside curl */
     aq_err err;
-    assert_int_equal(aq_llm_client_new(f->base, &cfg, &f->client, &err), AQ_OK);
 
     enum { N = 200 };
     static char bodies[N][32];
@@ -581,11 +589,7 @@ static void run_round(fix *f, int n, many *m)
 static void test_shards(void **state)
 {
     fix *f = *state;
-    aq_llm_client_destroy(f->client);
-    aq_llm_client_config cfg = default_cfg(f);
-    cfg.shard_calls = 4;
-    aq_err err;
-    assert_int_equal(aq_llm_client_new(f->base, &cfg, &f->client, &err), AQ_OK);
+    renew_client(f, 4, 0);
     assert_int_equal(aq_llm_client_shards(f->client), 1);
 
     /* a few calls stay in the first shard */
@@ -615,12 +619,7 @@ static void test_shards(void **state)
 static void test_shards_max_connections(void **state)
 {
     fix *f = *state;
-    aq_llm_client_destroy(f->client);
-    aq_llm_client_config cfg = default_cfg(f);
-    cfg.shard_calls = 4;
-    cfg.max_connections = 10;   /* 3 shards: 4 + 3 + 3 connections */
-    aq_err err;
-    assert_int_equal(aq_llm_client_new(f->base, &cfg, &f->client, &err), AQ_OK);
+    renew_client(f, 4, 10);   /* 3 shards: 4 + 3 + 3 connections */
     many m = {0};
     run_round(f, 60, &m);
     assert_int_equal(m.ok, 60);
@@ -634,11 +633,7 @@ static void test_shards_max_connections(void **state)
 static void test_shards_cancel_destroy(void **state)
 {
     fix *f = *state;
-    aq_llm_client_destroy(f->client);
-    aq_llm_client_config cfg = default_cfg(f);
-    cfg.shard_calls = 2;
-    aq_err err;
-    assert_int_equal(aq_llm_client_new(f->base, &cfg, &f->client, &err), AQ_OK);
+    renew_client(f, 2, 0);
     got g[9];
     aq_llm_call *calls[9];
     memset(g, 0, sizeof(g));
