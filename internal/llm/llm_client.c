@@ -32,11 +32,20 @@ typedef struct key_entry {
     int cached;   /* in c->keys; else freed when refs drops to 0 */
 } key_entry;
 
+/* One curl multi handle with its own connection cache, timer and calls
+ * (see llm_client.h for why there are several). */
+typedef struct shard {
+    struct aq_llm_client *c;
+    CURLM *multi;
+    struct event *timer;
+    size_t in_flight;
+} shard;
+
 /* One per socket curl asks us to watch (not per call: calls multiplexed on
  * one HTTP/2 connection share it). */
 typedef struct sock_ctx {
     struct sock_ctx *prev, *next;
-    struct aq_llm_client *c;
+    shard *sh;
     struct event *ev;
     curl_socket_t fd;
 } sock_ctx;
@@ -44,6 +53,7 @@ typedef struct sock_ctx {
 struct aq_llm_call {
     struct aq_llm_call *prev, *next;
     struct aq_llm_client *c;
+    shard *sh;
     CURL *easy;
     key_entry *key;
     aq_llm_done_fn done;
@@ -63,9 +73,12 @@ struct aq_llm_call {
 
 struct aq_llm_client {
     struct event_base *base;
-    CURLM *multi;
     CURLSH *share;
-    struct event *timer;
+    shard *shards[AQ_LLM_MAX_SHARDS];
+    size_t n_shards;
+    size_t max_shards;       /* AQ_LLM_MAX_SHARDS, fewer when max_connections is set */
+    size_t shard_calls;
+    long max_connections;    /* over all shards; 0 unlimited */
     char *url;
     char *version_hdr;
     char *ca_file;
@@ -452,6 +465,7 @@ static void call_unlink(aq_llm_call *call)
         call->next->prev = call->prev;
     call->prev = call->next = NULL;
     c->in_flight--;
+    call->sh->in_flight--;
 }
 
 static void call_free(aq_llm_call *call)
@@ -467,7 +481,6 @@ static void client_free(aq_llm_client *c);
 
 static void call_complete(aq_llm_call *call, CURLcode rc)
 {
-    aq_llm_client *c = call->c;
     aq_llm_call_result res;
     char errtext[CURL_ERROR_SIZE + 64];
     long code = 0;
@@ -507,19 +520,20 @@ static void call_complete(aq_llm_call *call, CURLcode rc)
 
     /* Give the connection back to the cache before the callback, which may
      * start new calls. */
-    curl_multi_remove_handle(c->multi, call->easy);
+    curl_multi_remove_handle(call->sh->multi, call->easy);
     call_unlink(call);
     call->in_done = 1;
     call->done(call->ctx, &res);
     call_free(call);
 }
 
-static void check_multi_info(aq_llm_client *c)
+static void check_multi_info(shard *sh)
 {
+    aq_llm_client *c = sh->c;
     CURLMsg *msg;
     int left;
     c->dispatching++;
-    while (!c->destroy_pending && (msg = curl_multi_info_read(c->multi, &left)) != NULL) {
+    while (!c->destroy_pending && (msg = curl_multi_info_read(sh->multi, &left)) != NULL) {
         if (msg->msg != CURLMSG_DONE)
             continue;
         CURLcode rc = msg->data.result;
@@ -537,21 +551,21 @@ static void check_multi_info(aq_llm_client *c)
 
 static void on_socket_event(evutil_socket_t fd, short kind, void *arg)
 {
-    aq_llm_client *c = arg;
+    shard *sh = arg;
     int running = 0;
     int flags = ((kind & EV_READ) ? CURL_CSELECT_IN : 0) | ((kind & EV_WRITE) ? CURL_CSELECT_OUT : 0);
-    curl_multi_socket_action(c->multi, fd, flags, &running);
-    check_multi_info(c);
+    curl_multi_socket_action(sh->multi, fd, flags, &running);
+    check_multi_info(sh);
 }
 
 static void on_timer_event(evutil_socket_t fd, short kind, void *arg)
 {
-    aq_llm_client *c = arg;
+    shard *sh = arg;
     int running = 0;
     (void)fd;
     (void)kind;
-    curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-    check_multi_info(c);
+    curl_multi_socket_action(sh->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    check_multi_info(sh);
 }
 
 static void sock_ctx_free(aq_llm_client *c, sock_ctx *sc)
@@ -570,13 +584,14 @@ static void sock_ctx_free(aq_llm_client *c, sock_ctx *sc)
 /* CURLMOPT_SOCKETFUNCTION: watch `s` for what curl wants. */
 static int socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 {
-    aq_llm_client *c = userp;
+    shard *sh = userp;
+    aq_llm_client *c = sh->c;
     sock_ctx *sc = socketp;
     (void)easy;
 
     if (what == CURL_POLL_REMOVE) {
         if (sc) {
-            curl_multi_assign(c->multi, s, NULL);
+            curl_multi_assign(sh->multi, s, NULL);
             sock_ctx_free(c, sc);
         }
         return 0;
@@ -587,9 +602,9 @@ static int socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *s
         sc = calloc(1, sizeof(*sc));
         if (!sc)
             return -1;
-        sc->c = c;
+        sc->sh = sh;
         sc->fd = s;
-        sc->ev = event_new(c->base, s, kind, on_socket_event, c);
+        sc->ev = event_new(c->base, s, kind, on_socket_event, sh);
         if (!sc->ev) {
             free(sc);
             return -1;
@@ -598,10 +613,10 @@ static int socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *s
         if (c->socks)
             c->socks->prev = sc;
         c->socks = sc;
-        curl_multi_assign(c->multi, s, sc);
+        curl_multi_assign(sh->multi, s, sc);
     } else {
         event_del(sc->ev);
-        event_assign(sc->ev, c->base, s, kind, on_socket_event, c);
+        event_assign(sc->ev, c->base, s, kind, on_socket_event, sh);
     }
     if (event_add(sc->ev, NULL) != 0)
         return -1;
@@ -613,14 +628,104 @@ static int socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *s
  * loop iteration, which keeps completions out of aq_llm_call_start). */
 static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
 {
-    aq_llm_client *c = userp;
+    shard *sh = userp;
     (void)multi;
     if (timeout_ms < 0) {
-        evtimer_del(c->timer);
+        evtimer_del(sh->timer);
         return 0;
     }
     struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
-    return evtimer_add(c->timer, &tv) == 0 ? 0 : -1;
+    return evtimer_add(sh->timer, &tv) == 0 ? 0 : -1;
+}
+
+/* ---- shards ------------------------------------------------------------- */
+
+static void shard_free(shard *sh)
+{
+    if (!sh)
+        return;
+    aq_llm_client *c = sh->c;
+    if (sh->multi)
+        curl_multi_cleanup(sh->multi);   /* may still report sockets to remove */
+    for (sock_ctx *sc = c->socks, *next; sc; sc = next) {
+        next = sc->next;
+        if (sc->sh == sh)
+            sock_ctx_free(c, sc);
+    }
+    if (sh->timer)
+        event_free(sh->timer);
+    free(sh);
+}
+
+/* The connection limit of shard `i`: max_connections split as evenly as it
+ * goes over the shards it may open (their sum is exactly max_connections). */
+static long shard_max_connections(const aq_llm_client *c, size_t i)
+{
+    if (c->max_connections <= 0)
+        return 0;
+    long n = (long)c->max_shards;
+    return c->max_connections / n + ((long)i < c->max_connections % n ? 1 : 0);
+}
+
+static aq_status shard_open(aq_llm_client *c, aq_err *err)
+{
+    aq_status st = AQ_OK;
+    size_t i = c->n_shards;
+    long max_conns = shard_max_connections(c, i);
+    shard *sh = calloc(1, sizeof(*sh));
+    if (!sh)
+        return aq_err_set(err, AQ_NOMEM, "out of memory opening a curl multi handle");
+    sh->c = c;
+    sh->timer = evtimer_new(c->base, on_timer_event, sh);
+    sh->multi = curl_multi_init();
+    if (!sh->timer || !sh->multi) {
+        st = aq_err_set(err, AQ_NOMEM, "cannot create a curl multi handle or its timer");
+        goto out;
+    }
+    CURLMcode mc = CURLM_OK;
+    if ((mc = curl_multi_setopt(sh->multi, CURLMOPT_SOCKETFUNCTION, socket_cb)) != CURLM_OK ||
+        (mc = curl_multi_setopt(sh->multi, CURLMOPT_SOCKETDATA, sh)) != CURLM_OK ||
+        (mc = curl_multi_setopt(sh->multi, CURLMOPT_TIMERFUNCTION, timer_cb)) != CURLM_OK ||
+        (mc = curl_multi_setopt(sh->multi, CURLMOPT_TIMERDATA, sh)) != CURLM_OK ||
+        (mc = curl_multi_setopt(sh->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX)) !=
+            CURLM_OK ||
+        (mc = curl_multi_setopt(sh->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, max_conns)) !=
+            CURLM_OK ||
+        (max_conns > 0 &&
+         (mc = curl_multi_setopt(sh->multi, CURLMOPT_MAXCONNECTS, max_conns)) != CURLM_OK)) {
+        st = aq_err_set(err, AQ_IO, "curl_multi_setopt: %s", curl_multi_strerror(mc));
+        goto out;
+    }
+    c->shards[c->n_shards++] = sh;
+    sh = NULL;
+out:
+    shard_free(sh);
+    return st;
+}
+
+/* The first shard with room, so calls stay packed in as few multi handles
+ * (and connection caches) as their number needs; a new shard when all are
+ * full; the least busy once no more may open. */
+static aq_status shard_pick(aq_llm_client *c, shard **out, aq_err *err)
+{
+    aq_status st = AQ_OK;
+    shard *least = NULL;
+    for (size_t i = 0; i < c->n_shards; i++) {
+        shard *sh = c->shards[i];
+        if (sh->in_flight < c->shard_calls) {
+            *out = sh;
+            return AQ_OK;
+        }
+        if (!least || sh->in_flight < least->in_flight)
+            least = sh;
+    }
+    if (c->n_shards < c->max_shards) {
+        if ((st = shard_open(c, err)) != AQ_OK)
+            return st;
+        least = c->shards[c->n_shards - 1];
+    }
+    *out = least;
+    return AQ_OK;
 }
 
 /* ---- client ------------------------------------------------------------- */
@@ -648,18 +753,14 @@ static void client_free(aq_llm_client *c)
 {
     while (c->calls) {
         aq_llm_call *call = c->calls;
-        curl_multi_remove_handle(c->multi, call->easy);
+        curl_multi_remove_handle(call->sh->multi, call->easy);
         call_unlink(call);
         call_free(call);
     }
-    if (c->multi)
-        curl_multi_cleanup(c->multi);   /* may still report sockets to remove */
-    while (c->socks)
-        sock_ctx_free(c, c->socks);
+    for (size_t i = 0; i < c->n_shards; i++)
+        shard_free(c->shards[i]);
     if (c->share)
         curl_share_cleanup(c->share);
-    if (c->timer)
-        event_free(c->timer);
     while (c->keys) {
         key_entry *k = c->keys;
         c->keys = k->next;
@@ -690,6 +791,8 @@ aq_status aq_llm_client_new(struct event_base *base, const aq_llm_client_config 
         return aq_err_set(err, AQ_CONFIG, "anthropic_version is empty or has control characters");
     if (cfg->connect_timeout_ms < 0 || cfg->timeout_ms < 0 || cfg->max_connections < 0)
         return aq_err_set(err, AQ_CONFIG, "llm timeouts and max_connections must not be negative");
+    if (cfg->shard_calls < 0 || cfg->shard_calls > 1000000)
+        return aq_err_set(err, AQ_CONFIG, "llm shard_calls must be in [1, 1000000] (0: default)");
     if (cfg->recv_buffer_bytes != 0 &&
         (cfg->recv_buffer_bytes < 1024 || cfg->recv_buffer_bytes > CURL_MAX_READ_SIZE))
         return aq_err_set(err, AQ_CONFIG, "llm recv_buffer_bytes must be in [1024, %d]",
@@ -707,6 +810,15 @@ aq_status aq_llm_client_new(struct event_base *base, const aq_llm_client_config 
         cfg->max_response_bytes ? cfg->max_response_bytes : AQ_LLM_DEFAULT_MAX_RESPONSE_BYTES;
     c->recv_buffer_bytes =
         cfg->recv_buffer_bytes ? cfg->recv_buffer_bytes : AQ_LLM_DEFAULT_RECV_BUFFER_BYTES;
+    c->shard_calls = cfg->shard_calls ? (size_t)cfg->shard_calls : AQ_LLM_DEFAULT_SHARD_CALLS;
+    c->max_connections = cfg->max_connections;
+    c->max_shards = AQ_LLM_MAX_SHARDS;
+    if (c->max_connections > 0) {
+        /* enough shards that each gets at most shard_calls connections */
+        size_t need = (size_t)(c->max_connections - 1) / c->shard_calls + 1;
+        if (need < c->max_shards)
+            c->max_shards = need;
+    }
 
     size_t blen = strlen(bu);
     while (blen > 0 && bu[blen - 1] == '/')
@@ -722,11 +834,9 @@ aq_status aq_llm_client_new(struct event_base *base, const aq_llm_client_config 
         goto out;
     }
 
-    c->timer = evtimer_new(base, on_timer_event, c);
-    c->multi = curl_multi_init();
     c->share = curl_share_init();
-    if (!c->timer || !c->multi || !c->share) {
-        st = aq_err_set(err, AQ_NOMEM, "cannot create the curl multi/share handles or the timer");
+    if (!c->share) {
+        st = aq_err_set(err, AQ_NOMEM, "cannot create the curl share handle");
         goto out;
     }
     /* One DNS cache and one TLS session cache for every call. The share is
@@ -736,21 +846,9 @@ aq_status aq_llm_client_new(struct event_base *base, const aq_llm_client_config 
         st = aq_err_set(err, AQ_IO, "curl refuses to share DNS and TLS sessions");
         goto out;
     }
-    CURLMcode mc = CURLM_OK;
-    if ((mc = curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, socket_cb)) != CURLM_OK ||
-        (mc = curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c)) != CURLM_OK ||
-        (mc = curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, timer_cb)) != CURLM_OK ||
-        (mc = curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c)) != CURLM_OK ||
-        (mc = curl_multi_setopt(c->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX)) !=
-            CURLM_OK ||
-        (mc = curl_multi_setopt(c->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, cfg->max_connections)) !=
-            CURLM_OK ||
-        (cfg->max_connections > 0 &&
-         (mc = curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, cfg->max_connections)) !=
-             CURLM_OK)) {
-        st = aq_err_set(err, AQ_IO, "curl_multi_setopt: %s", curl_multi_strerror(mc));
+    /* the first shard now, so that a client curl refuses fails here */
+    if ((st = shard_open(c, err)) != AQ_OK)
         goto out;
-    }
     *out = c;
     c = NULL;
 out:
@@ -859,13 +957,18 @@ aq_status aq_llm_call_start(aq_llm_client *c, const char *api_key, const char *b
                          err)) != AQ_OK)
         goto out;
 
+    shard *sh = NULL;
+    if ((st = shard_pick(c, &sh, err)) != AQ_OK)
+        goto out;
     call->start_us = aq_mono_us();
-    CURLMcode mc = curl_multi_add_handle(c->multi, call->easy);
+    CURLMcode mc = curl_multi_add_handle(sh->multi, call->easy);
     if (mc != CURLM_OK) {
         st = aq_err_set(err, mc == CURLM_OUT_OF_MEMORY ? AQ_NOMEM : AQ_IO,
                         "curl_multi_add_handle: %s", curl_multi_strerror(mc));
         goto out;
     }
+    call->sh = sh;
+    sh->in_flight++;
     call->next = c->calls;
     if (c->calls)
         c->calls->prev = call;
@@ -884,7 +987,7 @@ void aq_llm_call_cancel(aq_llm_call *call)
 {
     if (!call || call->in_done)
         return;
-    curl_multi_remove_handle(call->c->multi, call->easy);
+    curl_multi_remove_handle(call->sh->multi, call->easy);
     call_unlink(call);
     call_free(call);
 }
@@ -892,6 +995,11 @@ void aq_llm_call_cancel(aq_llm_call *call)
 size_t aq_llm_client_in_flight(const aq_llm_client *c)
 {
     return c ? c->in_flight : 0;
+}
+
+size_t aq_llm_client_shards(const aq_llm_client *c)
+{
+    return c ? c->n_shards : 0;
 }
 
 void aq_llm_client_destroy(aq_llm_client *c)
@@ -902,7 +1010,7 @@ void aq_llm_client_destroy(aq_llm_client *c)
         /* called from a done callback: finish once the dispatch loop unwinds */
         while (c->calls) {
             aq_llm_call *call = c->calls;
-            curl_multi_remove_handle(c->multi, call->easy);
+            curl_multi_remove_handle(call->sh->multi, call->easy);
             call_unlink(call);
             call_free(call);
         }

@@ -11,6 +11,16 @@
  * is negotiated over TLS and calls are multiplexed on it, DNS answers and TLS
  * sessions are shared by every call of a client.
  *
+ * Calls are spread over several curl multi handles ("shards"), each with its
+ * own connection cache: libcurl 7.88 walks every connection of a multi when
+ * it looks for one to reuse and again in curl_multi_remove_handle, which is
+ * O(connections) per call and, with HTTP/1.1 and thousands of calls in
+ * flight, O(n^2) overall. A call goes to the first shard with fewer than
+ * `shard_calls` calls in flight and a new shard opens only when all are that
+ * full, so below `shard_calls` there is one multi (HTTP/2 multiplexing and
+ * reuse unchanged) and a connection freed in a shard is reused by the next
+ * call placed there.
+ *
  * The API key is sent in a header and is never copied into an error text, a
  * result or a log: it is redacted from curl's error text and from non-2xx
  * response bodies before they reach the callback.
@@ -38,6 +48,8 @@ void aq_llm_global_cleanup(void);
 #define AQ_LLM_DEFAULT_TIMEOUT_MS 600000
 #define AQ_LLM_DEFAULT_MAX_RESPONSE_BYTES (8u * 1024 * 1024)
 #define AQ_LLM_DEFAULT_RECV_BUFFER_BYTES 4096
+#define AQ_LLM_DEFAULT_SHARD_CALLS 500
+#define AQ_LLM_MAX_SHARDS 256
 
 typedef struct aq_llm_client_config {
     const char *base_url;          /* "https://api.anthropic.com" or "http://127.0.0.1:8090" */
@@ -45,11 +57,18 @@ typedef struct aq_llm_client_config {
     int64_t connect_timeout_ms;    /* 0: AQ_LLM_DEFAULT_CONNECT_TIMEOUT_MS */
     int64_t timeout_ms;            /* whole call; 0: AQ_LLM_DEFAULT_TIMEOUT_MS */
     size_t max_response_bytes;     /* body cap; 0: AQ_LLM_DEFAULT_MAX_RESPONSE_BYTES */
-    long max_connections;          /* CURLMOPT_MAX_TOTAL_CONNECTIONS, 0 = unlimited */
+    long max_connections;          /* connections open at once over all shards (split
+                                      between them), 0 = unlimited; the calls beyond
+                                      it queue inside curl */
     const char *ca_file;           /* optional CA bundle; TLS verification always on */
     long recv_buffer_bytes;        /* curl's per-call receive buffer (1024..524288);
                                       0: AQ_LLM_DEFAULT_RECV_BUFFER_BYTES. Small keeps
                                       per-call memory low with many calls in flight. */
+    long shard_calls;              /* calls in flight per curl multi handle before the
+                                      next one opens (1..1000000); 0:
+                                      AQ_LLM_DEFAULT_SHARD_CALLS. At most
+                                      AQ_LLM_MAX_SHARDS open; past that the least
+                                      busy takes the call. */
 } aq_llm_client_config;
 
 /* -1 where the header is absent or does not parse. */
@@ -108,6 +127,9 @@ void aq_llm_call_cancel(aq_llm_call *call);
 
 /* Calls started and not yet completed or cancelled. */
 size_t aq_llm_client_in_flight(const aq_llm_client *c);
+
+/* curl multi handles opened so far (they stay open until destroy). */
+size_t aq_llm_client_shards(const aq_llm_client *c);
 
 /* Cancels every call (no callbacks), closes connections, frees. Accepts
  * NULL. May be called from inside a `done` callback of this client (the

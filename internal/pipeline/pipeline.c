@@ -322,6 +322,7 @@ aq_status aq_pipeline_start(struct event_base *base, const aq_worker_config *cfg
         .timeout_ms = cfg->llm_timeout_ms,
         .max_response_bytes = (size_t)cfg->max_response_bytes,
         .max_connections = 0,
+        .shard_calls = (long)cfg->llm_shard_calls,
         .ca_file = cfg->ca_file && *cfg->ca_file ? cfg->ca_file : NULL,
     };
     if ((st = aq_llm_client_new(base, &lc, &p->llm, err)) != AQ_OK)

@@ -180,6 +180,18 @@ static bool take_budget(job *j)
     return false;
 }
 
+/* The first answer of a (key, class) ended its probing: the tasks waiting
+ * meanwhile ask again now rather than when their poll comes round (up to
+ * AQ_RL_PROBE_WAIT_MS later, a whole call's time against a fast provider).
+ * Once per (key, class), so walking the jobs is cheap. */
+static void wake_budget_waiters(aq_pipeline *p)
+{
+    static const struct timeval now = {0, 0};
+    for (job *w = p->jobs; w; w = w->next)
+        if (w->waits_for_budget && w->timer)
+            evtimer_add(w->timer, &now);
+}
+
 void aq_job_call(job *j)
 {
     aq_pipeline *p = j->p;
@@ -243,11 +255,16 @@ static void on_llm_done(void *ctx, const aq_llm_call_result *res)
      * counted (usage) and what it has left (headers). */
     bool answered = res->transport == AQ_OK && res->http_status == 200;
     st = answered ? aq_llm_response_parse(res->body, res->body_len, &j->response, &err) : AQ_OK;
+    size_t key = j->budget.key;
+    aq_rl_class cls = j->budget.cls;
+    bool heard = aq_rl_heard(j->p->limiter, key, cls);
     aq_rl_finish(j->p->limiter, &j->budget, res,
                  answered && st == AQ_OK ? &j->response.usage : NULL, aq_mono_ms(),
                  aq_now_unix_ms());
     if (!answered || st != AQ_OK)
         aq_job_spend_settle(j, res); /* 0, or the bound when it may have been billed */
+    if (!heard && j->p->waiting_for_budget > 0 && aq_rl_heard(j->p->limiter, key, cls))
+        wake_budget_waiters(j->p);
     if (res->transport != AQ_OK) {
         aq_err_set(&err, res->transport, "%s", res->error ? res->error : aq_status_text(res->transport));
         aq_job_dispose(j, res->transport, &err);

@@ -38,6 +38,7 @@ typedef struct aq_worker_config {
     int64_t default_max_tokens;
     int64_t llm_connect_timeout_ms;
     int64_t llm_timeout_ms;
+    int64_t llm_shard_calls;
     int64_t max_response_bytes;
     /* task caps */
     int64_t max_prompt_bytes;

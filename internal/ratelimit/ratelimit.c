@@ -950,3 +950,10 @@ uint64_t aq_rl_waits(const aq_rl *rl, aq_rl_class cls)
 {
     return rl && (int)cls >= 0 && cls < AQ_RL_CLASS_COUNT ? rl->waits[cls] : 0;
 }
+
+bool aq_rl_heard(const aq_rl *rl, size_t key, aq_rl_class cls)
+{
+    if (!rl || key >= rl->n_keys || (int)cls < 0 || cls >= AQ_RL_CLASS_COUNT)
+        return false;
+    return slot_at(rl, key, cls)->heard;
+}

@@ -405,5 +405,8 @@ bool aq_rl_stats_get(const aq_rl *rl, size_t key, aq_rl_class cls, int64_t now_m
                      aq_rl_stats *out);
 /* Acquires of class `cls` answered WAIT. */
 uint64_t aq_rl_waits(const aq_rl *rl, aq_rl_class cls);
+/* An answer with headers has been applied to (key, cls): its probing is
+ * over (see Probing above). false when out of range. */
+bool aq_rl_heard(const aq_rl *rl, size_t key, aq_rl_class cls);
 
 #endif

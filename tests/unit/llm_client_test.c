@@ -33,6 +33,8 @@ typedef struct server {
     int port;
     int requests;
     int key_mismatches;
+    unsigned char peer_ports[65536 / 8]; /* client ports seen: one per connection */
+    int connections;
     char last_key[128];
     char last_version[64];
     char last_ctype[64];
@@ -74,6 +76,13 @@ static void on_request(struct evhttp_request *req, void *arg)
     mode[n] = '\0';
 
     s->requests++;
+    char *peer = NULL;
+    ev_uint16_t port = 0;
+    evhttp_connection_get_peer(evhttp_request_get_connection(req), &peer, &port);
+    if (!(s->peer_ports[port / 8] & (1u << (port % 8)))) {
+        s->peer_ports[port / 8] |= (unsigned char)(1u << (port % 8));
+        s->connections++;
+    }
     copy_hdr(s->last_key, sizeof(s->last_key), in, "x-api-key");
     copy_hdr(s->last_version, sizeof(s->last_version), in, "anthropic-version");
     copy_hdr(s->last_ctype, sizeof(s->last_ctype), in, "content-type");
@@ -520,14 +529,22 @@ static void on_many(void *ctx, const aq_llm_call_result *res)
         m->ok++;
 }
 
+/* Replace the fixture's client by one with these bounds. */
+static void renew_client(fix *f, long shard_calls, long max_connections)
+{
+    aq_llm_client_destroy(f->client);
+    aq_llm_client_config cfg = default_cfg(f);
+    cfg.shard_calls = shard_calls;
+    cfg.max_connections = max_connections;
+    aq_err err;
+    assert_int_equal(aq_llm_client_new(f->base, &cfg, &f->client, &err), AQ_OK);
+}
+
 static void test_200_in_flight(void **state)
 {
     fix *f = *state;
-    aq_llm_client_destroy(f->client);
-    aq_llm_client_config cfg = default_cfg(f);
-    cfg.max_connections = 32;   /* the rest queue inside curl */
+    renew_client(f, 0, 32);   /* the calls beyond 32 connections queue inside curl */
     aq_err err;
-    assert_int_equal(aq_llm_client_new(f->base, &cfg, &f->client, &err), AQ_OK);
 
     enum { N = 200 };
     static char bodies[N][32];
@@ -549,8 +566,96 @@ static void test_200_in_flight(void **state)
     assert_int_equal(m.ok, N);
     assert_int_equal(f->srv.key_mismatches, 0);
     assert_int_equal(f->srv.requests, N);
+    assert_true(f->srv.connections <= 32);
     assert_int_equal(aq_llm_client_in_flight(f->client), 0);
+    assert_int_equal(aq_llm_client_shards(f->client), 1);   /* 200 < the default shard size */
     print_message("200 calls in %lld ms\n", (long long)(aq_mono_ms() - t0));
+}
+
+/* Start n "ok" calls at once; run until they are all done. */
+static void run_round(fix *f, int n, many *m)
+{
+    aq_err err;
+    int want = m->done + n;
+    for (int i = 0; i < n; i++) {
+        f->in_start = 1;
+        assert_int_equal(aq_llm_call_start(f->client, KEY, "ok", 2, 0, on_many, m, NULL, &err),
+                         AQ_OK);
+        f->in_start = 0;
+    }
+    assert_int_equal(run_until(f, &m->done, want, 20000), want);
+}
+
+static void test_shards(void **state)
+{
+    fix *f = *state;
+    renew_client(f, 4, 0);
+    assert_int_equal(aq_llm_client_shards(f->client), 1);
+
+    /* a few calls stay in the first shard */
+    many m = {0};
+    run_round(f, 3, &m);
+    assert_int_equal(aq_llm_client_shards(f->client), 1);
+    assert_int_equal(f->srv.connections, 3);
+
+    /* 40 at once: 10 shards of 4 */
+    run_round(f, 40, &m);
+    assert_int_equal(aq_llm_client_shards(f->client), 10);
+    assert_int_equal(m.ok, 43);
+    /* the first shard reused its 3 connections and opened 1 */
+    assert_int_equal(f->srv.connections, 40);
+
+    /* again: every shard reuses its own connections, none is opened */
+    run_round(f, 40, &m);
+    assert_int_equal(aq_llm_client_shards(f->client), 10);
+    assert_int_equal(m.ok, 83);
+    assert_int_equal(f->srv.requests, 83);
+    assert_int_equal(f->srv.connections, 40);
+    assert_int_equal(aq_llm_client_in_flight(f->client), 0);
+    assert_int_equal(f->reentrant, 0);
+}
+
+/* max_connections is split between the shards: never more open in all. */
+static void test_shards_max_connections(void **state)
+{
+    fix *f = *state;
+    renew_client(f, 4, 10);   /* 3 shards: 4 + 3 + 3 connections */
+    many m = {0};
+    run_round(f, 60, &m);
+    assert_int_equal(m.ok, 60);
+    assert_int_equal(f->srv.requests, 60);
+    assert_int_equal(aq_llm_client_shards(f->client), 3);
+    assert_true(f->srv.connections <= 10);
+    print_message("60 calls over %d connections\n", f->srv.connections);
+}
+
+/* Cancel and destroy reach calls in every shard (ASan checks the rest). */
+static void test_shards_cancel_destroy(void **state)
+{
+    fix *f = *state;
+    renew_client(f, 2, 0);
+    got g[9];
+    aq_llm_call *calls[9];
+    memset(g, 0, sizeof(g));
+    for (int i = 0; i < 9; i++)
+        start(f, KEY, i == 8 ? "ok" : "hang", 0, &g[i], &calls[i]);
+    assert_int_equal(aq_llm_client_shards(f->client), 5);
+    aq_llm_call_cancel(calls[5]);   /* in the third shard */
+    assert_int_equal(aq_llm_client_in_flight(f->client), 8);
+    assert_int_equal(run_until(f, &g[8].calls, 1, 5000), 1);   /* the last shard's "ok" */
+    assert_int_equal(g[8].http_status, 200);
+    run_until(f, NULL, 0, 100);   /* the hanging ones reached the server */
+    assert_int_equal(aq_llm_client_in_flight(f->client), 7);
+    /* a freed slot in the third shard takes the next call */
+    start(f, KEY, "ok", 0, &g[5], NULL);
+    assert_int_equal(aq_llm_client_shards(f->client), 5);
+    assert_int_equal(run_until(f, &g[5].calls, 1, 5000), 1);
+    aq_llm_client_destroy(f->client);
+    f->client = NULL;
+    run_until(f, NULL, 0, 100);
+    assert_int_equal(f->done_total, 2);
+    for (int i = 0; i < 9; i++)
+        got_free(&g[i]);
 }
 
 static void test_destroy_with_calls_in_flight(void **state)
@@ -639,6 +744,9 @@ static void test_bad_arguments(void **state)
     cfg.recv_buffer_bytes = 10;
     assert_int_equal(aq_llm_client_new(f->base, &cfg, &c, &err), AQ_CONFIG);
     cfg.recv_buffer_bytes = 0;
+    cfg.shard_calls = -1;
+    assert_int_equal(aq_llm_client_new(f->base, &cfg, &c, &err), AQ_CONFIG);
+    cfg.shard_calls = 0;
     cfg.timeout_ms = -1;
     assert_int_equal(aq_llm_client_new(f->base, &cfg, &c, &err), AQ_CONFIG);
     assert_null(c);
@@ -657,6 +765,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_key_redacted_from_error_body, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
         cmocka_unit_test_setup_teardown(test_200_in_flight, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_shards, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_shards_max_connections, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_shards_cancel_destroy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_destroy_with_calls_in_flight, setup, teardown),
         cmocka_unit_test_setup_teardown(test_destroy_from_callback, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_arguments, setup, teardown),

@@ -1249,12 +1249,17 @@ static void test_probe_until_the_first_headers(void **state)
     assert_int_equal(c.key, 0);
     /* An answer without headers (a timeout, say) taught nothing: still one at a time. */
     aq_rl_commit(rl, &c, NULL, NULL, 20, UNIX0 + 20);
+    assert_false(aq_rl_heard(rl, 0, AQ_RL_SONNET));
     assert_int_equal(acq(rl, AQ_RL_SONNET, 1000, 1000, 20, &c, &wait), AQ_RL_GRANTED);
     assert_int_equal(acq(rl, AQ_RL_SONNET, 1000, 1000, 20, &d, &wait), AQ_RL_WAIT);
     /* Any answer with headers ends the probing, even one without rate-limit
      * values (a provider that sends none is not probed forever). */
     aq_llm_ratelimit h = no_headers();
     aq_rl_commit(rl, &c, &u, &h, 30, UNIX0 + 30);
+    assert_true(aq_rl_heard(rl, 0, AQ_RL_SONNET));    /* what tells the caller to ask again now */
+    assert_false(aq_rl_heard(rl, 1, AQ_RL_SONNET));
+    assert_false(aq_rl_heard(rl, 0, AQ_RL_HAIKU));
+    assert_false(aq_rl_heard(rl, 2, AQ_RL_SONNET));   /* out of range */
     for (int i = 0; i < 10; i++) {
         assert_int_equal(acq(rl, AQ_RL_SONNET, 1000, 1000, 30, &e[i], &wait), AQ_RL_GRANTED);
         assert_int_equal(e[i].key, 0); /* key 2 is still probing */
