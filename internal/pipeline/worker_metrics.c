@@ -29,6 +29,7 @@ enum {
     F_ROUTED,
     F_RL_REMAINING,
     F_BUDGET,
+    F_BUDGET_LIMIT,
     F_BUILD_INFO,
     F_COUNT
 };
@@ -82,6 +83,8 @@ static const aq_metric_desc families[F_COUNT] = {
                         {AQ_WM_MAX_KEYS, AQ_RL_CLASS_COUNT, AQ_RL_DIM_COUNT}, NULL, 0},
     [F_BUDGET] = {"agentq_budget_remaining_usd", "Today's spending budget left per tenant, in US dollars.",
                   G, 1, {"tenant"}, {TENANT_CAP_MARK}, NULL, 0},
+    [F_BUDGET_LIMIT] = {"agentq_budget_limit_usd", "Today's spending budget per tenant, in US dollars.",
+                        G, 1, {"tenant"}, {TENANT_CAP_MARK}, NULL, 0},
     [F_BUILD_INFO] = {"agentq_build_info", "Always 1: the worker's version and name.", G, 2,
                       {"version", "worker"}, {1, 1}, NULL, 0},
 };
@@ -270,10 +273,13 @@ void aq_wm_ratelimit_remaining(aq_worker_metrics *wm, size_t key, const char *mo
     aq_mfamily_set(wm->f[F_RL_REMAINING], AQ_LV(idx, model_class, dimension), (double)remaining);
 }
 
-void aq_wm_budget_remaining(aq_worker_metrics *wm, const char *tenant, int64_t micro_usd)
+void aq_wm_budget(aq_worker_metrics *wm, const char *tenant, int64_t limit_micro_usd,
+                  int64_t remaining_micro_usd)
 {
-    if (wm)
-        aq_mfamily_set(wm->f[F_BUDGET], AQ_LV(tenant), (double)micro_usd / 1e6);
+    if (!wm)
+        return;
+    aq_mfamily_set(wm->f[F_BUDGET], AQ_LV(tenant), (double)remaining_micro_usd / 1e6);
+    aq_mfamily_set(wm->f[F_BUDGET_LIMIT], AQ_LV(tenant), (double)limit_micro_usd / 1e6);
 }
 
 void aq_wm_set_queue(aq_worker_metrics *wm, int64_t pending, int64_t ack_pending,
@@ -316,9 +322,8 @@ aq_status aq_wm_watch_ratelimit(aq_worker_metrics *wm, const aq_rl *rl, aq_err *
 static void budget_row(void *arg, const char *tenant, const char *type, int64_t limit_micro,
                        int64_t remaining_micro)
 {
-    (void)limit_micro;
     if (!*type)
-        aq_wm_budget_remaining(arg, tenant, remaining_micro);
+        aq_wm_budget(arg, tenant, limit_micro, remaining_micro);
 }
 
 static void collect_budget(void *arg)

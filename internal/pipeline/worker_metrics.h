@@ -108,8 +108,10 @@ void aq_wm_routed(aq_worker_metrics *wm, const char *model, const char *rule);
  * "output_tokens"). aq_wm_watch_ratelimit fills these at scrape time. */
 void aq_wm_ratelimit_remaining(aq_worker_metrics *wm, size_t key, const char *model_class,
                                const char *dimension, int64_t remaining);
-/* Today's budget left for a tenant, in micro-dollars (may be negative). */
-void aq_wm_budget_remaining(aq_worker_metrics *wm, const char *tenant, int64_t micro_usd);
+/* A tenant's budget today and what is left of it, in micro-dollars (left
+ * may be negative). */
+void aq_wm_budget(aq_worker_metrics *wm, const char *tenant, int64_t limit_micro_usd,
+                  int64_t remaining_micro_usd);
 
 /* ---- values read at scrape time ---- */
 

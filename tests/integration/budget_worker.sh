@@ -95,6 +95,9 @@ grep -q "daily budget of tenant acme (\$$USD) spent; resets at 20[0-9-]*T00:00:0
 curl -sf "http://127.0.0.1:$PORT/metrics" > "$T/metrics.txt" || fail "no /metrics"
 grep -q '^agentq_budget_remaining_usd{tenant="acme"} ' "$T/metrics.txt" \
     || fail "no budget gauge: $(grep budget "$T/metrics.txt")"
+lim=$(sed -n 's/^agentq_budget_limit_usd{tenant="acme"} //p' "$T/metrics.txt")
+awk -v l="$lim" -v u="$USD" 'BEGIN { exit !(l != "" && l == u + 0) }' \
+    || fail "budget limit gauge '$lim', want $USD: $(grep budget "$T/metrics.txt")"
 left=$(sed -n 's/^agentq_budget_remaining_usd{tenant="acme"} //p' "$T/metrics.txt")
 awk -v l="$left" -v u="$U" 'BEGIN { exit !(l >= 0 && l * 1e6 < u) }' \
     || fail "budget left $left USD, expected under one task's bound"

@@ -410,7 +410,7 @@ static void test_worker_metrics(void **state)
     aq_wm_cost(wm, "summarize", "claude-sonnet-4-5", "gamma", 1000000);  /* third tenant: folded */
     aq_wm_routed(wm, "claude-haiku-4-5", "short_prompts");
     aq_wm_ratelimit_remaining(wm, 1, "sonnet", "requests", 3999);
-    aq_wm_budget_remaining(wm, "acme", -250000);
+    aq_wm_budget(wm, "acme", 25000000, -250000);
     aq_wm_set_in_progress(wm, 12);
     aq_wm_set_llm_in_flight(wm, 10);
     char *s = render(m);
@@ -444,6 +444,7 @@ static void test_worker_metrics(void **state)
         "agentq_routed_total{model=\"claude-haiku-4-5\",rule=\"short_prompts\"} 1",
         "agentq_ratelimit_remaining{key=\"1\",model_class=\"sonnet\",dimension=\"requests\"} 3999",
         "agentq_budget_remaining_usd{tenant=\"acme\"} -0.25",
+        "agentq_budget_limit_usd{tenant=\"acme\"} 25",
         "agentq_build_info{version=\"1.2.3\",worker=\"w\\\"1\"} 1",
         "# TYPE agentq_task_duration_seconds histogram",
         "# TYPE agentq_tasks_total counter",
@@ -489,7 +490,7 @@ static void test_print_families(void **state)
     size_t lines = 0;
     for (const char *p = text; *p; p++)
         lines += *p == '\n';
-    assert_int_equal(lines, 18);
+    assert_int_equal(lines, 19);
     free(text);
 }
 
