@@ -11,6 +11,11 @@
 # max_ack_pending (agentq init default 20,000) must be >= the concurrency. A
 # minimal client (sim_load) against the same simulator gives the environment's
 # own ceiling in the same run.
+# The worker is told the key's limits (B2_WORKER_LIMITS; the simulator's, not
+# enforced): with none it learns them from the first answer, one probe call at
+# a time (see ratelimit.h, Probing), which costs one simulator latency (2 s of
+# a ~14 s run) before the first wave starts. B3 measures that path;
+# B2_WORKER_LIMITS= (empty) measures B2 with it.
 #
 #   AQ_BIN=build tests/bench/b2_concurrency.sh
 source "$(dirname "$0")/bench_lib.sh"
@@ -21,6 +26,7 @@ LATENCY_MS=2000
 SIM_THREADS=${B2_SIM_THREADS:-2}
 GOAL_RATIO=0.9
 GOAL_KB=20
+WORKER_LIMITS=${B2_WORKER_LIMITS-sonnet:rpm=1000000000,itpm=1000000000,otpm=1000000000}
 
 echo "== B2 concurrency: N=$N tasks, worker concurrency $CONC, simulator latency $LATENCY_MS ms"
 nofile=$(raise_nofile 65536)
@@ -31,7 +37,7 @@ fresh_nats
 summary
 [ "$S_max_ack_pending" -ge "$CONC" ] || fail "consumer max_ack_pending $S_max_ack_pending < $CONC"
 bench_sim --latency="$LATENCY_MS" --threads="$SIM_THREADS" "${SIM_NO_LIMITS[@]}"
-bench_worker b2 --concurrency="$CONC" --log_level=warn
+bench_worker b2 --concurrency="$CONC" --log_level=warn ${WORKER_LIMITS:+--rate_limits="$WORKER_LIMITS"}
 wait_ready 30 || fail "worker not pulling"
 sleep 1
 idle_kb=$(proc_kb "$WORKER_PID" VmRSS)
@@ -77,5 +83,6 @@ row "simulator peak concurrent requests / connections" "$peak / $peak_conns" "$C
 row "wall time (s) / simulator calls / worker CPU per task (µs)" \
     "$(fmt "$secs" 2) / $calls / $(fmt "$(calc "$cpu_us / ($stored > 0 ? $stored : 1)")" 1)" "ideal $(fmt "$(calc "$N / $ideal")" 1) s" "—" "—" "info"
 row "results stored" "$stored" "$N tasks" "—" "= N" "$([ "$stored" -eq "$N" ] && echo PASS || echo MISS)"
+table_note "- worker rate limits: ${WORKER_LIMITS:-none configured (learned from the first answer: one probe call first)}"
 table_note "- open-file limit of the worker and the simulator: $nofile (raised to the hard limit $(ulimit -Hn); each needs one per connection). Other load during the run: $noise"
 table_end
