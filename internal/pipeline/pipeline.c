@@ -123,7 +123,7 @@ static void job_admit(void *arg)
     }
     if (j->delivered > 1 && aq_job_has_valid_id(j)) {
         j->stage = STAGE_CHECKING;
-        aq_kv_getter_get(p->results_get, &j->rd, j->task->id, on_redelivery_read, j);
+        aq_job_read(j, p->results_get, j->task->id, on_redelivery_read);
         return;
     }
     aq_job_begin(j);

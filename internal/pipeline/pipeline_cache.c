@@ -145,7 +145,7 @@ bool aq_job_cache_lookup(job *j)
         j->cache_leads =
             aq_ptrmap_put(&p->cache_leaders, (void *)(uintptr_t)j->cache_hash, j) == AQ_OK;
     j->stage = STAGE_CHECKING;
-    aq_kv_getter_get(p->cache_get, &j->rd, j->cache_key, on_cache_read, j);
+    aq_job_read(j, p->cache_get, j->cache_key, on_cache_read);
     return true;
 }
 

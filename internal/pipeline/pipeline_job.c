@@ -76,6 +76,16 @@ stored_state aq_job_read_stored(const job *j, const aq_kv_read *rd)
     return STORED_OTHER;
 }
 
+void aq_job_read(job *j, aq_kv_getter *from, const char *key, aq_kv_read_fn done)
+{
+    if (!j->rd && !(j->rd = calloc(1, sizeof(*j->rd)))) {
+        aq_job_log(AQ_LOG_WARN, j, "out of memory for a read: task handed back", NULL);
+        aq_job_settle(j, SETTLE_NAK, aq_job_backoff_ms(j->p->cfg, 1));
+        return;
+    }
+    aq_kv_getter_get(from, j->rd, key, done, j);
+}
+
 /* ---- dispose: the one place a status becomes a result, a wait or a dead letter ---- */
 
 int64_t aq_job_backoff_ms(const aq_worker_config *cfg, uint32_t attempt)
@@ -197,6 +207,7 @@ static void job_release(job *j)
     aq_task_free(j->task);
     aq_buf_free(&j->request);
     aq_buf_free(&j->packed);
+    free(j->rd); /* no read is outstanding: a job waiting for one is never released */
     natsMsg_Destroy(j->msg);
     free(j);
     aq_fetcher_release(p->fetcher, 1);

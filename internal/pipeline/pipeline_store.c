@@ -108,7 +108,7 @@ static void on_result_stored(void *ctx, aq_status st, uint64_t seq, const aq_err
     (void)seq;
     job *j = ctx;
     if (st == AQ_WRITE_CONFLICT && ++j->conflicts <= MAX_WRITE_CONFLICTS) {
-        aq_kv_getter_get(j->p->results_get, &j->rd, j->task->id, on_conflict_read, j);
+        aq_job_read(j, j->p->results_get, j->task->id, on_conflict_read);
         return;
     }
     if (st != AQ_OK) {
@@ -252,7 +252,7 @@ void aq_job_fail(job *j, aq_status st, const aq_err *err)
     aq_job_log(AQ_LOG_WARN, j, "task dead-lettered", &j->outcome_err);
     if (aq_job_has_valid_id(j)) {
         j->stage = STAGE_CHECKING;
-        aq_kv_getter_get(j->p->results_get, &j->rd, j->task->id, on_fail_read, j);
+        aq_job_read(j, j->p->results_get, j->task->id, on_fail_read);
         return;
     }
     j->store_tries = 0;
