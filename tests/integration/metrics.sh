@@ -70,7 +70,14 @@ grep -q "metrics_port" "$T/clash.log" && grep -q ":$PORT" "$T/clash.log" ||
 # --print-metrics: the contract's families, without any connection.
 AGENTQ_NATS_URL=nats://127.0.0.1:1 "$WORKER" --print-metrics > "$T/families.txt" ||
     bad "--print-metrics failed"
-[ "$(wc -l < "$T/families.txt")" -eq 18 ] || bad "--print-metrics lists $(wc -l < "$T/families.txt") families, not 18"
+# The README's metric table documents exactly these families.
+awk '{ print $1 }' "$T/families.txt" | sort > "$T/families.names"
+sed -n '/^## Metrics and health/,/^## /p' "$AQ_SRC/README.md" | grep -o '^| `agentq_[a-z0-9_]*`' |
+    tr -d '|` ' | sort > "$T/readme.names"
+[ -s "$T/families.names" ] && [ "$(wc -l < "$T/families.names")" -ge 18 ] ||
+    bad "--print-metrics lists only $(wc -l < "$T/families.names") families"
+diff "$T/families.names" "$T/readme.names" > "$T/families.diff" ||
+    bad "the README's metric table and --print-metrics differ (< binary, > README): $(cat "$T/families.diff")"
 
 make_tasks "$N" m > "$T/tasks.jsonl"
 agentq submit --file "$T/tasks.jsonl" --quiet
