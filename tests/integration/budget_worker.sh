@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Daily budgets in the worker's pipeline, shared by a fleet through the
 # budget bucket:
-#  1. two workers, one tenant's budget worth ~20 tasks, 60 tasks of it and
+#  1. two workers, one tenant's budget worth ~20 tasks, 32 tasks of it and
 #     10 of a tenant without a budget, budget_action=defer: the completed
 #     tasks of the tenant cost <= the limit and >= the limit minus one task's
 #     upper bound; the others are handed back (still in the stream, ack
@@ -52,6 +52,10 @@ LIMIT=$(( 20 * C + C / 2 ))
 USD=$(printf '%d.%06d' $((LIMIT / 1000000)) $((LIMIT % 1000000)))
 note "one task costs $C micro-USD, reserves at most $U; budget $LIMIT (\$$USD)"
 
+# Tasks of the budgeted tenant: more than the budget covers (~20), so the
+# last ones are refused; each refusal is confirmed for a few seconds, so not
+# many more.
+NT=32
 sum_cost() { jq -s '[.[] | select(.status == "STATUS_COMPLETED") | .cost_micro_usd] | add // 0' "$1"; }
 count() { jq -s "[.[] | select($2)] | length" "$1"; }
 
@@ -63,29 +67,29 @@ WORKER_NAME=wa start_worker "${COMMON[@]}" --metrics_port="$PORT" --metrics_bind
 PA=$WORKER_PID
 WORKER_NAME=wb start_worker "${COMMON[@]}"
 PB=$WORKER_PID
-{ tasks 60 acme 100; tasks 10 free 200; } | agentq submit --file=- --quiet
+{ tasks $NT acme 100; tasks 10 free 200; } | agentq submit --file=- --quiet
 agentq wait --timeout=60s $(ids 10 free 200) > "$T/free.jsonl" || fail "unbudgeted tasks did not all complete"
 
 # The tenant's tasks settle: completed, or handed back until the reset.
-acme_done() { agentq get $(ids 60 acme 100) 2>/dev/null | jq -s length; }
+acme_done() { agentq get $(ids $NT acme 100) 2>/dev/null | jq -s length; }
 settled() {
     local done pend
     done=$(acme_done); pend=$(stat_of ack_pending)
-    [ "$(stat_of pending)" = 0 ] && [ $((done + pend)) = 60 ] && [ "$done" -lt 60 ]
+    [ "$(stat_of pending)" = 0 ] && [ $((done + pend)) = "$NT" ] && [ "$done" -lt "$NT" ]
 }
 wait_until 60 settled || fail "acme tasks did not settle: $(agentq stats --json)"
 sleep 2 # nothing more may complete: the rest wait for the reset
-agentq get $(ids 60 acme 100) > "$T/acme.jsonl" 2>/dev/null || true
+agentq get $(ids $NT acme 100) > "$T/acme.jsonl" 2>/dev/null || true
 n=$(count "$T/acme.jsonl" '.status == "STATUS_COMPLETED"')
 spent=$(sum_cost "$T/acme.jsonl")
 pend=$(stat_of ack_pending)
-note "defer: $n of 60 completed, cost $spent of $LIMIT (gap $((LIMIT - spent)), bound $U); $pend handed back"
+note "defer: $n of $NT completed, cost $spent of $LIMIT (gap $((LIMIT - spent)), bound $U); $pend handed back"
 [ "$(count "$T/acme.jsonl" '.status != "STATUS_COMPLETED"')" = 0 ] || fail "a deferred task has a FAILED result"
 [ "$spent" -le "$LIMIT" ] || fail "over-spent: $spent > $LIMIT"
 [ "$spent" -ge $((LIMIT - U)) ] || fail "stopped too early: $spent < $LIMIT - $U"
-[ "$pend" = $((60 - n)) ] || fail "deferred tasks are not ack-pending in the stream: $pend != $((60 - n))"
+[ "$pend" = $((NT - n)) ] || fail "deferred tasks are not ack-pending in the stream: $pend != $((NT - n))"
 [ "$(stat_of dead_letters)" = 0 ] || fail "deferred tasks were dead-lettered"
-[ "$(stat_of tasks_in_stream)" = $((60 - n)) ] || fail "the deferred tasks are not in the stream"
+[ "$(stat_of tasks_in_stream)" = $((NT - n)) ] || fail "the deferred tasks are not in the stream"
 workers=$(cat "$T/acme.jsonl" "$T/free.jsonl" | jq -s '[.[].worker] | unique | length')
 [ "$workers" = 2 ] || fail "expected both workers to complete tasks, saw $workers"
 grep -q '"daily budget spent: task handed back until it resets"' "$T"/worker-w[ab].log \
@@ -131,14 +135,14 @@ WORKER_NAME=wc start_worker --budgets="gone=$USD" --budget_action=fail --concurr
 PC=$WORKER_PID
 WORKER_NAME=wd start_worker --budgets="gone=$USD" --budget_action=fail --concurrency=4
 PD=$WORKER_PID
-tasks 60 gone 100 | agentq submit --file=- --quiet
-rc=0; agentq wait --timeout=60s $(ids 60 gone 100) > "$T/gone.jsonl" || rc=$?
+tasks $NT gone 100 | agentq submit --file=- --quiet
+rc=0; agentq wait --timeout=60s $(ids $NT gone 100) > "$T/gone.jsonl" || rc=$?
 [ "$rc" = 1 ] || fail "agentq wait exited $rc (expected 1: some FAILED results)"
 n=$(count "$T/gone.jsonl" '.status == "STATUS_COMPLETED"')
 nf=$(count "$T/gone.jsonl" '.status == "STATUS_FAILED" and .error.class == "budget_exceeded" and (.error.message | test("^daily budget of tenant gone \\(\\$'"$USD"'\\) spent; resets at ")) and .cost_micro_usd == 0')
 spent=$(sum_cost "$T/gone.jsonl")
 note "fail: $n completed, $nf failed budget_exceeded, cost $spent of $LIMIT (gap $((LIMIT - spent)))"
-[ $((n + nf)) = 60 ] || fail "not every task completed or failed budget_exceeded: $(jq -c 'select(.status != "STATUS_COMPLETED") | .error' "$T/gone.jsonl" | sort | uniq -c)"
+[ $((n + nf)) = "$NT" ] || fail "not every task completed or failed budget_exceeded: $(jq -c 'select(.status != "STATUS_COMPLETED") | .error' "$T/gone.jsonl" | sort | uniq -c)"
 [ "$spent" -le "$LIMIT" ] || fail "over-spent: $spent > $LIMIT"
 [ "$spent" -ge $((LIMIT - U)) ] || fail "stopped too early: $spent < $LIMIT - $U"
 wait_until 10 stat_is dead_letters "$nf" || fail "DLQ holds $(stat_of dead_letters), expected $nf"
