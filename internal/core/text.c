@@ -131,3 +131,22 @@ const char *aq_span_find(const char *b, const char *e, char c)
     const char *p = memchr(b, c, (size_t)(e - b));
     return p ? p : e;
 }
+
+int aq_span_setting(const char *b, const char *e, const char *const *names, int n,
+                    const char **nb, const char **ne, const char **vb, const char **ve)
+{
+    const char *eq = aq_span_find(b, e, '=');
+    if (eq == e)
+        return AQ_SPAN_NO_EQUALS;
+    *nb = b;
+    *ne = eq;
+    *vb = eq + 1;
+    *ve = e;
+    aq_span_trim(nb, ne);
+    aq_span_trim(vb, ve);
+    size_t len = (size_t)(*ne - *nb);
+    for (int i = 0; i < n; i++)
+        if (len == strlen(names[i]) && memcmp(*nb, names[i], len) == 0)
+            return i;
+    return AQ_SPAN_UNKNOWN_NAME;
+}

@@ -26,5 +26,14 @@ bool aq_span_is_blank(char c); /* space or tab */
 void aq_span_trim(const char **b, const char **e);
 /* The first c in [b, e), or e. */
 const char *aq_span_find(const char *b, const char *e, char c);
+/* A "name = value" setting [b, e): split at the first '=', both sides
+ * trimmed into [*nb, *ne) and [*vb, *ve), and the name looked up in
+ * names[0..n). Returns its index, AQ_SPAN_NO_EQUALS (then only the outputs
+ * are untouched) or AQ_SPAN_UNKNOWN_NAME (the name span is set, for the
+ * error message). */
+#define AQ_SPAN_NO_EQUALS (-1)
+#define AQ_SPAN_UNKNOWN_NAME (-2)
+int aq_span_setting(const char *b, const char *e, const char *const *names, int n,
+                    const char **nb, const char **ne, const char **vb, const char **ve);
 
 #endif

@@ -142,18 +142,11 @@ static aq_status parse_entry(aq_cost_table *t, const char *b, const char *e, boo
         aq_span_trim(&ib, &iend);
         if (ib == iend)
             return aq_err_set(err, AQ_CONFIG, "prices: %s: empty setting", model);
-        const char *q = aq_span_find(ib, iend, '=');
-        if (q == iend)
+        const char *nb, *ne, *vb, *ve;
+        int s = aq_span_setting(ib, iend, setting_names, S_COUNT, &nb, &ne, &vb, &ve);
+        if (s == AQ_SPAN_NO_EQUALS)
             return aq_err_set(err, AQ_CONFIG, "prices: %s: '%.*s' is not name=value", model,
                               QUOTE(ib, iend));
-        const char *nb = ib, *ne = q, *vb = q + 1, *ve = iend;
-        aq_span_trim(&nb, &ne);
-        aq_span_trim(&vb, &ve);
-        int s = -1;
-        for (int k = 0; k < S_COUNT; k++)
-            if ((size_t)(ne - nb) == strlen(setting_names[k]) &&
-                memcmp(nb, setting_names[k], (size_t)(ne - nb)) == 0)
-                s = k;
         if (s < 0)
             return aq_err_set(err, AQ_CONFIG,
                               "prices: %s: unknown setting '%.*s' (expected in, out, cache_write "

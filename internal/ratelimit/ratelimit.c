@@ -153,18 +153,11 @@ static aq_status parse_entry(const char *b, const char *e, aq_rl_limits *lim, bo
         aq_span_trim(&ib, &iend);
         if (ib == iend)
             return aq_err_set(err, AQ_CONFIG, "rate limits: %s: empty setting", class_names[cls]);
-        const char *eq = aq_span_find(ib, iend, '=');
-        if (eq == iend)
+        const char *nb, *ne, *vb, *ve;
+        int dim = aq_span_setting(ib, iend, setting_names, AQ_RL_DIM_COUNT, &nb, &ne, &vb, &ve);
+        if (dim == AQ_SPAN_NO_EQUALS)
             return aq_err_set(err, AQ_CONFIG, "rate limits: %s: '%.*s' is not name=value",
                               class_names[cls], QUOTE(ib, iend));
-        const char *nb = ib, *ne = eq, *vb = eq + 1, *ve = iend;
-        aq_span_trim(&nb, &ne);
-        aq_span_trim(&vb, &ve);
-        int dim = -1;
-        for (int d = 0; d < AQ_RL_DIM_COUNT; d++)
-            if ((size_t)(ne - nb) == strlen(setting_names[d]) &&
-                memcmp(nb, setting_names[d], (size_t)(ne - nb)) == 0)
-                dim = d;
         if (dim < 0)
             return aq_err_set(err, AQ_CONFIG,
                               "rate limits: %s: unknown setting '%.*s' (expected rpm, itpm or otpm)",

@@ -101,6 +101,33 @@ static void test_utf8_sanitize(void **state)
     assert_string_equal(tiny, "\xC3\xA9");
 }
 
+/* The name=value split the prices and rate-limit parsers share. */
+static void test_span_setting(void **state)
+{
+    (void)state;
+    static const char *const names[] = {"in", "out", "cache_read"};
+    const char *nb = NULL, *ne = NULL, *vb = NULL, *ve = NULL;
+    const char *s = " out = 15.5 ";
+    assert_int_equal(aq_span_setting(s, s + strlen(s), names, 3, &nb, &ne, &vb, &ve), 1);
+    assert_int_equal(ne - nb, 3);
+    assert_memory_equal(nb, "out", 3);
+    assert_int_equal(ve - vb, 4);
+    assert_memory_equal(vb, "15.5", 4);
+    s = "cache_read=";
+    assert_int_equal(aq_span_setting(s, s + strlen(s), names, 3, &nb, &ne, &vb, &ve), 2);
+    assert_ptr_equal(vb, ve); /* no value: the caller says so */
+    s = "ou=1"; /* a prefix of a name is not that name */
+    assert_int_equal(aq_span_setting(s, s + strlen(s), names, 3, &nb, &ne, &vb, &ve),
+                     AQ_SPAN_UNKNOWN_NAME);
+    assert_memory_equal(nb, "ou", 2);
+    s = "out 1";
+    assert_int_equal(aq_span_setting(s, s + strlen(s), names, 3, &nb, &ne, &vb, &ve),
+                     AQ_SPAN_NO_EQUALS);
+    s = "=5"; /* an empty name is unknown */
+    assert_int_equal(aq_span_setting(s, s + strlen(s), names, 3, &nb, &ne, &vb, &ve),
+                     AQ_SPAN_UNKNOWN_NAME);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -111,6 +138,7 @@ int main(void)
         cmocka_unit_test(test_small_output_buffer),
         cmocka_unit_test(test_password_with_at_sign),
         cmocka_unit_test(test_url_list),
+        cmocka_unit_test(test_span_setting),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
