@@ -59,7 +59,9 @@ typedef struct aq_llm_client_config {
     size_t max_response_bytes;     /* body cap; 0: AQ_LLM_DEFAULT_MAX_RESPONSE_BYTES */
     long max_connections;          /* connections open at once over all shards (split
                                       between them), 0 = unlimited; the calls beyond
-                                      it queue inside curl */
+                                      it queue inside curl. Unlimited still keeps up
+                                      to shard_calls idle connections per shard, so
+                                      a dip in calls in flight closes none. */
     const char *ca_file;           /* optional CA bundle; TLS verification always on */
     long recv_buffer_bytes;        /* curl's per-call receive buffer (1024..524288);
                                       0: AQ_LLM_DEFAULT_RECV_BUFFER_BYTES. Small keeps
