@@ -2,7 +2,8 @@
 # Install what agentq needs from Debian 12 (only what is missing), then
 # configure and build.
 #   usage: scripts/setup.sh [--test] [--fuzz] [--deps-only] [BUILD_DIR] [CMAKE_ARGS...]
-#   --test       also install what the test suite uses (jq, curl, Go for the interop test)
+#   --test       also install what the test suite uses (jq, curl, Go for the interop test,
+#                an HTTP/2 server and openssl for the TLS test)
 #   --fuzz       also install clang and libFuzzer (scripts/fuzz.sh)
 #   --deps-only  install, do not configure or build
 set -euo pipefail
@@ -11,7 +12,7 @@ cd "$(dirname "$0")/.."
 BUILD_PKGS=(build-essential cmake pkg-config
             libnats-dev nats-server libcurl4-openssl-dev libprotobuf-c-dev protobuf-c-compiler
             libxxhash-dev libssl-dev libevent-dev libjansson-dev libcmocka-dev)
-TEST_PKGS=(jq curl procps python3-prometheus-client
+TEST_PKGS=(jq curl procps python3-prometheus-client nghttp2-server openssl
            golang-go golang-github-nats-io-go-nats-dev golang-google-protobuf-dev protobuf-compiler
            golang-github-masterminds-sprig-dev golang-gopkg-yaml.v2-dev
            golang-github-xeipuuv-gojsonschema-dev python3-yaml yamllint)
