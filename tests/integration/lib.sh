@@ -22,8 +22,17 @@ ours() { [ "$(ps -o ppid= -p "$1" 2>/dev/null | tr -d ' ')" = "$$" ]; }
 
 cleanup() {
     local rc=$?
-    for pid in "${PIDS[@]}"; do ours "$pid" && kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    # Everything but nats-server first: a worker stopped while NATS is still
+    # up drains and exits at once; stopped together, it spent seconds trying
+    # to reconnect (3-8 s of every test).
+    for pid in "${PIDS[@]}"; do
+        [ "$pid" = "${NATS_PID:-}" ] || { ours "$pid" && kill -TERM "$pid" 2>/dev/null || true; }
+    done
+    for pid in "${PIDS[@]}"; do [ "$pid" = "${NATS_PID:-}" ] || wait "$pid" 2>/dev/null || true; done
+    if [ -n "${NATS_PID:-}" ]; then
+        ours "$NATS_PID" && kill -TERM "$NATS_PID" 2>/dev/null || true
+        wait "$NATS_PID" 2>/dev/null || true
+    fi
     if [ "$rc" -ne 0 ]; then
         echo "--- test failed (rc=$rc); logs in $T:" >&2
         for f in "$T"/*.log; do [ -f "$f" ] && { echo "== $f" >&2; tail -n 30 "$f" >&2; }; done
