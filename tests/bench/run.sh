@@ -6,10 +6,12 @@
 #
 #   tests/bench/run.sh [BUILD_DIR]          (default: build)
 #
-#   B1 pipeline ceiling   worker vs raw JetStream (js_ceiling), same N       goal ratio >= 0.3
+#   B1 pipeline ceiling   worker vs raw JetStream (js_ceiling), same N,     goal ratio >= 0.3
+#                         median of 3 rounds
 #   B2 concurrency        10,000 calls in flight against a 2 s simulator     goal >= 0.9 of 5,000/s, < 20 KB/call
 #   B3 rate limits        1 and 2 workers sharing one rate-limited key       goal >= 0.9 of the binding limit, <= 1% 429
-#   B4 added latency      paced tasks at half the B1 rate, 50 ms simulator   goal p99 < 10 ms
+#   B4 added latency      paced tasks at half the B1 rate, 50 ms simulator,  goal p99 < 10 ms
+#                         after a 2 s warm-up
 #
 # BENCH_ONLY="b1 b4" runs a subset (B4 then uses B4_RATE, default 2,000/s,
 # unless B1 ran before it). BENCH_NO_BUILD=1 skips bringing the build up to
