@@ -5,6 +5,9 @@
 
 #include "cli.h"
 
+/* Longest wait for nats.c to unwind at exit. */
+#define CLOSE_WAIT_MS 2000
+
 static const struct {
     const char *name;
     int (*run)(int argc, char **argv);
@@ -44,7 +47,11 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
         if (strcmp(argv[1], commands[i].name) == 0) {
             int rc = commands[i].run(argc - 1, argv + 1);
-            nats_Close();
+            /* Wait for nats.c's own threads (message delivery, the message
+             * GC) to finish: a process that exits while one still holds a
+             * message leaks it (ASan). Every command has destroyed its
+             * connection by now, so this returns as soon as they unwind. */
+            nats_CloseAndWait(CLOSE_WAIT_MS);
             return rc;
         }
     }
