@@ -673,10 +673,10 @@ static long shard_max_connections(const aq_llm_client *c, size_t i)
  * keep-alive connections that the next wave then opened again: 11% of B1's
  * calls paid a new TCP connection. A shard never runs more than shard_calls
  * calls at once (unless every shard is full), so that many idle connections
- * is all it can reuse; max_connections, when set, is a hard limit instead. */
-static long shard_idle_connections(const aq_llm_client *c, size_t i)
+ * is all it can reuse; the shard's share of max_connections (`max_conns`),
+ * when set, is a hard limit instead. */
+static long shard_idle_connections(const aq_llm_client *c, long max_conns)
 {
-    long max_conns = shard_max_connections(c, i);
     return max_conns > 0 ? max_conns : (long)c->shard_calls;
 }
 
@@ -704,8 +704,8 @@ static aq_status shard_open(aq_llm_client *c, aq_err *err)
             CURLM_OK ||
         (mc = curl_multi_setopt(sh->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, max_conns)) !=
             CURLM_OK ||
-        (mc = curl_multi_setopt(sh->multi, CURLMOPT_MAXCONNECTS, shard_idle_connections(c, i))) !=
-            CURLM_OK) {
+        (mc = curl_multi_setopt(sh->multi, CURLMOPT_MAXCONNECTS,
+                                shard_idle_connections(c, max_conns))) != CURLM_OK) {
         st = aq_err_set(err, AQ_IO, "curl_multi_setopt: %s", curl_multi_strerror(mc));
         goto out;
     }

@@ -54,8 +54,9 @@ measure_worker() {
     w_stored=$S_results
     w_bytes=$((S_bytes / (S_results > 0 ? S_results : 1)))
     stop_worker "$WORKER_PID"
-    w_calls=$(sim_stats | jq '.requests_total')
-    w_ok=$(sim_stats | jq '.by_status["200"] // 0')
+    sim_stats > "$T/sim_stats.json"
+    w_calls=$(jq '.requests_total' "$T/sim_stats.json")
+    w_ok=$(jq '.by_status["200"] // 0' "$T/sim_stats.json")
     stop_sim
     w_secs=$(calc "($S_last_stored_us - $t0) / 1e6")
     w_rate=$(calc "$w_stored / $w_secs")
