@@ -20,6 +20,19 @@
 
 static void job_admit(void *arg);
 
+/* A payload refused before it was decoded (it does not decode, or a string
+ * in it holds a NUL) still has an id when its Nats-Msg-Id is one, as
+ * publishers are told to set it: the dead letter names it and a FAILED
+ * result is stored under it, so a client waiting on that id gets an answer.
+ * (A Nats-Msg-Id naming another task cannot overwrite that task's COMPLETED
+ * result: result writes are compare-and-set and keep COMPLETED ones.) */
+static void answer_under_msg_id(job *j)
+{
+    const char *id = NULL;
+    if (natsMsgHeader_Get(j->msg, "Nats-Msg-Id", &id) == NATS_OK && aq_task_id_valid(id))
+        aq_task_new_stub(id, &j->task, NULL);
+}
+
 static void on_fetched(void *ctx, natsMsg *msg)
 {
     aq_pipeline *p = ctx;
@@ -64,6 +77,11 @@ static void on_fetched(void *ctx, natsMsg *msg)
                                       &p->limits, &j->task, &j->decode_err);
     if (j->decode_status == AQ_OK)
         j->decode_status = aq_task_validate(j->task, &p->limits, &j->decode_err);
+    if (j->decode_status == AQ_OK)
+        j->decode_status = aq_task_check_subject(j->task, natsMsg_GetSubject(msg),
+                                                 p->cfg->queue.task_subjects, &j->decode_err);
+    if (!j->task)
+        answer_under_msg_id(j);
     aq_mailbox_post(p->mb, &j->node, job_admit, j);
 }
 

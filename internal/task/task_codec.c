@@ -1,8 +1,10 @@
 #include "task_codec.h"
 
 #include "core/text.h"
+#include "task_wire.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 void aq_task_limits_default(aq_task_limits *lim)
@@ -52,11 +54,53 @@ aq_status aq_task_unpack(const void *data, size_t len, const aq_task_limits *lim
     if (len > lim->max_payload_bytes)
         return aq_err_set(err, AQ_TOO_BIG, "task payload is %zu bytes, over the cap of %zu", len,
                           lim->max_payload_bytes);
+    int has_nul = 0;
+    aq_wire_nul nul;
+    aq_status st = aq_wire_find_nul(&agentq__v1__task__descriptor, data, len, &has_nul, &nul, err);
+    if (st != AQ_OK)
+        return st;
     Agentq__V1__Task *t = agentq__v1__task__unpack(NULL, len, data);
     if (!t)
         return aq_err_set(err, AQ_TASK_DECODE,
                           "payload (%zu bytes) does not decode as agentq.v1.Task", len);
+    if (has_nul) {
+        /* protobuf-c cut the string at the NUL: a cut id is somebody else's
+         * id, a cut prompt another question. Nothing of it may be used. */
+        agentq__v1__task__free_unpacked(t, NULL);
+        return aq_err_set(err, AQ_TASK_INVALID,
+                          "%s contains a NUL byte (U+0000) at byte %zu of %zu: refused rather "
+                          "than cut short",
+                          nul.path, nul.offset, nul.length);
+    }
     *out = t;
+    return AQ_OK;
+}
+
+aq_status aq_task_new_stub(const char *id, Agentq__V1__Task **out, aq_err *err)
+{
+    Agentq__V1__Task *t = malloc(sizeof(*t));
+    char *copy = strdup(id);
+    if (!t || !copy) {
+        free(t);
+        free(copy);
+        return aq_err_set(err, AQ_NOMEM, "out of memory");
+    }
+    agentq__v1__task__init(t);
+    t->id = copy;
+    *out = t;
+    return AQ_OK;
+}
+
+aq_status aq_task_check_subject(const Agentq__V1__Task *t, const char *subject,
+                                const char *prefix, aq_err *err)
+{
+    size_t n = strlen(prefix);
+    const char *type = !strncmp(subject, prefix, n) && subject[n] == '.' ? subject + n + 1 : NULL;
+    if (!type || strcmp(type, t->type) != 0)
+        return aq_err_set(err, AQ_TASK_INVALID,
+                          "type \"%s\" does not match the subject %s (publish a task of type T "
+                          "on %s.T)",
+                          t->type, subject, prefix);
     return AQ_OK;
 }
 

@@ -35,9 +35,21 @@ bool aq_task_id_valid(const char *id);
 /* Types are subject tokens: 1..64 of [A-Za-z0-9_-]. */
 bool aq_task_type_valid(const char *type);
 
-/* Unpack the protobuf (AQ_TASK_DECODE, or AQ_TOO_BIG over the payload cap). */
+/* Unpack the protobuf: AQ_TASK_DECODE when it does not decode (or nests too
+ * deep: task_wire.h), AQ_TOO_BIG over the payload cap, AQ_TASK_INVALID when
+ * a string field holds a NUL byte (the message names the field: protobuf-c
+ * would have cut the string there). *out is written only on AQ_OK. */
 aq_status aq_task_unpack(const void *data, size_t len, const aq_task_limits *lim,
                          Agentq__V1__Task **out, aq_err *err);
+/* A task that carries only an id, freed by aq_task_free like an unpacked
+ * one: what a FAILED result is written from when the payload was refused
+ * before decoding but its Nats-Msg-Id is a valid id. */
+aq_status aq_task_new_stub(const char *id, Agentq__V1__Task **out, aq_err *err);
+/* The subject a task arrived on must be <prefix>.<its type>: the subject is
+ * what NATS permissions grant a publisher, so the type (routing, budgets,
+ * metrics) may not say otherwise. AQ_TASK_INVALID naming both. */
+aq_status aq_task_check_subject(const Agentq__V1__Task *task, const char *subject,
+                                const char *prefix, aq_err *err);
 /* Check every rule of the contract: AQ_TASK_INVALID, or AQ_PROMPT_TOO_LARGE. */
 aq_status aq_task_validate(const Agentq__V1__Task *task, const aq_task_limits *lim, aq_err *err);
 void aq_task_free(Agentq__V1__Task *task);

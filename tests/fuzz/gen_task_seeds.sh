@@ -56,3 +56,25 @@ T
 enc invalid-no-prompt <<'T'
 id: "t9" type: "x" system: "only a system prompt"
 T
+# NUL bytes inside strings (proto3 allows them; protobuf-c would cut the string there).
+enc nul-in-id <<'T'
+id: "X\0tail" type: "x" prompt: "p"
+T
+enc nul-in-prompt <<'T'
+id: "t10" type: "x" prompt: "before\0after"
+T
+enc nul-in-message <<'T'
+id: "t11" type: "x" messages { role: "user" content: "q" } messages { role: "assistant" content: "\0" }
+T
+enc nul-in-metadata <<'T'
+id: "t12" type: "x" prompt: "p" metadata { key: "k\0" value: "v" }
+T
+enc nul-in-block <<'T'
+id: "t13" type: "x" messages { role: "user" blocks { tool_result { tool_use_id: "a" content { text { text: "x\0y" } } } } }
+T
+# Nesting over the wire check's bound (content blocks inside tool results).
+nest='text { text: "deep" }'
+for _ in $(seq 40); do nest="tool_result { tool_use_id: \"t\" content { $nest } }"; done
+enc nested-too-deep <<T
+id: "t14" type: "x" messages { role: "user" blocks { $nest } }
+T

@@ -98,6 +98,17 @@ case_raw() {
     expect_dead_letter "$name" "$seq" "$file" "$3" "$4" "$5" "${6:-}"
 }
 
+# case_raw_as NAME MSG_ID SUBJECT FILE CLASS ERROR_REGEX DLQ_SUBJECT [ID]: FILE's
+# bytes with a Nats-Msg-Id, on another subject: a publisher that set the header.
+case_raw_as() {
+    local name=$1 msgid=$2 subject=$3 file=$4 seq
+    if ! seq=$(raw_publish --subject "$subject" --msg-id "$msgid" --file "$file" 2> "$T/pub.err"); then
+        bad "$name: the stream refused the publish: $(cat "$T/pub.err")"
+        return
+    fi
+    expect_dead_letter "$name" "$seq" "$file" "$5" "$6" "$7" "${8:-}"
+}
+
 # case_pb NAME TEXT CLASS ERROR_REGEX DLQ_SUBJECT [ID]: the same for a Task in protobuf text format.
 case_pb() {
     local name=$1 file="$T/case-$RANDOM.bin"
@@ -138,6 +149,52 @@ case_pb prompt_and_messages 'id: "bi-both" type: "it" prompt: "hi" messages { ro
     invalid_task 'prompt or messages, not both' agentq.dlq.it bi-both
 case_pb invalid_role 'id: "bi-role" type: "it" messages { role: "system" content: "x" }' \
     invalid_task 'messages\[0\]\.role must be' agentq.dlq.it bi-role
+
+# ---- NUL bytes inside strings (legal in proto3; protobuf-c would cut the
+# string there): refused naming the field, never read as the cut string ----
+# The id "bi-nul\0tail" would read as "bi-nul": published without a
+# Nats-Msg-Id, it gets no result at all; the genuine bi-nul published after it
+# is answered with its own prompt (before the fix the first one's COMPLETED
+# result was stored under bi-nul and kept).
+pb_task 'id: "bi-nul\0tail" type: "it" prompt: "the impostor"' > "$T/nul-id.bin"
+case_raw nul_in_id "$T/nul-id.bin" invalid_task '^id contains a NUL byte \(U\+0000\) at byte 6 of 11' agentq.dlq._invalid
+seq=$(pb_task 'id: "bi-nul" type: "it" prompt: "the genuine one"' | raw_publish --subject agentq.tasks.it --msg-id bi-nul --stdin)
+r=$(agentq wait --timeout=20s bi-nul 2>&1) || true
+jq -e --argjson s "$seq" '.status == "STATUS_COMPLETED" and .stream_seq == $s and (.output | startswith("echo: the genuine one"))' \
+    <<< "$r" > /dev/null && ok "nul_in_id: the genuine bi-nul got its own answer" \
+    || bad "nul_in_id: the genuine bi-nul (seq $seq) got: $r"
+# With a Nats-Msg-Id (as publishers are told to set it) the refusal is answered under it.
+pb_task 'id: "bi-nulp" type: "it" prompt: "before\0after"' > "$T/nul-prompt.bin"
+case_raw_as nul_in_prompt bi-nulp agentq.tasks.it "$T/nul-prompt.bin" invalid_task \
+    '^prompt contains a NUL byte \(U\+0000\) at byte 6 of 12' agentq.dlq._invalid bi-nulp
+pb_task 'id: "bi-nulm" type: "it" messages { role: "user" content: "q" } messages { role: "assistant" content: "a\0" }' > "$T/nul-msg.bin"
+case_raw_as nul_in_message bi-nulm agentq.tasks.it "$T/nul-msg.bin" invalid_task \
+    '^messages\[1\]\.content contains a NUL byte' agentq.dlq._invalid bi-nulm
+pb_task 'id: "bi-nulmd" type: "it" prompt: "hi" metadata { key: "a" value: "1" } metadata { key: "b" value: "x\0y" }' > "$T/nul-md.bin"
+case_raw_as nul_in_metadata bi-nulmd agentq.tasks.it "$T/nul-md.bin" invalid_task \
+    '^metadata\[1\]\.value contains a NUL byte' agentq.dlq._invalid bi-nulmd
+pb_task 'id: "bi-nulst" type: "it" prompt: "hi" stop_sequences: "ok" stop_sequences: "\0"' > "$T/nul-stop.bin"
+case_raw_as nul_in_stop_sequence bi-nulst agentq.tasks.it "$T/nul-stop.bin" invalid_task \
+    '^stop_sequences\[1\] contains a NUL byte' agentq.dlq._invalid bi-nulst
+
+# ---- undecodable, but the Nats-Msg-Id is a valid id: answered under it ----
+# max_tokens (field 8, a varint) sent as a length-delimited field (wire type 2).
+{ pb_task 'id: "bi-wiretype" type: "it" prompt: "hi"'; printf '\x42\x01\x78'; } > "$T/wiretype.bin"
+case_raw_as wrong_wire_type bi-wiretype agentq.tasks.it "$T/wiretype.bin" undecodable_task \
+    'does not decode as agentq.v1.Task' agentq.dlq._invalid bi-wiretype
+# Content blocks nest (a tool_result holds blocks): 40 levels are refused
+# before protobuf-c recurses into them.
+nest='text { text: "deep" }'
+for _ in $(seq 40); do nest="tool_result { tool_use_id: \"t\" content { $nest } }"; done
+pb_task "id: \"bi-deep\" type: \"it\" messages { role: \"user\" blocks { $nest } }" > "$T/deep.bin"
+case_raw_as nested_too_deep bi-deep agentq.tasks.it "$T/deep.bin" undecodable_task \
+    'nested deeper than the limit' agentq.dlq._invalid bi-deep
+
+# ---- the subject is the type: a task of type "other" on agentq.tasks.it ----
+pb_task 'id: "bi-subject" type: "other" prompt: "hi"' > "$T/subject.bin"
+case_raw_as type_not_subject bi-subject agentq.tasks.it "$T/subject.bin" invalid_task \
+    '^type "other" does not match the subject agentq\.tasks\.it' agentq.dlq.other bi-subject
+
 case_pb invalid_utf8 'id: "bi-utf8" type: "it" prompt: "\377\376"' \
     invalid_task 'not valid UTF-8' agentq.dlq.it bi-utf8
 case_pb temperature_out_of_range 'id: "bi-temp" type: "it" prompt: "hi" temperature: 2.5' \
