@@ -37,8 +37,6 @@ for i in $(seq "$N_ONE"); do
     [ "$status" = STATUS_COMPLETED ] || [ "$status" = STATUS_FAILED ] \
         || fail "one-$i: no result: $r $(cat "$T/one-$i.err")"
     [ "$status" = STATUS_FAILED ] && dead=$((dead + 1))
-    # Re-sends: requests beyond what the worker's own retries explain are
-    # not visible here; dropped connections that a re-send followed are.
     if [ "$calls" -gt "$MAX_ATTEMPTS" ]; then
         over=$((over + 1))
         echo "one-$i: the simulator saw $calls requests (max_attempts=$MAX_ATTEMPTS), result: $(jq -c '{status, attempts, error}' <<< "$r")" >&2
