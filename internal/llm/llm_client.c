@@ -64,6 +64,8 @@ struct aq_llm_call {
     int64_t retry_after_s_ms;    /* from retry-after */
     aq_llm_ratelimit rl;
     unsigned sends;              /* times the request was sent (see prereq_cb) */
+    unsigned max_sends;          /* 0 = no bound */
+    unsigned withheld : 1;       /* a re-send past max_sends was refused */
     unsigned too_big : 1;
     unsigned nomem : 1;
     unsigned in_done : 1;
@@ -498,6 +500,12 @@ static void call_complete(aq_llm_call *call, CURLcode rc)
     } else if (call->nomem) {
         res.transport = AQ_NOMEM;
         snprintf(errtext, sizeof(errtext), "out of memory storing the response body");
+    } else if (call->withheld) {
+        res.transport = AQ_HTTP_CONNECT;
+        snprintf(errtext, sizeof(errtext),
+                 "the connection closed before an answer; the request was sent %u time%s, "
+                 "the most allowed, and is not sent again",
+                 call->sends, call->sends == 1 ? "" : "s");
     } else {
         res.transport = rc == CURLE_OPERATION_TIMEDOUT ? AQ_HTTP_TIMEOUT : AQ_HTTP_CONNECT;
         const char *raw = call->errbuf[0] ? call->errbuf : curl_easy_strerror(rc);
@@ -873,7 +881,8 @@ out:
 /* Called each time the request is about to go out on a connection. libcurl
  * re-sends a request by itself when the reused keep-alive connection it
  * went out on dies before any answer: the provider may have seen both, so
- * they are counted as calls, not hidden. */
+ * they are counted as calls, not hidden, and past max_sends the re-send is
+ * refused (the transfer then fails with CURLE_ABORTED_BY_CALLBACK). */
 static int prereq_cb(void *clientp, char *conn_primary_ip, char *conn_local_ip, int conn_primary_port,
                      int conn_local_port)
 {
@@ -881,7 +890,12 @@ static int prereq_cb(void *clientp, char *conn_primary_ip, char *conn_local_ip, 
     (void)conn_local_ip;
     (void)conn_primary_port;
     (void)conn_local_port;
-    ((aq_llm_call *)clientp)->sends++;
+    aq_llm_call *call = clientp;
+    if (call->max_sends && call->sends >= call->max_sends) {
+        call->withheld = 1;
+        return CURL_PREREQFUNC_ABORT;
+    }
+    call->sends++;
     return CURL_PREREQFUNC_OK;
 }
 
@@ -932,8 +946,8 @@ fail:
 }
 
 aq_status aq_llm_call_start(aq_llm_client *c, const char *api_key, const char *body, size_t len,
-                            int64_t timeout_ms, aq_llm_done_fn done, void *ctx, aq_llm_call **out,
-                            aq_err *err)
+                            int64_t timeout_ms, unsigned max_sends, aq_llm_done_fn done, void *ctx,
+                            aq_llm_call **out, aq_err *err)
 {
     aq_status st = AQ_OK;
     aq_llm_call *call = NULL;
@@ -955,6 +969,7 @@ aq_status aq_llm_call_start(aq_llm_client *c, const char *api_key, const char *b
     call->done = done;
     call->ctx = ctx;
     call->retry_after_ms = call->retry_after_s_ms = -1;
+    call->max_sends = max_sends;
     ratelimit_init(&call->rl);
     aq_buf_init(&call->body, c->max_response_bytes);
 

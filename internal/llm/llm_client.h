@@ -97,7 +97,9 @@ typedef struct aq_llm_call_result {
     const char *error;       /* transport error text, "" on AQ_OK; never holds the key */
     int64_t latency_us;      /* from aq_llm_call_start to completion */
     unsigned sends;          /* times the request went out: 0 when it never did, 2+ when
-                                libcurl re-sent it after a reused connection died */
+                                libcurl re-sent it after a reused connection died (each
+                                send but the last then ended without an answer);
+                                never more than the call's max_sends */
 } aq_llm_call_result;        /* every pointer is valid only during the callback */
 
 typedef void (*aq_llm_done_fn)(void *ctx, const aq_llm_call_result *res);
@@ -113,15 +115,20 @@ aq_status aq_llm_client_new(struct event_base *base, const aq_llm_client_config 
 /* POST {base_url}/v1/messages with x-api-key, anthropic-version and
  * content-type: application/json. `body` is borrowed: the caller keeps it
  * alive until `done` runs or the call is cancelled. `timeout_ms` 0 means the
- * configured default. `done` is called exactly once, on the loop thread, from
+ * configured default. `max_sends` bounds the times the request goes out
+ * (0 = no bound beyond libcurl's own): libcurl sends it again by itself when
+ * the reused keep-alive connection it went out on closes before any answer,
+ * and the provider may have seen every send; once `max_sends` are made, the
+ * next is refused and the call ends AQ_HTTP_CONNECT ("... not sent
+ * again"). `done` is called exactly once, on the loop thread, from
  * a libevent callback, unless the call is cancelled first; the call handle is
  * freed after `done` returns. `out` may be NULL when the caller never cancels.
  * AQ_INVALID_ARG (empty key or one with control characters, NULL done),
  * AQ_NOMEM, AQ_IO (curl refused the transfer), AQ_SHUTDOWN (the client is
  * being destroyed from a callback); no callback follows a failure. */
 aq_status aq_llm_call_start(aq_llm_client *c, const char *api_key, const char *body, size_t len,
-                            int64_t timeout_ms, aq_llm_done_fn done, void *ctx, aq_llm_call **out,
-                            aq_err *err);
+                            int64_t timeout_ms, unsigned max_sends, aq_llm_done_fn done, void *ctx,
+                            aq_llm_call **out, aq_err *err);
 
 /* Abort a call: no callback afterwards; frees the call. Accepts NULL. Inside
  * the call's own `done` callback it is a no-op (the call is freed after it). */

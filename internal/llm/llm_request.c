@@ -1,6 +1,7 @@
 #include "llm_request.h"
 
 #include <jansson.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,6 +90,54 @@ static int dump_to_buf(const char *buffer, size_t size, void *data)
     dump_ctx *d = data;
     d->st = aq_buf_append(d->out, buffer, size);
     return d->st == AQ_OK ? 0 : -1;
+}
+
+/* ---- the body's cap ---- */
+
+/* JSON's worst escape: a control character other than \b \f \n \r \t is
+ * \u00XX (jansson writes no other 6-byte escape without JSON_ENSURE_ASCII,
+ * and UTF-8 passes through as is). */
+#define REQ_ESCAPE_WORST 6
+/* Everything but the strings' contents, generously: the keys, max_tokens'
+ * digits, the temperature, the cached-system wrapper, brackets, commas and
+ * the quotes of system and tenant. */
+#define REQ_FRAMING_BYTES 1024
+/* One message's framing: {"role":"assistant","content":""}, is 34 bytes. */
+#define REQ_MESSAGE_BYTES 64
+/* A model the worker chose (default, route, fallback) rather than the task:
+ * at most 128 characters that need no escape (AQ_ROUTE_MODEL_MAX). */
+#define REQ_WORKER_MODEL_BYTES 256
+
+static size_t add_sat(size_t a, size_t b)
+{
+    return a > SIZE_MAX - b ? SIZE_MAX : a + b;
+}
+
+static size_t mul_sat(size_t a, size_t b)
+{
+    return b != 0 && a > SIZE_MAX / b ? SIZE_MAX : a * b;
+}
+
+/* A string of up to n bytes, escaped at worst and quoted. */
+static size_t escaped_max(size_t n)
+{
+    return add_sat(mul_sat(n, REQ_ESCAPE_WORST), 2);
+}
+
+size_t aq_llm_request_body_cap(const aq_task_limits *lim)
+{
+    if (!lim)
+        return 0;
+    size_t field = escaped_max(lim->max_field_bytes);
+    size_t model = field > REQ_WORKER_MODEL_BYTES ? field : REQ_WORKER_MODEL_BYTES;
+    size_t messages = lim->max_messages > 0 ? lim->max_messages : 1; /* or the prompt's one */
+    size_t n = REQ_FRAMING_BYTES;
+    n = add_sat(n, model);
+    n = add_sat(n, field); /* metadata.user_id: the tenant */
+    n = add_sat(n, mul_sat(lim->max_prompt_bytes, REQ_ESCAPE_WORST)); /* system + contents */
+    n = add_sat(n, mul_sat(messages, REQ_MESSAGE_BYTES));
+    n = add_sat(n, mul_sat(lim->max_stop_sequences, add_sat(field, 1)));
+    return n;
 }
 
 int64_t aq_llm_estimate_tokens(size_t bytes)

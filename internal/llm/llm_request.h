@@ -13,6 +13,7 @@
 #include "agentq/v1/task.pb-c.h"
 #include "core/buf.h"
 #include "core/status.h"
+#include "task/task_codec.h"
 
 /* Append the JSON body for an already-validated `task` to `out`:
  *   "model", "max_tokens", "system" (if non-empty), "messages" (task->messages
@@ -27,6 +28,16 @@
  * AQ_TOO_BIG, AQ_NOMEM. */
 aq_status aq_llm_request_build(const Agentq__V1__Task *task, const char *model, uint32_t max_tokens,
                                aq_buf *out, aq_err *err);
+
+/* The largest body aq_llm_request_build(_opts) writes for a task that
+ * passes aq_task_validate under `lim`: every string at its cap and escaped
+ * at JSON's worst (a control character is 6 bytes, \u00XX; '"' and '\\'
+ * are 2), so up to 6 x max_prompt_bytes, plus model, tenant, stop sequences
+ * and the framing of max_messages messages. A buffer with this cap never
+ * fails AQ_TOO_BIG on a valid task; being a cap, it costs no memory until
+ * the body grows (aq_buf allocates as it is written). Saturates at
+ * SIZE_MAX. */
+size_t aq_llm_request_body_cap(const aq_task_limits *lim);
 
 /* ---- Token estimates ----
  *

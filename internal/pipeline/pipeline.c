@@ -7,9 +7,9 @@
 #include <unistd.h>
 
 #include "core/clock.h"
+#include "llm/llm_request.h"
 #include "queue/queue_setup.h"
 
-#define REQUEST_BODY_SLACK (64 * 1024) /* JSON framing around the prompt */
 #define FLUSH_TIMEOUT_MS 2000
 /* A task delivered this often without being settled may be what crashes
  * workers: see on_fetched. A worker that merely died (OOM, node loss) makes
@@ -46,7 +46,9 @@ static void on_fetched(void *ctx, natsMsg *msg)
     j->p = p;
     j->msg = msg;
     j->retry_after_ms = -1;
-    aq_buf_init(&j->request, p->cfg->max_prompt_bytes + REQUEST_BODY_SLACK);
+    /* The cap admits the body of any valid task, however its JSON escapes
+     * (up to 6 x max_prompt_bytes); memory grows only with the body. */
+    aq_buf_init(&j->request, aq_llm_request_body_cap(&p->limits));
     aq_buf_init(&j->packed, (size_t)p->cfg->queue.max_msg_size);
     jsMsgMetaData *meta = NULL;
     if (natsMsg_GetMetaData(&meta, msg) == NATS_OK) {

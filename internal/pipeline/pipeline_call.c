@@ -218,8 +218,13 @@ void aq_job_call(job *j)
     j->stage = STAGE_CALLING;
     j->calls++;
     j->retry_after_ms = -1;
+    /* What is left of max_attempts bounds libcurl's own re-sends too (see
+     * on_llm_done): at least 1, as a call starts only with failures left. */
+    uint32_t left = (uint32_t)p->cfg->max_attempts > j->failures
+                        ? (uint32_t)p->cfg->max_attempts - j->failures
+                        : 1;
     aq_status st = aq_llm_call_start(p->llm, p->keys.items[j->budget.key], j->request.data,
-                                     j->request.len, call_timeout_ms(p->cfg, j->max_tokens),
+                                     j->request.len, call_timeout_ms(p->cfg, j->max_tokens), left,
                                      on_llm_done, j, &j->call, &err);
     if (st == AQ_OK)
         aq_wm_set_llm_in_flight(p->wm, (int64_t)++p->llm_in_flight);
@@ -241,8 +246,14 @@ static void on_llm_done(void *ctx, const aq_llm_call_result *res)
     aq_status st;
     j->call = NULL;
     j->stage = STAGE_QUEUED;
-    if (res->sends > 1) /* the provider may have seen each: count them all */
+    if (res->sends > 1) {
+        /* libcurl sent the request again by itself after the reused
+         * connection it went out on closed without an answer: the provider
+         * may have seen each send, so each is a call, and each but the last
+         * a failed attempt (a connection error) against max_attempts. */
         j->calls += res->sends - 1;
+        j->failures += res->sends - 1;
+    }
     j->llm_latency_ms = (uint64_t)(res->latency_us / 1000);
     j->http_status = res->http_status;
     j->retry_after_ms = res->retry_after_ms;

@@ -29,6 +29,7 @@
 /* ---- the server ---------------------------------------------------------- */
 
 typedef struct server {
+    struct event_base *base;
     struct evhttp *http;
     int port;
     int requests;
@@ -60,6 +61,13 @@ static void reply(struct evhttp_request *req, int code, const char *body)
     evhttp_add_header(evhttp_request_get_output_headers(req), "content-type", "application/json");
     evhttp_send_reply(req, code, code == 200 ? "OK" : "Error", b);
     evbuffer_free(b);
+}
+
+static void drop_connection(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    evhttp_connection_free(arg);
 }
 
 static void on_request(struct evhttp_request *req, void *arg)
@@ -144,6 +152,12 @@ static void on_request(struct evhttp_request *req, void *arg)
         }
         evbuffer_free(b);
         free(p);
+    } else if (strcmp(mode, "drop") == 0) {
+        /* close the connection without an answer; from a timer, as freeing
+         * it inside evhttp's request callback is not safe */
+        struct timeval now = {0, 0};
+        event_base_once(s->base, -1, EV_TIMEOUT, drop_connection,
+                        evhttp_request_get_connection(req), &now);
     } else if (strcmp(mode, "hang") == 0) {
         /* never answer; the client times out or cancels */
     } else {
@@ -155,6 +169,7 @@ static void on_request(struct evhttp_request *req, void *arg)
 static void server_start(server *s, struct event_base *base)
 {
     memset(s, 0, sizeof(*s));
+    s->base = base;
     s->http = evhttp_new(base);
     assert_non_null(s->http);
     evhttp_set_gencb(s->http, on_request, s);
@@ -186,6 +201,7 @@ typedef struct got {
     aq_llm_ratelimit rl;
     char error[600];
     int64_t latency_us;
+    unsigned sends;
 } got;
 
 typedef struct fix {
@@ -196,6 +212,7 @@ typedef struct fix {
     int done_total;       /* every callback of the test */
     int in_start;         /* set while inside aq_llm_call_start */
     int reentrant;        /* a callback ran inside aq_llm_call_start */
+    unsigned max_sends;   /* what start() passes */
 } fix;
 
 static fix *F;
@@ -218,6 +235,7 @@ static void on_done(void *ctx, const aq_llm_call_result *res)
     g->rl = res->ratelimit;
     snprintf(g->error, sizeof(g->error), "%s", res->error);
     g->latency_us = res->latency_us;
+    g->sends = res->sends;
 }
 
 static void got_free(got *g)
@@ -270,7 +288,7 @@ static void start(fix *f, const char *key, const char *body, int64_t timeout_ms,
 {
     aq_err err;
     f->in_start = 1;
-    aq_status st = aq_llm_call_start(f->client, key, body, strlen(body), timeout_ms, on_done, g,
+    aq_status st = aq_llm_call_start(f->client, key, body, strlen(body), timeout_ms, f->max_sends, on_done, g,
                                      out, &err);
     f->in_start = 0;
     if (st != AQ_OK)
@@ -444,7 +462,7 @@ static void test_connect_refused(void **state)
 
     got g = {0};
     f->in_start = 1;
-    assert_int_equal(aq_llm_call_start(c, KEY, "ok", 2, 0, on_done, &g, NULL, &err), AQ_OK);
+    assert_int_equal(aq_llm_call_start(c, KEY, "ok", 2, 0, 0, on_done, &g, NULL, &err), AQ_OK);
     f->in_start = 0;
     assert_int_equal(g.calls, 0);
     assert_int_equal(run_until(f, &g.calls, 1, 5000), 1);
@@ -555,7 +573,7 @@ static void test_200_in_flight(void **state)
         snprintf(bodies[i], sizeof(bodies[i]), "multi:%d", i);
         f->in_start = 1;
         assert_int_equal(aq_llm_call_start(f->client, key, bodies[i], strlen(bodies[i]), 0,
-                                           on_many, &m, NULL, &err),
+                                           0, on_many, &m, NULL, &err),
                          AQ_OK);
         f->in_start = 0;
     }
@@ -579,7 +597,7 @@ static void run_round(fix *f, int n, many *m)
     int want = m->done + n;
     for (int i = 0; i < n; i++) {
         f->in_start = 1;
-        assert_int_equal(aq_llm_call_start(f->client, KEY, "ok", 2, 0, on_many, m, NULL, &err),
+        assert_int_equal(aq_llm_call_start(f->client, KEY, "ok", 2, 0, 0, on_many, m, NULL, &err),
                          AQ_OK);
         f->in_start = 0;
     }
@@ -721,7 +739,7 @@ static void test_destroy_from_callback(void **state)
     destroyer d = {f, 0};
     got other = {0};
     aq_err err;
-    assert_int_equal(aq_llm_call_start(f->client, KEY, "ok", 2, 0, on_done_destroy, &d, NULL,
+    assert_int_equal(aq_llm_call_start(f->client, KEY, "ok", 2, 0, 0, on_done_destroy, &d, NULL,
                                        &err),
                      AQ_OK);
     start(f, KEY, "hang", 0, &other, NULL);
@@ -731,23 +749,73 @@ static void test_destroy_from_callback(void **state)
     assert_int_equal(other.calls, 0);
 }
 
+/* libcurl sends a request again by itself when the reused keep-alive
+ * connection it went out on closes before any answer (a fresh connection
+ * that does so is not retried). Every send is counted, and max_sends bounds
+ * them: the re-send past it is refused, and the call fails saying so. */
+static void test_resends_counted_and_bounded(void **state)
+{
+    fix *f = *state;
+    got g;
+    memset(&g, 0, sizeof(g));
+    int want = 0;
+    struct {
+        unsigned max_sends, sends;
+        int requests;
+    } cases[] = {
+        {0, 2, 2}, /* unbounded: the re-send goes out (and is dropped too) */
+        {3, 2, 2}, /* a bound not reached changes nothing */
+        {1, 1, 1}, /* the re-send is refused: the server sees one request */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        /* a kept-alive connection for the next call to reuse */
+        f->max_sends = 0;
+        start(f, KEY, "ok", 0, &g, NULL);
+        want++;
+        assert_int_equal(run_until(f, &g.calls, want, 3000), want);
+        assert_int_equal(g.http_status, 200);
+        assert_int_equal(g.sends, 1);
+
+        int before = f->srv.requests;
+        f->max_sends = cases[i].max_sends;
+        start(f, KEY, "drop", 0, &g, NULL);
+        want++;
+        assert_int_equal(run_until(f, &g.calls, want, 3000), want);
+        assert_int_equal(g.transport, AQ_HTTP_CONNECT);
+        assert_int_equal(g.sends, cases[i].sends);
+        assert_int_equal(f->srv.requests - before, cases[i].requests);
+        if (cases[i].max_sends == 1)
+            assert_non_null(strstr(g.error, "sent 1 time, the most allowed, and is not sent again"));
+        else
+            assert_null(strstr(g.error, "not sent again"));
+    }
+    /* max_sends 1 on an answered call: nothing refused */
+    f->max_sends = 1;
+    start(f, KEY, "ok", 0, &g, NULL);
+    want++;
+    assert_int_equal(run_until(f, &g.calls, want, 3000), want);
+    assert_int_equal(g.http_status, 200);
+    assert_int_equal(g.sends, 1);
+    got_free(&g);
+}
+
 static void test_bad_arguments(void **state)
 {
     fix *f = *state;
     aq_err err;
     got g = {0};
-    assert_int_equal(aq_llm_call_start(f->client, "", "x", 1, 0, on_done, &g, NULL, &err),
+    assert_int_equal(aq_llm_call_start(f->client, "", "x", 1, 0, 0, on_done, &g, NULL, &err),
                      AQ_INVALID_ARG);
-    assert_int_equal(aq_llm_call_start(f->client, NULL, "x", 1, 0, on_done, &g, NULL, &err),
+    assert_int_equal(aq_llm_call_start(f->client, NULL, "x", 1, 0, 0, on_done, &g, NULL, &err),
                      AQ_INVALID_ARG);
     /* header injection through the key is refused, and the key is not echoed */
     assert_int_equal(aq_llm_call_start(f->client, "sk-ant-SECRET\r\nx-evil: 1", "x", 1, 0,
-                                       on_done, &g, NULL, &err),
+                                       0, on_done, &g, NULL, &err),
                      AQ_INVALID_ARG);
     assert_null(strstr(err.msg, "SECRET"));
-    assert_int_equal(aq_llm_call_start(f->client, KEY, "x", 1, 0, NULL, &g, NULL, &err),
+    assert_int_equal(aq_llm_call_start(f->client, KEY, "x", 1, 0, 0, NULL, &g, NULL, &err),
                      AQ_INVALID_ARG);
-    assert_int_equal(aq_llm_call_start(f->client, KEY, "x", 1, -5, on_done, &g, NULL, &err),
+    assert_int_equal(aq_llm_call_start(f->client, KEY, "x", 1, -5, 0, on_done, &g, NULL, &err),
                      AQ_INVALID_ARG);
     assert_int_equal(aq_llm_client_in_flight(f->client), 0);
 
@@ -793,6 +861,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_shards_cancel_destroy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_destroy_with_calls_in_flight, setup, teardown),
         cmocka_unit_test_setup_teardown(test_destroy_from_callback, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resends_counted_and_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_arguments, setup, teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);

@@ -338,6 +338,125 @@ static void test_prompt_cache_mark(void **state)
     aq_buf_free(&b2);
 }
 
+/* A string of n copies of c (caller frees). */
+static char *repeat(char c, size_t n)
+{
+    char *s = malloc(n + 1);
+    assert_non_null(s);
+    memset(s, c, n);
+    s[n] = '\0';
+    return s;
+}
+
+/* Build `t` into a buffer capped at aq_llm_request_body_cap(lim); the body
+ * must parse back. Returns its length. */
+static size_t build_under_body_cap(const Agentq__V1__Task *t, const char *model,
+                                   const aq_task_limits *lim, const aq_llm_request_opts *opts)
+{
+    aq_err err;
+    aq_err_clear(&err);
+    assert_int_equal(aq_task_validate(t, lim, &err), AQ_OK);
+    aq_buf b;
+    aq_buf_init(&b, aq_llm_request_body_cap(lim));
+    aq_status st = aq_llm_request_build_opts(t, model, 64000, opts, &b, &err);
+    if (st != AQ_OK)
+        fail_msg("build under the body cap of %zu: %s", b.cap, err.msg);
+    json_error_t jerr;
+    json_t *root = json_loadb(b.data, b.len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root)
+        fail_msg("the body does not parse: %s", jerr.text);
+    json_decref(root);
+    size_t len = b.len;
+    aq_buf_free(&b);
+    return len;
+}
+
+/* A prompt the prompt cap admits never fails on the body's size, however
+ * much JSON escaping makes it grow: '"' and '\' are 2 bytes, a control
+ * character 6 (\u00XX). The cap was max_prompt_bytes + 64 KiB: a prompt of
+ * 600,000 '"' (57% of the default cap) failed with "request body is over
+ * the 1114112-byte cap". */
+static void test_body_cap_admits_worst_escapes(void **state)
+{
+    (void)state;
+    aq_task_limits lim;
+    aq_task_limits_default(&lim);
+
+    Agentq__V1__Task t;
+    agentq__v1__task__init(&t);
+    t.id = (char *)"esc-1";
+    t.type = (char *)"it";
+
+    const char fill[] = {'"', '\\', '\x01', '\x1f', '\n'};
+    const size_t per_byte[] = {2, 2, 6, 6, 2};
+    for (size_t i = 0; i < sizeof(fill); i++) {
+        char *prompt = repeat(fill[i], lim.max_prompt_bytes);
+        t.prompt = prompt;
+        size_t len = build_under_body_cap(&t, MODEL, &lim, NULL);
+        assert_true(len >= per_byte[i] * lim.max_prompt_bytes);
+        free(prompt);
+    }
+    t.prompt = (char *)"";
+    /* The cap is within reach of the worst case (a cap, not a reservation:
+     * aq_buf allocates as the body grows). */
+    size_t cap = aq_llm_request_body_cap(&lim);
+    assert_true(cap >= 6 * lim.max_prompt_bytes);
+    assert_true(cap < 7 * lim.max_prompt_bytes);
+    assert_int_equal(aq_llm_request_body_cap(NULL), 0);
+
+    /* Everything at its cap and escaped at worst: a task-named model,
+     * system (marked for prompt caching, the longer form), max_messages
+     * messages sharing the prompt bytes, every stop sequence, the tenant,
+     * temperature. */
+    size_t n_msgs = lim.max_messages;
+    size_t sys_len = lim.max_prompt_bytes / 2;
+    size_t content_len = (lim.max_prompt_bytes - sys_len) / n_msgs;
+    char *sys = repeat('\x01', sys_len);
+    char *content = repeat('\x01', content_len);
+    char *field = repeat('\x01', lim.max_field_bytes);
+    Agentq__V1__Message *msgs = calloc(n_msgs, sizeof(*msgs));
+    Agentq__V1__Message **mp = calloc(n_msgs, sizeof(*mp));
+    char **stops = calloc(lim.max_stop_sequences, sizeof(*stops));
+    assert_non_null(msgs);
+    assert_non_null(mp);
+    assert_non_null(stops);
+    for (size_t i = 0; i < n_msgs; i++) {
+        agentq__v1__message__init(&msgs[i]);
+        msgs[i].role = (char *)(i % 2 == 0 ? "user" : "assistant");
+        msgs[i].content = content;
+        mp[i] = &msgs[i];
+    }
+    for (size_t i = 0; i < lim.max_stop_sequences; i++)
+        stops[i] = field;
+    t.system = sys;
+    t.n_messages = n_msgs;
+    t.messages = mp;
+    t.n_stop_sequences = lim.max_stop_sequences;
+    t.stop_sequences = stops;
+    t.tenant = field;
+    t.model = field;
+    t.temperature_presence_case = AGENTQ__V1__TASK__TEMPERATURE_PRESENCE_TEMPERATURE;
+    t.temperature = 1.0e-7f;
+    aq_llm_request_opts cache_on = {.prompt_cache_min_tokens = 1};
+    size_t len = build_under_body_cap(&t, field, &lim, &cache_on);
+    assert_true(len >= 6 * (lim.max_prompt_bytes - lim.max_prompt_bytes % n_msgs));
+    free(stops);
+    free(mp);
+    free(msgs);
+    free(field);
+    free(content);
+    free(sys);
+
+    /* A smaller prompt cap: a smaller body cap, same rule. */
+    lim.max_prompt_bytes = 1024;
+    t = (Agentq__V1__Task)AGENTQ__V1__TASK__INIT;
+    t.id = (char *)"esc-2";
+    t.type = (char *)"it";
+    t.prompt = repeat('\x01', 1024);
+    build_under_body_cap(&t, MODEL, &lim, NULL);
+    free(t.prompt);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -350,6 +469,7 @@ int main(void)
         cmocka_unit_test(test_invalid_inputs),
         cmocka_unit_test(test_estimates),
         cmocka_unit_test(test_prompt_cache_mark),
+        cmocka_unit_test(test_body_cap_admits_worst_escapes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
