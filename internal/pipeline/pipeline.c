@@ -48,7 +48,7 @@ static void on_fetched(void *ctx, natsMsg *msg)
     j->retry_after_ms = -1;
     /* The cap admits the body of any valid task, however its JSON escapes
      * (up to 6 x max_prompt_bytes); memory grows only with the body. */
-    aq_buf_init(&j->request, aq_llm_request_body_cap(&p->limits));
+    aq_buf_init(&j->request, p->request_body_cap);
     aq_buf_init(&j->packed, (size_t)p->cfg->queue.max_msg_size);
     jsMsgMetaData *meta = NULL;
     if (natsMsg_GetMetaData(&meta, msg) == NATS_OK) {
@@ -273,6 +273,7 @@ aq_status aq_pipeline_start(struct event_base *base, const aq_worker_config *cfg
     p->limits.max_payload_bytes = (size_t)cfg->queue.max_msg_size;
     p->limits.max_prompt_bytes = (size_t)cfg->max_prompt_bytes;
     p->limits.max_tokens_cap = (uint32_t)cfg->max_tokens_cap;
+    p->request_body_cap = aq_llm_request_body_cap(&p->limits);
 #ifdef AQ_TEST_HOOKS
     p->crash_marker = getenv("AGENTQ_TEST_CRASH_MARKER");
 #endif

@@ -139,6 +139,7 @@ struct aq_pipeline {
     struct event_base *base;
     const aq_worker_config *cfg;
     aq_task_limits limits;
+    size_t request_body_cap; /* the largest body a valid task can make */
     natsConnection *nc;
     jsCtx *js;
     aq_mailbox *mb;
