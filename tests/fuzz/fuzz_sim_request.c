@@ -27,6 +27,7 @@
 static void check_answer(const aq_sim_request *r)
 {
     static const aq_sim_output_range range = {1, 300};
+    static const aq_sim_tool_opts topts = {2, 2, true, 0.5};
     aq_sim_answer a;
     aq_buf text, out;
     aq_err err;
@@ -34,7 +35,7 @@ static void check_answer(const aq_sim_request *r)
     aq_buf_init(&text, TEXT_CAP);
     aq_buf_init(&out, OUT_CAP);
 
-    aq_status st = aq_sim_answer_build(r, range, &text, &a, &err);
+    aq_status st = aq_sim_answer_build(r, range, &topts, &text, &a, &err);
     FUZZ_CHECK_ERR(st == AQ_OK, &err);
     FUZZ_CHECK(text.data != NULL);
     FUZZ_CHECK(aq_utf8_valid(text.data, text.len));

@@ -33,7 +33,7 @@ static aq_sim_answer answer(const char *body, uint32_t lo, uint32_t hi, char **t
     aq_buf b;
     aq_buf_init(&b, TEXT_CAP);
     assert_int_equal(parse(body, &r, &err), AQ_OK);
-    assert_int_equal(aq_sim_answer_build(&r, (aq_sim_output_range){lo, hi}, &b, &a, &err), AQ_OK);
+    assert_int_equal(aq_sim_answer_build(&r, (aq_sim_output_range){lo, hi}, NULL, &b, &a, &err), AQ_OK);
     *text = strdup(b.data);
     if (a.stop_sequence.ptr) {
         /* the answer points into the request: keep a copy before freeing it */
@@ -76,7 +76,8 @@ static void test_parse_rejects_every_error_case(void **state)
         {"{\"model\":\"claude-haiku-4-5\",\"max_tokens\":10,\"messages\":[{\"role\":\"assistant\",\"content\":\"x\"}]}", AQ_INVALID_ARG, "first message must use the \"user\" role"},
         {"{\"model\":\"claude-haiku-4-5\",\"max_tokens\":10,\"messages\":[{\"role\":\"user\"}]}", AQ_INVALID_ARG, "messages.0.content: Field required"},
         {"{\"model\":\"claude-haiku-4-5\",\"max_tokens\":10,\"messages\":[{\"role\":\"user\",\"content\":5}]}", AQ_INVALID_ARG, "messages.0.content: Input should be"},
-        {"{\"model\":\"claude-haiku-4-5\",\"max_tokens\":10,\"messages\":[{\"role\":\"user\",\"content\":\"a\"},{\"role\":\"assistant\",\"content\":[{\"type\":\"image\"}]}]}", AQ_INVALID_ARG, "messages.1.content.0.type"},
+        {"{\"model\":\"claude-haiku-4-5\",\"max_tokens\":10,\"messages\":[{\"role\":\"user\",\"content\":\"a\"},{\"role\":\"assistant\",\"content\":[{\"type\":\"image\"}]}]}", AQ_INVALID_ARG, "messages.1.content.0.source: Field required"},
+        {"{\"model\":\"claude-haiku-4-5\",\"max_tokens\":10,\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"thinking\"}]}]}", AQ_INVALID_ARG, "messages.0.content.0.type: Input tag 'thinking'"},
         {"{\"model\":\"claude-haiku-4-5\",\"max_tokens\":10,\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\"}]}]}", AQ_INVALID_ARG, "messages.0.content.0.text: Field required"},
         {"{\"model\":\"claude-haiku-4-5\",\"max_tokens\":10,\"messages\":[{\"role\":\"user\",\"content\":[7]}]}", AQ_INVALID_ARG, "messages.0.content.0: Input should be a valid dictionary"},
         {"{\"model\":\"claude-haiku-4-5\",\"max_tokens\":10,\"system\":5,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", AQ_INVALID_ARG, "system: Input should be"},
@@ -209,8 +210,9 @@ static void test_prompt_cache_prefix(void **state)
     aq_sim_request r = {0};
     aq_err err = {0};
     assert_int_equal(parse(body, &r, &err), AQ_OK);
-    assert_int_equal(r.n_cached_system_blocks, 1);
-    assert_int_equal(r.cache_ttl_ms, 300000);
+    assert_int_equal(r.n_breakpoints, 1);
+    assert_int_equal(r.bp_pos[0], 0);
+    assert_int_equal(r.bp_ttl_ms[0], 300000);
     aq_sim_request_free(&r);
     aq_sim_answer a = answer(body, 10, 10, &text);
     free(text);
@@ -234,7 +236,7 @@ static void test_prompt_cache_prefix(void **state)
              "\"messages\":[{\"role\":\"user\",\"content\":\"another question\"}]}",
              sys);
     assert_int_equal(parse(body2, &r, &err), AQ_OK);
-    assert_int_equal(r.cache_ttl_ms, 3600000);
+    assert_int_equal(r.bp_ttl_ms[0], 3600000);
     aq_sim_request_free(&r);
     aq_sim_answer b = answer(body2, 10, 10, &text);
     free(text);
@@ -255,14 +257,15 @@ static void test_prompt_cache_prefix(void **state)
     free(text);
     assert_int_equal(a.cache_creation_input_tokens, 0);
     assert_true(a.cache_prefix_hash == 0);
-    /* A mark on a message block is accepted and ignored. */
+    /* A mark on a message block: the prefix through that block (the whole
+     * message here: 4 + 2) is the cached part. */
     a = answer("{\"model\":\"claude-haiku-4-5\",\"max_tokens\":50,"
                "\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"hello\","
                "\"cache_control\":{\"type\":\"ephemeral\"}}]}]}",
                10, 10, &text);
     free(text);
-    assert_int_equal(a.cache_creation_input_tokens, 0);
-    assert_int_equal(a.input_tokens, 6);
+    assert_int_equal(a.cache_creation_input_tokens, 6);
+    assert_int_equal(a.input_tokens, 0);
 
     /* The usage block carries both counts. */
     aq_buf out;
@@ -466,7 +469,7 @@ static void test_render_message_is_valid_json(void **state)
     aq_buf_init(&text, TEXT_CAP);
     aq_buf_init(&out, TEXT_CAP);
     assert_int_equal(parse(body, &r, &err), AQ_OK);
-    assert_int_equal(aq_sim_answer_build(&r, (aq_sim_output_range){40, 40}, &text, &a, &err), AQ_OK);
+    assert_int_equal(aq_sim_answer_build(&r, (aq_sim_output_range){40, 40}, NULL, &text, &a, &err), AQ_OK);
     assert_int_equal(aq_sim_render_message(&out, &r, &a, text.data, text.len, "msg_1"), AQ_OK);
     json_error_t jerr;
     json_t *doc = json_loads(out.data, 0, &jerr);
