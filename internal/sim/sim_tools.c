@@ -6,6 +6,7 @@
 
 typedef struct gen_ctx {
     size_t nodes; /* values generated so far */
+    size_t bytes; /* string bytes generated so far */
 } gen_ctx;
 
 static uint64_t mix(uint64_t z)
@@ -109,8 +110,8 @@ static json_t *gen_integer(json_t *schema, uint64_t seed)
         lo = b.lo_excl ? floor(b.lo) + 1 : ceil(b.lo);
     if (b.has_hi)
         hi = b.hi_excl ? ceil(b.hi) - 1 : floor(b.hi);
-    lo = fmax(lo, -INT_LIMIT);
-    hi = fmin(hi, INT_LIMIT);
+    lo = fmin(fmax(lo, -INT_LIMIT), INT_LIMIT);
+    hi = fmin(fmax(hi, -INT_LIMIT), INT_LIMIT);
     double v = (double)(1 + seed % 100);
     if (v < lo)
         v = lo;
@@ -118,8 +119,13 @@ static json_t *gen_integer(json_t *schema, uint64_t seed)
         v = hi > lo ? hi : lo;
     if (num_kw(schema, "multipleOf", &m) && m >= 1 && m == floor(m)) {
         double up = ceil(v / m) * m;
-        v = up <= hi ? up : floor(v / m) * m;
+        double down = floor(v / m) * m;
+        if (up <= hi)
+            v = up;
+        else if (down >= -INT_LIMIT)
+            v = down;
     }
+    v = fmin(fmax(v, -INT_LIMIT), INT_LIMIT); /* the cast below must be defined */
     return json_integer((json_int_t)v);
 }
 
@@ -141,10 +147,12 @@ static json_t *gen_number(json_t *schema, uint64_t seed)
         double up = ceil(v / m) * m;
         v = (!b.has_hi || up < b.hi || (!b.hi_excl && up == b.hi)) ? up : floor(v / m) * m;
     }
+    if (!isfinite(v)) /* extreme bounds or multipleOf: JSON has no infinity */
+        v = b.has_lo ? b.lo : b.has_hi ? b.hi : 1.5;
     return json_real(v);
 }
 
-static json_t *gen_string(json_t *schema, uint64_t seed, const char *hint)
+static json_t *gen_string(json_t *schema, uint64_t seed, const char *hint, gen_ctx *g)
 {
     static const struct {
         const char *format, *value;
@@ -175,13 +183,14 @@ static json_t *gen_string(json_t *schema, uint64_t seed, const char *hint)
                 buf[i] = '_';
     }
     double minl = 0, maxl = 0;
-    if (num_kw(schema, "minLength", &minl) && minl > (double)n) {
+    if (num_kw(schema, "minLength", &minl) && minl > (double)n && g->bytes < AQ_SIM_GEN_MAX_BYTES) {
         size_t want = minl > AQ_SIM_GEN_MAX_STRING ? AQ_SIM_GEN_MAX_STRING : (size_t)minl;
         memset(buf + n, 'x', want - n);
         n = want;
     }
     if (num_kw(schema, "maxLength", &maxl) && maxl >= 0 && (double)n > maxl)
         n = (size_t)maxl;
+    g->bytes += n;
     return json_stringn(buf, n);
 }
 
@@ -251,7 +260,7 @@ static json_t *gen(json_t *schema, uint64_t seed, const char *hint, int depth, g
     if (++g->nodes > AQ_SIM_GEN_MAX_NODES || depth > AQ_SIM_GEN_MAX_DEPTH)
         return json_null();
     if (!json_is_object(schema)) /* true, {} or absent: anything goes */
-        return gen_string(NULL, seed, hint);
+        return gen_string(NULL, seed, hint, g);
     json_t *v = json_object_get(schema, "const");
     if (v)
         return json_deep_copy(v);
@@ -277,7 +286,7 @@ static json_t *gen(json_t *schema, uint64_t seed, const char *hint, int depth, g
         return json_true();
     if (strcmp(type, "null") == 0)
         return json_null();
-    return gen_string(schema, seed, hint);
+    return gen_string(schema, seed, hint, g);
 }
 
 json_t *aq_sim_tools_gen(json_t *schema, uint64_t seed)

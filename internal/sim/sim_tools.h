@@ -20,7 +20,8 @@
  *   Not simulated: pattern, $ref, if/then/else, dependencies,
  *   propertyNames, uniqueItems beyond distinct seeds. Depth is capped at
  *   AQ_SIM_GEN_MAX_DEPTH and the value at AQ_SIM_GEN_MAX_NODES values (then
- *   the rest is null), so a hostile schema cannot blow the answer up.
+ *   the rest is null) and AQ_SIM_GEN_MAX_BYTES of strings, so a hostile
+ *   schema cannot blow the answer up.
  *
  * Spoiling (aq_sim_tools_spoil): drop the first required property the value
  * has; else give the first property with a declared type a value of another
@@ -37,6 +38,7 @@
 #define AQ_SIM_GEN_MAX_NODES 4096
 #define AQ_SIM_GEN_MAX_ITEMS 64    /* minItems above this is cut (the schema then fails) */
 #define AQ_SIM_GEN_MAX_STRING 4096 /* minLength above this is cut */
+#define AQ_SIM_GEN_MAX_BYTES (256 * 1024) /* string bytes in one value: beyond, minLength is not padded */
 
 /* A new value for `schema` (never NULL unless out of memory). */
 json_t *aq_sim_tools_gen(json_t *schema, uint64_t seed);

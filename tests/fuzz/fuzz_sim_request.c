@@ -88,8 +88,10 @@ static void check_answer(const aq_sim_request *r)
             known = known || (r->tools[t].name.len == json_string_length(name) &&
                               memcmp(r->tools[t].name.ptr, json_string_value(name), json_string_length(name)) == 0);
         FUZZ_CHECK(known);
-        for (size_t j = 0; j < i; j++)
-            FUZZ_CHECK(strcmp(id, json_string_value(json_object_get(json_array_get(content, j), "id")) ?: "") != 0);
+        for (size_t j = 0; j < i; j++) {
+            const char *other = json_string_value(json_object_get(json_array_get(content, j), "id"));
+            FUZZ_CHECK(!other || strcmp(id, other) != 0);
+        }
         n_uses++;
     }
     FUZZ_CHECK(n_uses == a.n_calls);

@@ -761,12 +761,29 @@ static void test_schema_input_generation(void **state)
     json_decref(v2);
     json_decref(v3);
     json_decref(v);
+    char *dump;
+
+    /* extreme bounds: values stay finite and within the integer range */
+    v = gen_for("{\"type\":\"object\",\"properties\":{"
+                "\"i\":{\"type\":\"integer\",\"minimum\":1e300},"
+                "\"i2\":{\"type\":\"integer\",\"maximum\":-5,\"multipleOf\":1e300},"
+                "\"n\":{\"type\":\"number\",\"multipleOf\":1e-320},"
+                "\"n2\":{\"type\":\"number\",\"minimum\":1e308,\"maximum\":1.7e308}}}",
+                5);
+    assert_true(json_is_integer(json_object_get(v, "i")));
+    assert_true(json_is_integer(json_object_get(v, "i2")));
+    assert_true(json_is_real(json_object_get(v, "n")));
+    assert_true(json_is_real(json_object_get(v, "n2")));
+    dump = json_dumps(v, JSON_COMPACT);
+    assert_non_null(dump);
+    free(dump);
+    json_decref(v);
 
     /* a hostile schema stays bounded */
     v = gen_for("{\"type\":\"array\",\"minItems\":1000000,\"items\":{\"type\":\"array\",\"minItems\":1000,"
                 "\"items\":{\"type\":\"array\",\"minItems\":1000,\"items\":{\"type\":\"string\",\"minLength\":100000000}}}}",
                 1);
-    char *dump = json_dumps(v, JSON_COMPACT);
+    dump = json_dumps(v, JSON_COMPACT);
     assert_non_null(dump);
     assert_true(strlen(dump) < 64 * 1024 * 1024);
     free(dump);
