@@ -1170,6 +1170,49 @@ static void test_cache_points(void **state)
     assert_int_equal(a.input_tokens, 5);                     /* the last message */
 }
 
+/* Requests without tools answer byte for byte as before tool use existed
+ * (the benchmarks compare against these answers): two bodies rendered by the
+ * simulator of commit 306fc93. */
+static void test_plain_answers_unchanged(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *body;
+        uint32_t lo, hi;
+        const char *want;
+    } cases[] = {
+        {"{\"model\":\"claude-haiku-4-5\",\"max_tokens\":100,\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}]}", 1, 51,
+         "{\"id\":\"msg_x\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-haiku-4-5\",\"content\":[{\"type\":"
+         "\"text\",\"text\":\"echo: hello | sierra oscar golf cedar alpha summit xenon echo harbor papa willow kilo nectar "
+         "november charlie forest\"}],\"stop_reason\":\"end_turn\",\"stop_sequence\":null,\"usage\":{\"input_tokens\":6,"
+         "\"output_tokens\":29,\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":0}}"},
+        {"{\"model\":\"claude-sonnet-4-6\",\"max_tokens\":7,\"temperature\":0.3,\"system\":[{\"type\":\"text\",\"text\":"
+         "\"sys sys sys sys\",\"cache_control\":{\"type\":\"ephemeral\"}},{\"type\":\"text\",\"text\":\"x\"}],\"messages\":"
+         "[{\"role\":\"user\",\"content\":\"hello\"},{\"role\":\"assistant\",\"content\":\"hi\"},{\"role\":\"user\","
+         "\"content\":[{\"type\":\"text\",\"text\":\"\"},{\"type\":\"text\",\"text\":\"more \\u00e9\"}]}]}", 38, 88,
+         "{\"id\":\"msg_x\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-sonnet-4-6\",\"content\":[{\"type\":"
+         "\"text\",\"text\":\"echo:  | jasper xray sierra \"}],\"stop_reason\":\"max_tokens\",\"stop_sequence\":null,"
+         "\"usage\":{\"input_tokens\":17,\"output_tokens\":7,\"cache_creation_input_tokens\":4,\"cache_read_input_tokens\":0}}"},
+    };
+    static const aq_sim_tool_opts o = {2, 1, true, 0}; /* as the server passes them */
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        aq_sim_request r = {0};
+        aq_sim_answer a;
+        aq_err err = {0};
+        aq_buf t, out;
+        aq_buf_init(&t, TEXT_CAP);
+        aq_buf_init(&out, TEXT_CAP);
+        assert_int_equal(aq_sim_parse_request(cases[i].body, strlen(cases[i].body), NULL, &r, &err), AQ_OK);
+        assert_int_equal(aq_sim_answer_build(&r, (aq_sim_output_range){cases[i].lo, cases[i].hi}, &o, &t, &a, &err), AQ_OK);
+        assert_int_equal(aq_sim_render_message(&out, &r, &a, t.data, t.len, "msg_x"), AQ_OK);
+        assert_string_equal(out.data, cases[i].want);
+        aq_sim_answer_free(&a);
+        aq_buf_free(&t);
+        aq_buf_free(&out);
+        aq_sim_request_free(&r);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1194,6 +1237,7 @@ int main(void)
         cmocka_unit_test(test_tool_choice_variants),
         cmocka_unit_test(test_tool_fault_and_repair),
         cmocka_unit_test(test_cache_points),
+        cmocka_unit_test(test_plain_answers_unchanged),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
