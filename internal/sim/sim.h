@@ -30,6 +30,10 @@ typedef struct aq_sim_config {
     char *output_tokens;       /* "40" or "20-200" */
     double fault_429, fault_500, fault_504, fault_529, fault_drop, fault_stall;
     double fault_bad_json, fault_truncated, fault_huge; /* 200s with a bad body */
+    int64_t tool_steps;        /* tool_use steps before end_turn (tool_choice auto) */
+    int64_t tool_parallel;     /* tool_use blocks per step */
+    bool tool_text;            /* a text block before the tool_use blocks */
+    double fault_tool_schema;  /* share of tool inputs made to violate their schema */
     int64_t stall_max;         /* ms a stalled request is held at most */
     int64_t huge_bytes;        /* fault_huge answers have a text longer than this */
     int64_t retry_after;       /* seconds, on fault_429 answers */

@@ -104,6 +104,7 @@ struct aq_sim_server {
     aq_list models;
     aq_list keys;
     aq_sim_output_range out_range;
+    aq_sim_tool_opts tool_opts;
     aq_sim_latency latency;
     double fault_cum[N_FAULTS]; /* cumulative shares, in sim_fault order */
     int64_t retry_after_s, stall_max_ms, max_body, huge_bytes;
@@ -118,18 +119,32 @@ struct aq_sim_server {
     int64_t pc_until_ms[SIM_PROMPT_CACHE_SLOTS];
 };
 
-/* true when the prefix is cached (a read); either way it is cached from now
- * for ttl_ms more (the provider restarts the ttl on every hit). */
-static bool prompt_cache_use(aq_sim_server *srv, uint64_t hash, int64_t ttl_ms)
+/* The tokens of the longest listed prefix that is cached (0: none); a hit's
+ * ttl restarts, and every marked prefix is cached from now for its ttl (the
+ * provider does both). */
+static int64_t prompt_cache_apply(aq_sim_server *srv, const aq_sim_answer *a)
 {
-    size_t slot = (size_t)(hash % SIM_PROMPT_CACHE_SLOTS);
-    int64_t now = aq_mono_ms();
+    int64_t now = aq_mono_ms(), best = 0;
     pthread_mutex_lock(&srv->pc_lock);
-    bool hit = srv->pc_hash[slot] == hash && srv->pc_until_ms[slot] > now;
-    srv->pc_hash[slot] = hash;
-    srv->pc_until_ms[slot] = now + ttl_ms;
+    for (size_t i = 0; i < a->n_cache_points; i++) {
+        const aq_sim_cache_point *p = &a->cache_points[i];
+        size_t slot = (size_t)(p->hash % SIM_PROMPT_CACHE_SLOTS);
+        if (srv->pc_hash[slot] == p->hash && srv->pc_until_ms[slot] > now) {
+            if (p->tokens > best)
+                best = p->tokens;
+            srv->pc_until_ms[slot] = now + p->ttl_ms;
+        }
+    }
+    for (size_t i = 0; i < a->n_cache_points; i++) {
+        const aq_sim_cache_point *p = &a->cache_points[i];
+        size_t slot = (size_t)(p->hash % SIM_PROMPT_CACHE_SLOTS);
+        if (p->mark && (srv->pc_hash[slot] != p->hash || srv->pc_until_ms[slot] < now + p->ttl_ms)) {
+            srv->pc_hash[slot] = p->hash;
+            srv->pc_until_ms[slot] = now + p->ttl_ms;
+        }
+    }
     pthread_mutex_unlock(&srv->pc_lock);
-    return hit;
+    return best;
 }
 
 static void prompt_cache_reset(aq_sim_server *srv)
@@ -432,9 +447,9 @@ static void answer(sim_worker *w, struct evhttp_request *req, const aq_sim_reque
     char msg_id[SIM_ID_LEN];
     aq_status st;
 
-    if ((st = aq_sim_answer_build(r, srv->out_range, &w->text, &ans, &err)) == AQ_OK) {
-        if (ans.cache_prefix_hash && prompt_cache_use(srv, ans.cache_prefix_hash, r->cache_ttl_ms))
-            aq_sim_answer_cache_hit(&ans);
+    if ((st = aq_sim_answer_build(r, srv->out_range, &srv->tool_opts, &w->text, &ans, &err)) == AQ_OK) {
+        if (ans.n_cache_points)
+            aq_sim_answer_cache_read(&ans, prompt_cache_apply(srv, &ans));
         make_id(w, "msg_", msg_id);
         aq_buf_reset(&w->out);
         st = aq_sim_render_message(&w->out, r, &ans, w->text.data, w->text.len, msg_id);
@@ -442,6 +457,7 @@ static void answer(sim_worker *w, struct evhttp_request *req, const aq_sim_reque
     if (st == AQ_OK && fault == F_HUGE)
         st = set_huge_body(w, req, r, &ans, msg_id);
     if (st != AQ_OK) {
+        aq_sim_answer_free(&ans);
         rep->code = 500;
         set_error(w, req, "api_error", "the simulator could not build its answer", rid);
         return;
@@ -468,9 +484,12 @@ static void answer(sim_worker *w, struct evhttp_request *req, const aq_sim_reque
     default:
         rep->stat_input = ans.input_tokens;
         rep->stat_output = ans.output_tokens;
+        if (ans.n_calls || r->has_tool_result)
+            aq_sim_stats_tools(srv->stats, w->idx, ans.n_calls, r->has_tool_result, ans.n_spoiled);
         set_body(w, req, "application/json");
         break;
     }
+    aq_sim_answer_free(&ans);
 }
 
 /* An enforced limit refused the request: 429 with the buckets and when to retry. */
@@ -858,6 +877,14 @@ aq_status aq_sim_server_new(const aq_sim_config *cfg, aq_sim_server **out, aq_er
     pthread_mutex_init(&srv->pc_lock, NULL); /* default attributes: cannot fail on Linux */
     if ((st = aq_sim_output_range_parse(cfg->output_tokens, &srv->out_range, err)) != AQ_OK)
         goto out;
+    srv->tool_opts = (aq_sim_tool_opts){cfg->tool_steps, cfg->tool_parallel, cfg->tool_text,
+                                        cfg->fault_tool_schema};
+    if (!(cfg->fault_tool_schema >= 0 && cfg->fault_tool_schema <= 1) || cfg->tool_steps < 0 ||
+        cfg->tool_steps > AQ_SIM_MAX_TOOL_STEPS || cfg->tool_parallel < 1 ||
+        cfg->tool_parallel > AQ_SIM_MAX_TOOL_PARALLEL) {
+        st = aq_err_set(err, AQ_CONFIG, "tool_steps, tool_parallel or fault_tool_schema out of range");
+        goto out;
+    }
     lat_ms = cfg->latency_ms ? cfg->latency_ms : cfg->latency;
     if ((st = aq_sim_latency_init(&srv->latency, cfg->latency_dist, lat_ms, cfg->latency_max_ms,
                                   cfg->latency_median_ms, cfg->latency_p99_ms, err)) != AQ_OK)

@@ -17,6 +17,7 @@ typedef struct thread_counters {
     _Atomic uint64_t by_status[N_TRACKED + 1];
     _Atomic uint64_t dropped, stalled, input_tokens, output_tokens;
     _Atomic uint64_t faults[AQ_SIM_N_FAULTS];
+    _Atomic uint64_t tool_use_blocks, tool_result_requests, tool_inputs_spoiled;
 } thread_counters;
 
 static const char *const fault_names[AQ_SIM_N_FAULTS] = {"fault_429", "fault_bad_json", "fault_truncated",
@@ -52,6 +53,9 @@ aq_status aq_sim_stats_new(size_t n_threads, aq_sim_stats **out, aq_err *err)
         atomic_init(&t[i].output_tokens, 0);
         for (size_t j = 0; j < AQ_SIM_N_FAULTS; j++)
             atomic_init(&t[i].faults[j], 0);
+        atomic_init(&t[i].tool_use_blocks, 0);
+        atomic_init(&t[i].tool_result_requests, 0);
+        atomic_init(&t[i].tool_inputs_spoiled, 0);
     }
     atomic_init(&s->concurrent, 0);
     atomic_init(&s->peak_concurrent, 0);
@@ -102,6 +106,18 @@ void aq_sim_stats_dropped(aq_sim_stats *s, size_t thread)
     add(&s->threads[thread].dropped, 1);
 }
 
+void aq_sim_stats_tools(aq_sim_stats *s, size_t thread, uint64_t tool_use_blocks, bool had_tool_result,
+                        uint64_t spoiled)
+{
+    thread_counters *t = &s->threads[thread];
+    if (tool_use_blocks)
+        add(&t->tool_use_blocks, tool_use_blocks);
+    if (had_tool_result)
+        add(&t->tool_result_requests, 1);
+    if (spoiled)
+        add(&t->tool_inputs_spoiled, spoiled);
+}
+
 void aq_sim_stats_stalled(aq_sim_stats *s, size_t thread)
 {
     add(&s->threads[thread].stalled, 1);
@@ -150,6 +166,7 @@ static uint64_t get(_Atomic uint64_t *c)
 typedef struct stats_snapshot {
     uint64_t requests_total, dropped, stalled, input_tokens_total, output_tokens_total;
     uint64_t faults[AQ_SIM_N_FAULTS];
+    uint64_t tool_use_blocks, tool_result_requests, tool_inputs_spoiled;
     int64_t concurrent_requests, peak_concurrent_requests, connections_open, peak_connections;
 } stats_snapshot;
 
@@ -165,6 +182,9 @@ static void stats_read(aq_sim_stats *s, stats_snapshot *out)
         v.output_tokens_total += get(&t->output_tokens);
         for (size_t j = 0; j < AQ_SIM_N_FAULTS; j++)
             v.faults[j] += get(&t->faults[j]);
+        v.tool_use_blocks += get(&t->tool_use_blocks);
+        v.tool_result_requests += get(&t->tool_result_requests);
+        v.tool_inputs_spoiled += get(&t->tool_inputs_spoiled);
     }
     v.concurrent_requests = atomic_load_explicit(&s->concurrent, memory_order_relaxed);
     v.peak_concurrent_requests = atomic_load_explicit(&s->peak_concurrent, memory_order_relaxed);
@@ -247,6 +267,9 @@ aq_status aq_sim_stats_json(aq_sim_stats *s, aq_sim_ratelimit *rl, char **out, a
         json_object_set_new(doc, fault_names[j], u64(v.faults[j]));
     json_object_set_new(doc, "input_tokens_total", u64(v.input_tokens_total));
     json_object_set_new(doc, "output_tokens_total", u64(v.output_tokens_total));
+    json_object_set_new(doc, "tool_use_blocks_total", u64(v.tool_use_blocks));
+    json_object_set_new(doc, "tool_result_requests_total", u64(v.tool_result_requests));
+    json_object_set_new(doc, "tool_inputs_spoiled_total", u64(v.tool_inputs_spoiled));
     json_object_set_new(doc, "concurrent_requests", json_integer(v.concurrent_requests));
     json_object_set_new(doc, "peak_concurrent_requests", json_integer(v.peak_concurrent_requests));
     json_object_set_new(doc, "connections_open", json_integer(v.connections_open));
@@ -280,6 +303,9 @@ void aq_sim_stats_reset(aq_sim_stats *s)
         atomic_store_explicit(&t->output_tokens, 0, memory_order_relaxed);
         for (size_t j = 0; j < AQ_SIM_N_FAULTS; j++)
             atomic_store_explicit(&t->faults[j], 0, memory_order_relaxed);
+        atomic_store_explicit(&t->tool_use_blocks, 0, memory_order_relaxed);
+        atomic_store_explicit(&t->tool_result_requests, 0, memory_order_relaxed);
+        atomic_store_explicit(&t->tool_inputs_spoiled, 0, memory_order_relaxed);
     }
     atomic_store_explicit(&s->peak_concurrent, atomic_load(&s->concurrent), memory_order_relaxed);
     atomic_store_explicit(&s->peak_connections, atomic_load(&s->connections), memory_order_relaxed);

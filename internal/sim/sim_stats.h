@@ -5,6 +5,7 @@
 #ifndef AQ_SIM_SIM_STATS_H
 #define AQ_SIM_SIM_STATS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -31,6 +32,11 @@ typedef enum aq_sim_fault {
     AQ_SIM_N_FAULTS,
 } aq_sim_fault;
 void aq_sim_stats_fault(aq_sim_stats *s, size_t thread, aq_sim_fault f);
+/* A proper 200 answered these tool_use blocks (of which `spoiled` had an
+ * input made to violate its schema by fault_tool_schema); had_tool_result:
+ * the request carried at least one tool_result block. */
+void aq_sim_stats_tools(aq_sim_stats *s, size_t thread, uint64_t tool_use_blocks, bool had_tool_result,
+                        uint64_t spoiled);
 void aq_sim_stats_stalled(aq_sim_stats *s, size_t thread);
 /* Requests in flight (validated, not yet answered or given up). */
 void aq_sim_stats_begin(aq_sim_stats *s);

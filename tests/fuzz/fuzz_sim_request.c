@@ -9,7 +9,11 @@
  *    malformed request is a 400 whatever its model);
  *  - the answer text is valid UTF-8 within max_tokens, and the rendered
  *    message parses with the worker's own parser (aq_llm_response_parse) to
- *    the same text, stop reason, stop sequence and token counts;
+ *    the same text, stop reason, stop sequence, token counts and number of
+ *    tool_use blocks;
+ *  - tool_use answers (stop_reason "tool_use" exactly when there are calls)
+ *    name tools of the request, with ids unique in the answer and an object
+ *    input; input + cache tokens add up to aq_sim_input_tokens;
  *  - an error body is JSON that aq_llm_error_classify reads as the same
  *    HTTP class. */
 #include "fuzz.h"
@@ -27,6 +31,7 @@
 static void check_answer(const aq_sim_request *r)
 {
     static const aq_sim_output_range range = {1, 300};
+    static const aq_sim_tool_opts topts = {2, 2, true, 0.5};
     aq_sim_answer a;
     aq_buf text, out;
     aq_err err;
@@ -34,13 +39,18 @@ static void check_answer(const aq_sim_request *r)
     aq_buf_init(&text, TEXT_CAP);
     aq_buf_init(&out, OUT_CAP);
 
-    aq_status st = aq_sim_answer_build(r, range, &text, &a, &err);
+    aq_status st = aq_sim_answer_build(r, range, &topts, &text, &a, &err);
     FUZZ_CHECK_ERR(st == AQ_OK, &err);
-    FUZZ_CHECK(text.data != NULL);
-    FUZZ_CHECK(aq_utf8_valid(text.data, text.len));
+    FUZZ_CHECK(text.data != NULL || (text.len == 0 && a.n_calls > 0)); /* calls without a text block */
+    FUZZ_CHECK(text.len == 0 || aq_utf8_valid(text.data, text.len));
     FUZZ_CHECK(aq_sim_tokens(text.len) <= r->max_tokens);
-    FUZZ_CHECK(a.output_tokens == aq_sim_tokens(text.len));
-    FUZZ_CHECK(a.input_tokens == aq_sim_input_tokens(r));
+    FUZZ_CHECK(a.output_tokens <= r->max_tokens);
+    if (a.n_calls == 0)
+        FUZZ_CHECK(a.output_tokens == aq_sim_tokens(text.len));
+    FUZZ_CHECK((a.n_calls > 0) == (strcmp(a.stop_reason, "tool_use") == 0));
+    FUZZ_CHECK(a.n_calls == 0 || (r->n_tools > 0 && r->tool_choice != AQ_SIM_CHOICE_NONE));
+    FUZZ_CHECK(a.input_tokens >= 0 && a.input_tokens + a.cache_creation_input_tokens +
+                                              a.cache_read_input_tokens == aq_sim_input_tokens(r));
 
     st = aq_sim_render_message(&out, r, &a, text.data, text.len, "msg_fuzz");
     FUZZ_CHECK(st == AQ_OK);
@@ -48,7 +58,7 @@ static void check_answer(const aq_sim_request *r)
     aq_llm_response resp;
     st = aq_llm_response_parse(out.data, out.len, &resp, &err);
     FUZZ_CHECK_ERR(st == AQ_OK, &err);
-    FUZZ_CHECK(resp.text_len == text.len && memcmp(resp.text, text.data, text.len) == 0);
+    FUZZ_CHECK(resp.text_len == text.len && (text.len == 0 || memcmp(resp.text, text.data, text.len) == 0));
     FUZZ_CHECK(resp.stop_reason && strcmp(resp.stop_reason, a.stop_reason) == 0);
     if (a.stop_sequence.ptr)
         FUZZ_CHECK(resp.stop_sequence && strlen(resp.stop_sequence) == a.stop_sequence.len &&
@@ -59,7 +69,34 @@ static void check_answer(const aq_sim_request *r)
                memcmp(resp.model, r->model.ptr, r->model.len) == 0);
     FUZZ_CHECK(resp.usage.input_tokens == (uint64_t)a.input_tokens);
     FUZZ_CHECK(resp.usage.output_tokens == (uint64_t)a.output_tokens);
+    FUZZ_CHECK(resp.n_tool_use == a.n_calls);
     aq_llm_response_free(&resp);
+
+    json_t *doc = json_loadb(out.data, out.len, 0, NULL);
+    FUZZ_CHECK(doc != NULL);
+    json_t *content = json_object_get(doc, "content");
+    size_t n_uses = 0;
+    for (size_t i = 0; i < json_array_size(content); i++) {
+        json_t *b = json_array_get(content, i);
+        if (strcmp(json_string_value(json_object_get(b, "type")), "tool_use") != 0)
+            continue;
+        const char *id = json_string_value(json_object_get(b, "id"));
+        json_t *name = json_object_get(b, "name");
+        FUZZ_CHECK(id && strlen(id) == AQ_SIM_TOOL_ID_LEN && json_is_object(json_object_get(b, "input")));
+        bool known = false;
+        for (size_t t = 0; t < r->n_tools; t++)
+            known = known || (r->tools[t].name.len == json_string_length(name) &&
+                              memcmp(r->tools[t].name.ptr, json_string_value(name), json_string_length(name)) == 0);
+        FUZZ_CHECK(known);
+        for (size_t j = 0; j < i; j++) {
+            const char *other = json_string_value(json_object_get(json_array_get(content, j), "id"));
+            FUZZ_CHECK(!other || strcmp(id, other) != 0);
+        }
+        n_uses++;
+    }
+    FUZZ_CHECK(n_uses == a.n_calls);
+    json_decref(doc);
+    aq_sim_answer_free(&a);
     aq_buf_free(&text);
     aq_buf_free(&out);
 }

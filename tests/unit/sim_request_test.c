@@ -13,6 +13,7 @@
 
 #include "sim/sim_random.h"
 #include "sim/sim_request.h"
+#include "sim/sim_tools.h"
 
 static const char *const models[] = {"claude-haiku-4-5", "claude-sonnet-4-6"};
 static const aq_sim_limits limits = {64000, models, 2};
@@ -33,7 +34,7 @@ static aq_sim_answer answer(const char *body, uint32_t lo, uint32_t hi, char **t
     aq_buf b;
     aq_buf_init(&b, TEXT_CAP);
     assert_int_equal(parse(body, &r, &err), AQ_OK);
-    assert_int_equal(aq_sim_answer_build(&r, (aq_sim_output_range){lo, hi}, &b, &a, &err), AQ_OK);
+    assert_int_equal(aq_sim_answer_build(&r, (aq_sim_output_range){lo, hi}, NULL, &b, &a, &err), AQ_OK);
     *text = strdup(b.data);
     if (a.stop_sequence.ptr) {
         /* the answer points into the request: keep a copy before freeing it */
@@ -76,7 +77,8 @@ static void test_parse_rejects_every_error_case(void **state)
         {"{\"model\":\"claude-haiku-4-5\",\"max_tokens\":10,\"messages\":[{\"role\":\"assistant\",\"content\":\"x\"}]}", AQ_INVALID_ARG, "first message must use the \"user\" role"},
         {"{\"model\":\"claude-haiku-4-5\",\"max_tokens\":10,\"messages\":[{\"role\":\"user\"}]}", AQ_INVALID_ARG, "messages.0.content: Field required"},
         {"{\"model\":\"claude-haiku-4-5\",\"max_tokens\":10,\"messages\":[{\"role\":\"user\",\"content\":5}]}", AQ_INVALID_ARG, "messages.0.content: Input should be"},
-        {"{\"model\":\"claude-haiku-4-5\",\"max_tokens\":10,\"messages\":[{\"role\":\"user\",\"content\":\"a\"},{\"role\":\"assistant\",\"content\":[{\"type\":\"image\"}]}]}", AQ_INVALID_ARG, "messages.1.content.0.type"},
+        {"{\"model\":\"claude-haiku-4-5\",\"max_tokens\":10,\"messages\":[{\"role\":\"user\",\"content\":\"a\"},{\"role\":\"assistant\",\"content\":[{\"type\":\"image\"}]}]}", AQ_INVALID_ARG, "messages.1.content.0.source: Field required"},
+        {"{\"model\":\"claude-haiku-4-5\",\"max_tokens\":10,\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"thinking\"}]}]}", AQ_INVALID_ARG, "messages.0.content.0.type: Input tag 'thinking'"},
         {"{\"model\":\"claude-haiku-4-5\",\"max_tokens\":10,\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\"}]}]}", AQ_INVALID_ARG, "messages.0.content.0.text: Field required"},
         {"{\"model\":\"claude-haiku-4-5\",\"max_tokens\":10,\"messages\":[{\"role\":\"user\",\"content\":[7]}]}", AQ_INVALID_ARG, "messages.0.content.0: Input should be a valid dictionary"},
         {"{\"model\":\"claude-haiku-4-5\",\"max_tokens\":10,\"system\":5,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", AQ_INVALID_ARG, "system: Input should be"},
@@ -209,8 +211,9 @@ static void test_prompt_cache_prefix(void **state)
     aq_sim_request r = {0};
     aq_err err = {0};
     assert_int_equal(parse(body, &r, &err), AQ_OK);
-    assert_int_equal(r.n_cached_system_blocks, 1);
-    assert_int_equal(r.cache_ttl_ms, 300000);
+    assert_int_equal(r.n_breakpoints, 1);
+    assert_int_equal(r.bp_pos[0], 0);
+    assert_int_equal(r.bp_ttl_ms[0], 300000);
     aq_sim_request_free(&r);
     aq_sim_answer a = answer(body, 10, 10, &text);
     free(text);
@@ -234,7 +237,7 @@ static void test_prompt_cache_prefix(void **state)
              "\"messages\":[{\"role\":\"user\",\"content\":\"another question\"}]}",
              sys);
     assert_int_equal(parse(body2, &r, &err), AQ_OK);
-    assert_int_equal(r.cache_ttl_ms, 3600000);
+    assert_int_equal(r.bp_ttl_ms[0], 3600000);
     aq_sim_request_free(&r);
     aq_sim_answer b = answer(body2, 10, 10, &text);
     free(text);
@@ -255,14 +258,15 @@ static void test_prompt_cache_prefix(void **state)
     free(text);
     assert_int_equal(a.cache_creation_input_tokens, 0);
     assert_true(a.cache_prefix_hash == 0);
-    /* A mark on a message block is accepted and ignored. */
+    /* A mark on a message block: the prefix through that block (the whole
+     * message here: 4 + 2) is the cached part. */
     a = answer("{\"model\":\"claude-haiku-4-5\",\"max_tokens\":50,"
                "\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"hello\","
                "\"cache_control\":{\"type\":\"ephemeral\"}}]}]}",
                10, 10, &text);
     free(text);
-    assert_int_equal(a.cache_creation_input_tokens, 0);
-    assert_int_equal(a.input_tokens, 6);
+    assert_int_equal(a.cache_creation_input_tokens, 6);
+    assert_int_equal(a.input_tokens, 0);
 
     /* The usage block carries both counts. */
     aq_buf out;
@@ -466,7 +470,7 @@ static void test_render_message_is_valid_json(void **state)
     aq_buf_init(&text, TEXT_CAP);
     aq_buf_init(&out, TEXT_CAP);
     assert_int_equal(parse(body, &r, &err), AQ_OK);
-    assert_int_equal(aq_sim_answer_build(&r, (aq_sim_output_range){40, 40}, &text, &a, &err), AQ_OK);
+    assert_int_equal(aq_sim_answer_build(&r, (aq_sim_output_range){40, 40}, NULL, &text, &a, &err), AQ_OK);
     assert_int_equal(aq_sim_render_message(&out, &r, &a, text.data, text.len, "msg_1"), AQ_OK);
     json_error_t jerr;
     json_t *doc = json_loads(out.data, 0, &jerr);
@@ -548,6 +552,667 @@ static void test_latency_sampling_stays_in_range(void **state)
     }
 }
 
+/* ------------------------------------------------------------- tool use */
+
+#define HDR "{\"model\":\"claude-haiku-4-5\",\"max_tokens\":1000,"
+#define TOOL_W "{\"name\":\"get_weather\",\"description\":\"weather\",\"input_schema\":{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"},\"days\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":7}},\"required\":[\"city\",\"days\"]}}"
+#define TOOL_S "{\"name\":\"search\",\"input_schema\":{\"type\":\"object\",\"properties\":{\"q\":{\"type\":\"string\"}}}}"
+#define USE(id) "{\"type\":\"tool_use\",\"id\":\"" id "\",\"name\":\"get_weather\",\"input\":{\"city\":\"x\"}}"
+#define RES(id) "{\"type\":\"tool_result\",\"tool_use_id\":\"" id "\",\"content\":\"ok\"}"
+#define PNG "iVBORw0KGgo="
+
+static void test_tool_validation_errors(void **state)
+{
+    (void)state;
+    static const bad_case cases[] = {
+        /* tools */
+        {HDR "\"tools\":{},\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", AQ_INVALID_ARG, "tools: Input should be a valid list"},
+        {HDR "\"tools\":[{\"name\":\"a b\",\"input_schema\":{\"type\":\"object\"}}],\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", AQ_INVALID_ARG, "tools.0.custom.name: String should match pattern '^[a-zA-Z0-9_-]{1,64}$'"},
+        {HDR "\"tools\":[{\"name\":\"" "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" "\",\"input_schema\":{\"type\":\"object\"}}],\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", AQ_INVALID_ARG, "tools.0.custom.name: String should match pattern"},
+        {HDR "\"tools\":[{\"input_schema\":{\"type\":\"object\"}}],\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", AQ_INVALID_ARG, "tools.0.custom.name: Field required"},
+        {HDR "\"tools\":[{\"name\":\"a\"}],\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", AQ_INVALID_ARG, "tools.0.custom.input_schema: Field required"},
+        {HDR "\"tools\":[{\"name\":\"a\",\"input_schema\":\"{}\"}],\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", AQ_INVALID_ARG, "tools.0.custom.input_schema: Input should be a valid dictionary"},
+        {HDR "\"tools\":[{\"name\":\"a\",\"input_schema\":{\"type\":\"string\"}}],\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", AQ_INVALID_ARG, "tools.0.custom.input_schema.type: Input should be 'object'"},
+        {HDR "\"tools\":[" TOOL_S "," TOOL_S "],\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", AQ_INVALID_ARG, "tools: Tool names must be unique."},
+        {HDR "\"tools\":[{\"type\":\"web_search_20250305\",\"name\":\"web_search\"}],\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", AQ_INVALID_ARG, "tools.0.type: server tools"},
+        {HDR "\"tools\":[{\"name\":\"a\",\"description\":5,\"input_schema\":{\"type\":\"object\"}}],\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", AQ_INVALID_ARG, "tools.0.custom.description"},
+        /* tool_choice */
+        {HDR "\"tools\":[" TOOL_S "],\"tool_choice\":{\"type\":\"sometimes\"},\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", AQ_INVALID_ARG, "tool_choice: Input tag 'sometimes' found using 'type' does not match any of the expected tags: 'auto', 'any', 'tool', 'none'"},
+        {HDR "\"tools\":[" TOOL_S "],\"tool_choice\":{},\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", AQ_INVALID_ARG, "tool_choice.type: Field required"},
+        {HDR "\"tools\":[" TOOL_S "],\"tool_choice\":\"auto\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", AQ_INVALID_ARG, "tool_choice: Input should be a valid dictionary"},
+        {HDR "\"tools\":[" TOOL_S "],\"tool_choice\":{\"type\":\"tool\"},\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", AQ_INVALID_ARG, "tool_choice.tool.name: Field required"},
+        {HDR "\"tools\":[" TOOL_S "],\"tool_choice\":{\"type\":\"tool\",\"name\":\"nope\"},\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", AQ_INVALID_ARG, "tool_choice.tool.name: Tool 'nope' not found"},
+        {HDR "\"tools\":[" TOOL_S "],\"tool_choice\":{\"type\":\"auto\",\"disable_parallel_tool_use\":1},\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", AQ_INVALID_ARG, "tool_choice.auto.disable_parallel_tool_use: Input should be a valid boolean"},
+        {HDR "\"tool_choice\":{\"type\":\"any\"},\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", AQ_INVALID_ARG, "tool_choice may only be specified while providing tools."},
+        /* tool_use / tool_result pairing */
+        {HDR "\"messages\":[{\"role\":\"user\",\"content\":[" USE("toolu_1") "]}]}", AQ_INVALID_ARG, "messages.0.content.0: `tool_use` blocks can only be in `assistant` messages"},
+        {HDR "\"messages\":[{\"role\":\"user\",\"content\":\"x\"},{\"role\":\"assistant\",\"content\":[" RES("toolu_1") "]}]}", AQ_INVALID_ARG, "messages.1.content.0: `tool_result` blocks can only be in `user` messages"},
+        {HDR "\"messages\":[{\"role\":\"user\",\"content\":\"x\"},{\"role\":\"assistant\",\"content\":[" USE("toolu_1") "," USE("toolu_2") "]},{\"role\":\"user\",\"content\":\"go on\"}]}", AQ_INVALID_ARG, "messages.1: `tool_use` ids were found without `tool_result` blocks immediately after: toolu_1, toolu_2. Each `tool_use` block must have a corresponding `tool_result` block in the next message."},
+        {HDR "\"messages\":[{\"role\":\"user\",\"content\":\"x\"},{\"role\":\"assistant\",\"content\":[" USE("toolu_1") "]}]}", AQ_INVALID_ARG, "messages.1: `tool_use` ids were found without `tool_result` blocks immediately after: toolu_1."},
+        {HDR "\"messages\":[{\"role\":\"user\",\"content\":\"x\"},{\"role\":\"assistant\",\"content\":[" USE("toolu_1") "]},{\"role\":\"assistant\",\"content\":\"y\"}]}", AQ_INVALID_ARG, "messages.1: `tool_use` ids were found without"},
+        {HDR "\"messages\":[{\"role\":\"user\",\"content\":\"x\"},{\"role\":\"assistant\",\"content\":[" USE("toolu_1") "," USE("toolu_2") "]},{\"role\":\"user\",\"content\":[" RES("toolu_1") "]}]}", AQ_INVALID_ARG, "messages.2: Did not find 1 `tool_result` block(s) at the beginning of this message. Messages following `tool_use` blocks must begin with a matching number of `tool_result` blocks."},
+        {HDR "\"messages\":[{\"role\":\"user\",\"content\":\"x\"},{\"role\":\"assistant\",\"content\":[" USE("toolu_1") "]},{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"first\"}," RES("toolu_1") "]}]}", AQ_INVALID_ARG, "messages.2: Did not find 1 `tool_result` block(s) at the beginning of this message"},
+        {HDR "\"messages\":[{\"role\":\"user\",\"content\":\"x\"},{\"role\":\"assistant\",\"content\":[" USE("toolu_1") "]},{\"role\":\"user\",\"content\":[" RES("toolu_9") "]}]}", AQ_INVALID_ARG, "messages.2.content.0: unexpected `tool_use_id` found in `tool_result` blocks: toolu_9. Each `tool_result` block must have a corresponding `tool_use` block in the previous message."},
+        {HDR "\"messages\":[{\"role\":\"user\",\"content\":[" RES("toolu_1") "]}]}", AQ_INVALID_ARG, "messages.0.content.0: unexpected `tool_use_id` found in `tool_result` blocks: toolu_1."},
+        {HDR "\"messages\":[{\"role\":\"user\",\"content\":\"x\"},{\"role\":\"assistant\",\"content\":[" USE("toolu_1") "]},{\"role\":\"user\",\"content\":[" RES("toolu_1") "," RES("toolu_1") "]}]}", AQ_INVALID_ARG, "messages.2.content.1: more than one `tool_result` block answers"},
+        {HDR "\"messages\":[{\"role\":\"user\",\"content\":\"x\"},{\"role\":\"assistant\",\"content\":[" USE("toolu_1") "," USE("toolu_1") "]},{\"role\":\"user\",\"content\":[" RES("toolu_1") "]}]}", AQ_INVALID_ARG, "`tool_use` ids must be unique"},
+        {HDR "\"messages\":[{\"role\":\"user\",\"content\":\"x\"},{\"role\":\"assistant\",\"content\":[{\"type\":\"tool_use\",\"name\":\"a\",\"input\":{}}]}]}", AQ_INVALID_ARG, "messages.1.content.0.id: Field required"},
+        {HDR "\"messages\":[{\"role\":\"user\",\"content\":\"x\"},{\"role\":\"assistant\",\"content\":[{\"type\":\"tool_use\",\"id\":\"t\",\"name\":\"a\",\"input\":[]}]}]}", AQ_INVALID_ARG, "messages.1.content.0.input: Input should be a valid dictionary"},
+        {HDR "\"messages\":[{\"role\":\"user\",\"content\":\"x\"},{\"role\":\"assistant\",\"content\":[{\"type\":\"tool_use\",\"id\":\"t\",\"name\":\"a\"}]}]}", AQ_INVALID_ARG, "messages.1.content.0.input: Field required"},
+        {HDR "\"messages\":[{\"role\":\"user\",\"content\":\"x\"},{\"role\":\"assistant\",\"content\":[" USE("t") "]},{\"role\":\"user\",\"content\":[{\"type\":\"tool_result\",\"tool_use_id\":\"t\",\"is_error\":\"yes\"}]}]}", AQ_INVALID_ARG, "messages.2.content.0.is_error: Input should be a valid boolean"},
+        {HDR "\"messages\":[{\"role\":\"user\",\"content\":\"x\"},{\"role\":\"assistant\",\"content\":[" USE("t") "]},{\"role\":\"user\",\"content\":[{\"type\":\"tool_result\",\"tool_use_id\":\"t\",\"content\":[{\"type\":\"tool_use\"}]}]}]}", AQ_INVALID_ARG, "messages.2.content.0.content.0.type: Input tag 'tool_use'"},
+        /* images and documents */
+        {HDR "\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image\",\"source\":{\"type\":\"base64\",\"media_type\":\"image/tiff\",\"data\":\"" PNG "\"}}]}]}", AQ_INVALID_ARG, "messages.0.content.0.source.base64.media_type: Input should be 'image/jpeg'"},
+        {HDR "\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image\",\"source\":{\"type\":\"base64\",\"media_type\":\"image/png\",\"data\":\"not base64!\"}}]}]}", AQ_INVALID_ARG, "messages.0.content.0.source.base64.data: The image data is not valid base64"},
+        {HDR "\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image\",\"source\":{\"type\":\"file\"}}]}]}", AQ_INVALID_ARG, "messages.0.content.0.source: Input tag 'file'"},
+        {HDR "\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image\",\"source\":{\"type\":\"url\"}}]}]}", AQ_INVALID_ARG, "messages.0.content.0.source.url.url: Field required"},
+        {HDR "\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"document\",\"source\":{\"type\":\"base64\",\"media_type\":\"image/png\",\"data\":\"" PNG "\"}}]}]}", AQ_INVALID_ARG, "messages.0.content.0.source.base64.media_type: Input should be 'application/pdf'"},
+        {HDR "\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"document\",\"source\":{\"type\":\"text\",\"media_type\":\"text/plain\"}}]}]}", AQ_INVALID_ARG, "messages.0.content.0.source.text.data: Field required"},
+        /* cache marks */
+        {HDR "\"tools\":[{\"name\":\"a\",\"input_schema\":{\"type\":\"object\"},\"cache_control\":{\"type\":\"ephemeral\"}}],"
+             "\"system\":[{\"type\":\"text\",\"text\":\"s\",\"cache_control\":{\"type\":\"ephemeral\"}}],"
+             "\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"a\",\"cache_control\":{\"type\":\"ephemeral\"}},"
+             "{\"type\":\"text\",\"text\":\"b\",\"cache_control\":{\"type\":\"ephemeral\"}},{\"type\":\"text\",\"text\":\"c\",\"cache_control\":{\"type\":\"ephemeral\"}}]}]}",
+         AQ_INVALID_ARG, "A maximum of 4 blocks with cache_control may be provided. Found 5."},
+        {HDR "\"tools\":[{\"name\":\"a\",\"input_schema\":{\"type\":\"object\"},\"cache_control\":{\"type\":\"forever\"}}],\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", AQ_INVALID_ARG, "tools.0.cache_control"},
+        /* the directive */
+        {HDR "\"tools\":[" TOOL_S "],\"messages\":[{\"role\":\"user\",\"content\":\"[sim tool_steps=x]\"}]}", AQ_INVALID_ARG, "sim directive: 'tool_steps=x'"},
+        {HDR "\"tools\":[" TOOL_S "],\"messages\":[{\"role\":\"user\",\"content\":\"[sim tool_parallel=0]\"}]}", AQ_INVALID_ARG, "sim directive"},
+        {HDR "\"tools\":[" TOOL_S "],\"messages\":[{\"role\":\"user\",\"content\":\"[sim colour=blue]\"}]}", AQ_INVALID_ARG, "sim directive: 'colour=blue'"},
+        {HDR "\"tools\":[" TOOL_S "],\"messages\":[{\"role\":\"user\",\"content\":\"[sim fault_tool_schema=2]\"}]}", AQ_INVALID_ARG, "fault_tool_schema=2 is not in [0, 1]"},
+        {HDR "\"tools\":[" TOOL_S "],\"messages\":[{\"role\":\"user\",\"content\":\"[sim tool_steps=1\"}]}", AQ_INVALID_ARG, "without a closing ']'"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        aq_sim_request r = {0};
+        aq_err err = {0};
+        aq_status st = parse(cases[i].body, &r, &err);
+        if (st != cases[i].status || !strstr(err.msg, cases[i].message_part))
+            fail_msg("case %zu (%s): status %s, message '%s', wanted '%s'", i, cases[i].body,
+                     aq_status_class(st), err.msg, cases[i].message_part);
+        assert_null(r.doc);
+    }
+    /* a directive in a request without tools is not read */
+    aq_sim_request r = {0};
+    aq_err err = {0};
+    assert_int_equal(parse(HDR "\"messages\":[{\"role\":\"user\",\"content\":\"[sim colour=blue]\"}]}", &r, &err), AQ_OK);
+    aq_sim_request_free(&r);
+}
+
+/* A whole conversation with every block kind: accepted, and counted. */
+static void test_tool_conversation_tokens(void **state)
+{
+    (void)state;
+    /* 4000 base64 bytes = 3000 decoded = 4 media tokens; a URL image: 1600 */
+    char b64[4001];
+    memset(b64, 'A', 4000);
+    b64[4000] = '\0';
+    char body[16384];
+    snprintf(body, sizeof(body),
+             HDR "\"tools\":[" TOOL_S "],\"tool_choice\":{\"type\":\"none\"},"
+             "\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"look\"},"
+             "{\"type\":\"image\",\"source\":{\"type\":\"base64\",\"media_type\":\"image/png\",\"data\":\"%s\"}},"
+             "{\"type\":\"image\",\"source\":{\"type\":\"url\",\"url\":\"https://example.com/a.png\"}},"
+             "{\"type\":\"document\",\"source\":{\"type\":\"text\",\"media_type\":\"text/plain\",\"data\":\"12345678\"}}]},"
+             "{\"role\":\"assistant\",\"content\":[{\"type\":\"text\",\"text\":\"ok\"},"
+             "{\"type\":\"tool_use\",\"id\":\"toolu_a\",\"name\":\"search\",\"input\":{\"q\":\"x\"}},"
+             "{\"type\":\"tool_use\",\"id\":\"toolu_b\",\"name\":\"search\",\"input\":{}}]},"
+             "{\"role\":\"user\",\"content\":[{\"type\":\"tool_result\",\"tool_use_id\":\"toolu_b\",\"content\":\"bbbb\"},"
+             "{\"type\":\"tool_result\",\"tool_use_id\":\"toolu_a\",\"is_error\":true,"
+             "\"content\":[{\"type\":\"text\",\"text\":\"aa\"},{\"type\":\"text\",\"text\":\"aa\"}]},"
+             "{\"type\":\"text\",\"text\":\"thanks\"}]}]}",
+             b64);
+    aq_sim_request r = {0};
+    aq_err err = {0};
+    if (parse(body, &r, &err) != AQ_OK)
+        fail_msg("%s", err.msg);
+    assert_int_equal(r.n_tools, 1);
+    assert_int_equal(r.tool_choice, AQ_SIM_CHOICE_NONE);
+    assert_true(r.has_tool_result);
+    assert_int_equal(r.n_tool_use, 2);
+    assert_int_equal(r.info[1].kind, AQ_SIM_BLOCK_IMAGE);
+    assert_int_equal(r.info[1].media_tokens, 4);
+    assert_int_equal(r.info[2].media_tokens, AQ_SIM_URL_MEDIA_TOKENS);
+    assert_int_equal(r.info[3].kind, AQ_SIM_BLOCK_DOCUMENT);
+    assert_true(r.info[8].is_error);
+    assert_int_equal(r.blocks[8].len, 4); /* "aa" + "aa" */
+    /* tools: "search" + {"properties":{"q":{"type":"string"}},"type":"object"} */
+    size_t tool_bytes = 6 + strlen("{\"properties\":{\"q\":{\"type\":\"string\"}},\"type\":\"object\"}");
+    /* message 0: look(4) + doc(8) = 12 bytes -> 3, + 4 + 1600 media
+     * message 1: ok(2) + "search {\"q\":\"x\"}"(16) + "search {}"(9) = 27 -> 7
+     * message 2: bbbb(4) + aaaa(4) + thanks(6) = 14 -> 4 */
+    int64_t want = aq_sim_tokens(tool_bytes) + (4 + 3 + 1604) + (4 + 7) + (4 + 4);
+    assert_int_equal(aq_sim_input_tokens(&r), want);
+
+    /* tool_choice none: a text answer that echoes the results, in order, with their tool's name */
+    aq_sim_answer a;
+    aq_buf t;
+    aq_buf_init(&t, TEXT_CAP);
+    static const aq_sim_tool_opts o = {2, 1, true, 0};
+    assert_int_equal(aq_sim_answer_build(&r, (aq_sim_output_range){10, 10}, &o, &t, &a, &err), AQ_OK);
+    assert_string_equal(a.stop_reason, "end_turn");
+    assert_int_equal(a.n_calls, 0);
+    assert_string_equal(t.data, "echo: Tool results: search: bbbb; search (error): aaaa thanks | ");
+    assert_int_equal(a.input_tokens, want);
+    aq_sim_answer_free(&a);
+    aq_buf_free(&t);
+    aq_sim_request_free(&r);
+}
+
+static json_t *gen_for(const char *schema, uint64_t seed)
+{
+    json_t *s = json_loads(schema, 0, NULL);
+    assert_non_null(s);
+    json_t *v = aq_sim_tools_gen(s, seed);
+    assert_non_null(v);
+    json_decref(s);
+    return v;
+}
+
+static void test_schema_input_generation(void **state)
+{
+    (void)state;
+    json_t *v = gen_for("{\"type\":\"object\",\"properties\":{"
+                        "\"s\":{\"type\":\"string\"},"
+                        "\"i\":{\"type\":\"integer\",\"minimum\":500,\"maximum\":510},"
+                        "\"j\":{\"type\":\"integer\",\"exclusiveMaximum\":0},"
+                        "\"k\":{\"type\":\"integer\",\"minimum\":3,\"multipleOf\":7},"
+                        "\"n\":{\"type\":\"number\",\"exclusiveMinimum\":1.0,\"exclusiveMaximum\":1.25},"
+                        "\"b\":{\"type\":\"boolean\"},"
+                        "\"z\":{\"type\":\"null\"},"
+                        "\"e\":{\"enum\":[\"red\",\"green\"]},"
+                        "\"c\":{\"const\":42},"
+                        "\"o\":{\"type\":\"object\",\"properties\":{\"deep\":{\"type\":\"string\",\"minLength\":12},"
+                        "\"skip\":{\"type\":\"string\"}},\"required\":[\"deep\"]},"
+                        "\"a\":{\"type\":\"array\",\"items\":{\"type\":\"integer\"},\"minItems\":3},"
+                        "\"a0\":{\"type\":\"array\",\"maxItems\":0},"
+                        "\"t\":{\"type\":[\"null\",\"string\"],\"maxLength\":3},"
+                        "\"f\":{\"type\":\"string\",\"format\":\"date-time\"},"
+                        "\"u\":{\"anyOf\":[{\"type\":\"integer\"},{\"type\":\"string\"}]}"
+                        "}}",
+                        7);
+    assert_true(json_is_string(json_object_get(v, "s")));
+    assert_true(strncmp(json_string_value(json_object_get(v, "s")), "s-", 2) == 0);
+    json_int_t i = json_integer_value(json_object_get(v, "i"));
+    assert_true(json_is_integer(json_object_get(v, "i")) && i >= 500 && i <= 510);
+    assert_true(json_integer_value(json_object_get(v, "j")) < 0);
+    json_int_t k = json_integer_value(json_object_get(v, "k"));
+    assert_true(k >= 3 && k % 7 == 0);
+    double n = json_real_value(json_object_get(v, "n"));
+    assert_true(json_is_real(json_object_get(v, "n")) && n > 1.0 && n < 1.25);
+    assert_true(json_is_true(json_object_get(v, "b")));
+    assert_true(json_is_null(json_object_get(v, "z")));
+    assert_string_equal(json_string_value(json_object_get(v, "e")), "red");
+    assert_int_equal(json_integer_value(json_object_get(v, "c")), 42);
+    json_t *o = json_object_get(v, "o");
+    assert_int_equal(json_object_size(o), 1); /* only the required one */
+    assert_true(json_string_length(json_object_get(o, "deep")) >= 12);
+    json_t *a = json_object_get(v, "a");
+    assert_int_equal(json_array_size(a), 3);
+    for (size_t x = 0; x < 3; x++)
+        assert_true(json_is_integer(json_array_get(a, x)));
+    assert_int_equal(json_array_size(json_object_get(v, "a0")), 0);
+    assert_true(json_is_string(json_object_get(v, "t")) && json_string_length(json_object_get(v, "t")) <= 3);
+    assert_string_equal(json_string_value(json_object_get(v, "f")), "2026-01-02T03:04:05Z");
+    assert_true(json_is_integer(json_object_get(v, "u")));
+    /* deterministic */
+    json_t *v2 = gen_for("{\"type\":\"object\",\"properties\":{\"s\":{\"type\":\"string\"}}}", 7);
+    json_t *v3 = gen_for("{\"type\":\"object\",\"properties\":{\"s\":{\"type\":\"string\"}}}", 7);
+    assert_true(json_equal(v2, v3));
+    json_decref(v2);
+    json_decref(v3);
+    json_decref(v);
+    char *dump;
+
+    /* extreme bounds: values stay finite and within the integer range */
+    v = gen_for("{\"type\":\"object\",\"properties\":{"
+                "\"i\":{\"type\":\"integer\",\"minimum\":1e300},"
+                "\"i2\":{\"type\":\"integer\",\"maximum\":-5,\"multipleOf\":1e300},"
+                "\"n\":{\"type\":\"number\",\"multipleOf\":1e-320},"
+                "\"n2\":{\"type\":\"number\",\"minimum\":1e308,\"maximum\":1.7e308}}}",
+                5);
+    assert_true(json_is_integer(json_object_get(v, "i")));
+    assert_true(json_is_integer(json_object_get(v, "i2")));
+    assert_true(json_is_real(json_object_get(v, "n")));
+    assert_true(json_is_real(json_object_get(v, "n2")));
+    dump = json_dumps(v, JSON_COMPACT);
+    assert_non_null(dump);
+    free(dump);
+    json_decref(v);
+
+    /* a hostile schema stays bounded */
+    v = gen_for("{\"type\":\"array\",\"minItems\":1000000,\"items\":{\"type\":\"array\",\"minItems\":1000,"
+                "\"items\":{\"type\":\"array\",\"minItems\":1000,\"items\":{\"type\":\"string\",\"minLength\":100000000}}}}",
+                1);
+    dump = json_dumps(v, JSON_COMPACT);
+    assert_non_null(dump);
+    assert_true(strlen(dump) < 64 * 1024 * 1024);
+    free(dump);
+    json_decref(v);
+
+    /* spoiling: drop a required property, else a wrong type */
+    json_t *s = json_loads("{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"},\"days\":{\"type\":\"integer\"}},"
+                           "\"required\":[\"city\",\"days\"]}", 0, NULL);
+    v = aq_sim_tools_gen(s, 3);
+    assert_true(aq_sim_tools_spoil(s, v));
+    assert_null(json_object_get(v, "city"));
+    json_decref(v);
+    json_decref(s);
+    s = json_loads("{\"type\":\"object\",\"properties\":{\"q\":{\"type\":\"string\"}}}", 0, NULL);
+    v = aq_sim_tools_gen(s, 3);
+    assert_true(aq_sim_tools_spoil(s, v));
+    assert_true(json_is_integer(json_object_get(v, "q")));
+    json_decref(v);
+    json_decref(s);
+    s = json_loads("{\"type\":\"object\"}", 0, NULL);
+    v = aq_sim_tools_gen(s, 3);
+    assert_false(aq_sim_tools_spoil(s, v));
+    json_decref(v);
+    json_decref(s);
+}
+
+/* A scripted agent loop over aq_sim_* (the server adds only caching). */
+typedef struct run {
+    json_t *req;
+    aq_sim_tool_opts opts;
+    aq_sim_answer a;   /* of the last turn (calls freed) */
+    json_t *msg;       /* the last rendered message */
+    char text[4096];
+} run;
+
+static void run_init(run *x, const char *tools_and_choice, const char *prompt)
+{
+    char body[8192];
+    memset(x, 0, sizeof(*x));
+    snprintf(body, sizeof(body), HDR "%s\"messages\":[{\"role\":\"user\",\"content\":\"%s\"}]}", tools_and_choice,
+             prompt);
+    x->req = json_loads(body, 0, NULL);
+    assert_non_null(x->req);
+    x->opts = (aq_sim_tool_opts){2, 1, true, 0};
+}
+
+/* One model call: the answer's message in x->msg. */
+static void run_call(run *x)
+{
+    char *body = json_dumps(x->req, JSON_COMPACT);
+    aq_sim_request r = {0};
+    aq_err err = {0};
+    aq_buf t, out;
+    aq_buf_init(&t, TEXT_CAP);
+    aq_buf_init(&out, TEXT_CAP);
+    if (parse(body, &r, &err) != AQ_OK)
+        fail_msg("%s: %s", err.msg, body);
+    assert_int_equal(aq_sim_answer_build(&r, (aq_sim_output_range){10, 10}, &x->opts, &t, &x->a, &err), AQ_OK);
+    assert_int_equal(aq_sim_render_message(&out, &r, &x->a, t.data, t.len, "msg_t"), AQ_OK);
+    json_decref(x->msg);
+    x->msg = json_loads(out.data, 0, NULL);
+    assert_non_null(x->msg);
+    /* usage: output tokens = text + each call's name + " " + input */
+    size_t bytes = t.len;
+    for (size_t i = 0; i < x->a.n_calls; i++)
+        bytes += x->a.calls[i].name.len + 1 + x->a.calls[i].input_len;
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(x->msg, "usage"), "output_tokens")),
+                     aq_sim_tokens(bytes));
+    snprintf(x->text, sizeof(x->text), "%s", t.data);
+    aq_sim_answer_free(&x->a);
+    aq_buf_free(&t);
+    aq_buf_free(&out);
+    aq_sim_request_free(&r);
+    free(body);
+}
+
+static const char *stop_of(run *x)
+{
+    return json_string_value(json_object_get(x->msg, "stop_reason"));
+}
+
+static size_t n_uses(run *x)
+{
+    size_t n = 0;
+    json_t *c = json_object_get(x->msg, "content");
+    for (size_t i = 0; i < json_array_size(c); i++)
+        n += strcmp(json_string_value(json_object_get(json_array_get(c, i), "type")), "tool_use") == 0;
+    return n;
+}
+
+static json_t *use_at(run *x, size_t k)
+{
+    json_t *c = json_object_get(x->msg, "content");
+    for (size_t i = 0; i < json_array_size(c); i++) {
+        json_t *b = json_array_get(c, i);
+        if (strcmp(json_string_value(json_object_get(b, "type")), "tool_use") == 0 && k-- == 0)
+            return b;
+    }
+    fail_msg("no tool_use %zu", k);
+    return NULL;
+}
+
+/* The weather tool's input is valid: city a string, days an integer in [1, 7]. */
+static bool weather_valid(json_t *in)
+{
+    json_t *d = json_object_get(in, "days");
+    return json_is_string(json_object_get(in, "city")) && json_is_integer(d) && json_integer_value(d) >= 1 &&
+           json_integer_value(d) <= 7;
+}
+
+/* Append the answer and one tool_result per call ("result N of NAME"); a
+ * weather input that is invalid gets an is_error result, as a worker that
+ * validates inputs sends. Returns how many were errors. */
+static size_t run_reply(run *x)
+{
+    json_t *msgs = json_object_get(x->req, "messages");
+    json_t *content = json_deep_copy(json_object_get(x->msg, "content"));
+    json_array_append_new(msgs, json_pack("{s:s, s:o}", "role", "assistant", "content", content));
+    json_t *results = json_array();
+    size_t errors = 0;
+    for (size_t k = 0; k < n_uses(x); k++) {
+        json_t *u = use_at(x, k);
+        const char *name = json_string_value(json_object_get(u, "name"));
+        bool bad = strcmp(name, "get_weather") == 0 && !weather_valid(json_object_get(u, "input"));
+        char text[128];
+        snprintf(text, sizeof(text), bad ? "input does not match the schema" : "result %zu of %s", k, name);
+        errors += bad;
+        json_array_append_new(results, json_pack("{s:s, s:s, s:s, s:b}", "type", "tool_result", "tool_use_id",
+                                                 json_string_value(json_object_get(u, "id")), "content", text,
+                                                 "is_error", bad));
+    }
+    json_array_append_new(msgs, json_pack("{s:s, s:o}", "role", "user", "content", results));
+    return errors;
+}
+
+static void run_free(run *x)
+{
+    json_decref(x->req);
+    json_decref(x->msg);
+}
+
+static void test_tool_steps_and_parallel(void **state)
+{
+    (void)state;
+    run x;
+    run_init(&x, "\"tools\":[" TOOL_W "," TOOL_S "],", "plan a trip");
+    x.opts.steps = 3;
+    x.opts.parallel = 2;
+    char seen[16][64];
+    size_t n_seen = 0;
+    for (int step = 0; step < 3; step++) {
+        run_call(&x);
+        assert_string_equal(stop_of(&x), "tool_use");
+        assert_int_equal(n_uses(&x), 2);
+        /* round-robin over the tools */
+        assert_string_equal(json_string_value(json_object_get(use_at(&x, 0), "name")), "get_weather");
+        assert_string_equal(json_string_value(json_object_get(use_at(&x, 1), "name")), "search");
+        /* the text block first, then the calls */
+        json_t *c0 = json_array_get(json_object_get(x.msg, "content"), 0);
+        assert_string_equal(json_string_value(json_object_get(c0, "type")), "text");
+        char want[64];
+        snprintf(want, sizeof(want), "Step %d: calling get_weather, search.", step + 1);
+        assert_string_equal(json_string_value(json_object_get(c0, "text")), want);
+        assert_true(weather_valid(json_object_get(use_at(&x, 0), "input")));
+        for (size_t k = 0; k < 2; k++) { /* ids unique over the run */
+            const char *id = json_string_value(json_object_get(use_at(&x, k), "id"));
+            assert_int_equal(strlen(id), AQ_SIM_TOOL_ID_LEN);
+            assert_true(strncmp(id, "toolu_01", 8) == 0);
+            for (size_t s = 0; s < n_seen; s++)
+                assert_string_not_equal(seen[s], id);
+            snprintf(seen[n_seen++], sizeof(seen[0]), "%s", id);
+        }
+        assert_int_equal(run_reply(&x), 0);
+    }
+    run_call(&x);
+    assert_string_equal(stop_of(&x), "end_turn");
+    assert_int_equal(n_uses(&x), 0);
+    assert_true(strncmp(x.text, "echo: Tool results: get_weather: result 0 of get_weather; search: result 1 of search | ",
+                        88) == 0);
+    /* deterministic: the same conversation gets the same answer */
+    char again[4096];
+    snprintf(again, sizeof(again), "%s", x.text);
+    run_call(&x);
+    assert_string_equal(again, x.text);
+    run_free(&x);
+
+    /* three tools, one call per step: the round-robin goes on over steps */
+    run_init(&x, "\"tools\":[" TOOL_W "," TOOL_S ",{\"name\":\"third\",\"input_schema\":{\"type\":\"object\"}}],",
+             "go");
+    x.opts.steps = 4;
+    static const char *const order[] = {"get_weather", "search", "third", "get_weather"};
+    for (int step = 0; step < 4; step++) {
+        run_call(&x);
+        assert_int_equal(n_uses(&x), 1);
+        assert_string_equal(json_string_value(json_object_get(use_at(&x, 0), "name")), order[step]);
+        run_reply(&x);
+    }
+    run_call(&x);
+    assert_string_equal(stop_of(&x), "end_turn");
+    run_free(&x);
+
+    /* tool_text off: only the calls; tool_steps 0: end_turn at once */
+    run_init(&x, "\"tools\":[" TOOL_S "],", "hi");
+    x.opts.text = false;
+    run_call(&x);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(x.msg, "content"), 0), "type")),
+                        "tool_use");
+    x.opts.steps = 0;
+    run_call(&x);
+    assert_string_equal(stop_of(&x), "end_turn");
+    run_free(&x);
+
+    /* max_tokens too small for the calls: no call, stop_reason max_tokens */
+    run_init(&x, "\"tools\":[" TOOL_W "],", "hi");
+    json_object_set_new(x.req, "max_tokens", json_integer(3));
+    run_call(&x);
+    assert_string_equal(stop_of(&x), "max_tokens");
+    assert_int_equal(n_uses(&x), 0);
+    assert_string_equal(x.text, "Step 1: call");
+    run_free(&x);
+}
+
+static void test_tool_directive(void **state)
+{
+    (void)state;
+    run x;
+    run_init(&x, "\"tools\":[" TOOL_W "," TOOL_S "],", "book it [sim tool_steps=5 tool_parallel=3 tool_text=0] please");
+    x.opts = (aq_sim_tool_opts){1, 1, true, 0}; /* the directive wins */
+    for (int step = 0; step < 5; step++) {
+        run_call(&x);
+        assert_string_equal(stop_of(&x), "tool_use");
+        assert_int_equal(n_uses(&x), 3);
+        assert_int_equal(json_array_size(json_object_get(x.msg, "content")), 3); /* no text */
+        run_reply(&x);
+    }
+    run_call(&x);
+    assert_string_equal(stop_of(&x), "end_turn");
+    assert_non_null(strstr(x.text, "Tool results: "));
+    run_free(&x);
+}
+
+static void test_tool_choice_variants(void **state)
+{
+    (void)state;
+    run x;
+    /* any: a tool call every turn, even after tool_steps */
+    run_init(&x, "\"tools\":[" TOOL_W "," TOOL_S "],\"tool_choice\":{\"type\":\"any\"},", "x");
+    x.opts.steps = 1;
+    for (int step = 0; step < 4; step++) {
+        run_call(&x);
+        assert_string_equal(stop_of(&x), "tool_use");
+        run_reply(&x);
+    }
+    run_free(&x);
+    /* tool: always the named one, parallel calls included */
+    run_init(&x, "\"tools\":[" TOOL_W "," TOOL_S "],\"tool_choice\":{\"type\":\"tool\",\"name\":\"search\"},", "x");
+    x.opts.parallel = 2;
+    for (int step = 0; step < 3; step++) {
+        run_call(&x);
+        assert_string_equal(stop_of(&x), "tool_use");
+        assert_int_equal(n_uses(&x), 2);
+        assert_string_equal(json_string_value(json_object_get(use_at(&x, 0), "name")), "search");
+        assert_string_equal(json_string_value(json_object_get(use_at(&x, 1), "name")), "search");
+        run_reply(&x);
+    }
+    run_free(&x);
+    /* none: never a call */
+    run_init(&x, "\"tools\":[" TOOL_W "],\"tool_choice\":{\"type\":\"none\"},", "x");
+    run_call(&x);
+    assert_string_equal(stop_of(&x), "end_turn");
+    assert_true(strncmp(x.text, "echo: x | ", 10) == 0);
+    run_free(&x);
+    /* disable_parallel_tool_use: one call per turn */
+    run_init(&x, "\"tools\":[" TOOL_W "," TOOL_S "],\"tool_choice\":{\"type\":\"auto\",\"disable_parallel_tool_use\":true},",
+             "x");
+    x.opts.parallel = 4;
+    run_call(&x);
+    assert_int_equal(n_uses(&x), 1);
+    run_free(&x);
+}
+
+/* fault_tool_schema 1: every first input is spoiled (the weather tool has
+ * required properties); the worker's is_error result gets a corrected call,
+ * which does not count as a step, and the run ends normally. */
+static void test_tool_fault_and_repair(void **state)
+{
+    (void)state;
+    run x;
+    run_init(&x, "\"tools\":[" TOOL_W "],", "weather [sim fault_tool_schema=1]");
+    x.opts.steps = 2;
+    size_t errors = 0, repairs = 0, calls = 0;
+    for (int turn = 0; turn < 10; turn++) {
+        run_call(&x);
+        if (strcmp(stop_of(&x), "end_turn") == 0)
+            break;
+        calls++;
+        const char *id = json_string_value(json_object_get(use_at(&x, 0), "id"));
+        bool valid = weather_valid(json_object_get(use_at(&x, 0), "input"));
+        if (strncmp(id, "toolu_03", 8) == 0) {
+            repairs++;
+            assert_true(valid);
+            assert_non_null(strstr(x.text, "Retrying with a corrected input: get_weather."));
+        } else {
+            assert_false(valid);
+            assert_true(strncmp(id, "toolu_02", 8) == 0);
+        }
+        errors += run_reply(&x);
+    }
+    assert_string_equal(stop_of(&x), "end_turn");
+    assert_int_equal(calls, 4); /* 2 steps, each spoiled then repaired */
+    assert_int_equal(errors, 2);
+    assert_int_equal(repairs, 2);
+    assert_non_null(strstr(x.text, "Tool results: get_weather: result 0 of get_weather"));
+    run_free(&x);
+
+    /* a share: deterministic per request (same conversation, same spoils) */
+    size_t spoiled[2] = {0, 0};
+    for (int round = 0; round < 2; round++) {
+        run_init(&x, "\"tools\":[" TOOL_W "],", "weather [sim fault_tool_schema=0.5 tool_parallel=8 tool_steps=1]");
+        run_call(&x);
+        for (size_t k = 0; k < n_uses(&x); k++)
+            spoiled[round] += !weather_valid(json_object_get(use_at(&x, k), "input"));
+        run_free(&x);
+    }
+    assert_int_equal(spoiled[0], spoiled[1]);
+    assert_true(spoiled[0] > 0 && spoiled[0] < 8);
+    /* an errored result of a call that was not spoiled is not retried */
+    run_init(&x, "\"tools\":[" TOOL_S "],", "x [sim tool_steps=1]");
+    run_call(&x);
+    json_t *msgs = json_object_get(x.req, "messages");
+    json_array_append_new(msgs, json_pack("{s:s, s:O}", "role", "assistant", "content", json_object_get(x.msg, "content")));
+    json_array_append_new(msgs, json_pack("{s:s, s:[{s:s, s:s, s:s, s:b}]}", "role", "user", "content", "type",
+                                          "tool_result", "tool_use_id",
+                                          json_string_value(json_object_get(use_at(&x, 0), "id")), "content",
+                                          "timeout", "is_error", 1));
+    run_call(&x);
+    assert_string_equal(stop_of(&x), "end_turn");
+    assert_non_null(strstr(x.text, "search (error): timeout"));
+    run_free(&x);
+}
+
+/* Cache marks: the prefix of each mark, in tools -> system -> messages
+ * order, and the 20-block lookback (the server's part is in sim_server_test). */
+static void test_cache_points(void **state)
+{
+    (void)state;
+    char *text = NULL;
+    /* tools marked: the tools' tokens; then the system; then a message block */
+    aq_sim_answer a = answer(HDR "\"tools\":[{\"name\":\"t\",\"input_schema\":{\"type\":\"object\"},"
+                                 "\"cache_control\":{\"type\":\"ephemeral\"}}],\"tool_choice\":{\"type\":\"none\"},"
+                                 "\"system\":[{\"type\":\"text\",\"text\":\"12345678\",\"cache_control\":{\"type\":\"ephemeral\",\"ttl\":\"1h\"}}],"
+                                 "\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"abcd\","
+                                 "\"cache_control\":{\"type\":\"ephemeral\"}},{\"type\":\"text\",\"text\":\"tail\"}]}]}",
+                             10, 10, &text);
+    free(text);
+    /* tools: "t" + {"type":"object"} = 18 bytes -> 5; system 2; message: 4 + tokens(abcd) = 5; then tail */
+    assert_int_equal(a.n_cache_points, 3);
+    assert_int_equal(a.cache_points[0].tokens, 5);
+    assert_int_equal(a.cache_points[1].tokens, 7);
+    assert_int_equal(a.cache_points[1].ttl_ms, 3600000);
+    assert_int_equal(a.cache_points[2].tokens, 12);
+    assert_true(a.cache_points[0].mark && a.cache_points[1].mark && a.cache_points[2].mark);
+    assert_int_equal(a.cache_creation_input_tokens, 12);
+    assert_int_equal(a.input_tokens, 5 + 2 + 4 + 2 - 12); /* "abcdtail" is 2 tokens */
+    aq_sim_answer_cache_read(&a, 7);
+    assert_int_equal(a.cache_read_input_tokens, 7);
+    assert_int_equal(a.cache_creation_input_tokens, 5);
+
+    /* one mark at the end of 30 messages: 21 points (the mark and 20 before) */
+    char body[8192];
+    size_t n = (size_t)snprintf(body, sizeof(body), HDR "\"messages\":[");
+    for (int i = 0; i < 30; i++)
+        n += (size_t)snprintf(body + n, sizeof(body) - n, "%s{\"role\":\"%s\",\"content\":[{\"type\":\"text\",\"text\":\"m%02d\"%s}]}",
+                              i ? "," : "", i % 2 ? "assistant" : "user", i,
+                              i == 28 ? ",\"cache_control\":{\"type\":\"ephemeral\"}" : "");
+    snprintf(body + n, sizeof(body) - n, "]}");
+    a = answer(body, 10, 10, &text);
+    free(text);
+    assert_int_equal(a.n_cache_points, 21);
+    assert_false(a.cache_points[0].mark);
+    assert_true(a.cache_points[20].mark);
+    assert_int_equal(a.cache_points[20].tokens, 29 * 5);      /* each message 4 + 1 */
+    assert_int_equal(a.cache_points[0].tokens, 9 * 5);        /* messages 0..8 */
+    assert_int_equal(a.input_tokens, 5);                     /* the last message */
+}
+
+/* Requests without tools answer byte for byte as before tool use existed
+ * (the benchmarks compare against these answers): two bodies rendered by the
+ * simulator of commit 306fc93. */
+static void test_plain_answers_unchanged(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *body;
+        uint32_t lo, hi;
+        const char *want;
+    } cases[] = {
+        {"{\"model\":\"claude-haiku-4-5\",\"max_tokens\":100,\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}]}", 1, 51,
+         "{\"id\":\"msg_x\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-haiku-4-5\",\"content\":[{\"type\":"
+         "\"text\",\"text\":\"echo: hello | sierra oscar golf cedar alpha summit xenon echo harbor papa willow kilo nectar "
+         "november charlie forest\"}],\"stop_reason\":\"end_turn\",\"stop_sequence\":null,\"usage\":{\"input_tokens\":6,"
+         "\"output_tokens\":29,\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":0}}"},
+        {"{\"model\":\"claude-sonnet-4-6\",\"max_tokens\":7,\"temperature\":0.3,\"system\":[{\"type\":\"text\",\"text\":"
+         "\"sys sys sys sys\",\"cache_control\":{\"type\":\"ephemeral\"}},{\"type\":\"text\",\"text\":\"x\"}],\"messages\":"
+         "[{\"role\":\"user\",\"content\":\"hello\"},{\"role\":\"assistant\",\"content\":\"hi\"},{\"role\":\"user\","
+         "\"content\":[{\"type\":\"text\",\"text\":\"\"},{\"type\":\"text\",\"text\":\"more \\u00e9\"}]}]}", 38, 88,
+         "{\"id\":\"msg_x\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-sonnet-4-6\",\"content\":[{\"type\":"
+         "\"text\",\"text\":\"echo:  | jasper xray sierra \"}],\"stop_reason\":\"max_tokens\",\"stop_sequence\":null,"
+         "\"usage\":{\"input_tokens\":17,\"output_tokens\":7,\"cache_creation_input_tokens\":4,\"cache_read_input_tokens\":0}}"},
+    };
+    static const aq_sim_tool_opts o = {2, 1, true, 0}; /* as the server passes them */
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        aq_sim_request r = {0};
+        aq_sim_answer a;
+        aq_err err = {0};
+        aq_buf t, out;
+        aq_buf_init(&t, TEXT_CAP);
+        aq_buf_init(&out, TEXT_CAP);
+        assert_int_equal(aq_sim_parse_request(cases[i].body, strlen(cases[i].body), NULL, &r, &err), AQ_OK);
+        assert_int_equal(aq_sim_answer_build(&r, (aq_sim_output_range){cases[i].lo, cases[i].hi}, &o, &t, &a, &err), AQ_OK);
+        assert_int_equal(aq_sim_render_message(&out, &r, &a, t.data, t.len, "msg_x"), AQ_OK);
+        assert_string_equal(out.data, cases[i].want);
+        aq_sim_answer_free(&a);
+        aq_buf_free(&t);
+        aq_buf_free(&out);
+        aq_sim_request_free(&r);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -564,6 +1229,15 @@ int main(void)
         cmocka_unit_test(test_render_message_is_valid_json),
         cmocka_unit_test(test_latency_sampling_stays_in_range),
         cmocka_unit_test(test_error_body_is_json_whatever_the_message),
+        cmocka_unit_test(test_tool_validation_errors),
+        cmocka_unit_test(test_tool_conversation_tokens),
+        cmocka_unit_test(test_schema_input_generation),
+        cmocka_unit_test(test_tool_steps_and_parallel),
+        cmocka_unit_test(test_tool_directive),
+        cmocka_unit_test(test_tool_choice_variants),
+        cmocka_unit_test(test_tool_fault_and_repair),
+        cmocka_unit_test(test_cache_points),
+        cmocka_unit_test(test_plain_answers_unchanged),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

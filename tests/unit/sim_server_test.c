@@ -894,6 +894,163 @@ static void test_http_prompt_cache(void **state)
     sim_stop(s);
 }
 
+/* ------------------------------------------------------------- tool use */
+
+#define W_SCHEMA "{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"},\"days\":{\"type\":\"integer\"}},\"required\":[\"city\",\"days\"]}"
+
+static json_t *post_json(sim *s, json_t *req, long want_code)
+{
+    char *body = json_dumps(req, JSON_COMPACT);
+    resp r;
+    http(s, "POST", "/v1/messages", api_headers, body, 0, &r);
+    if (r.code != want_code)
+        fail_msg("status %ld, wanted %ld: %s", r.code, want_code, r.body.data ? r.body.data : "");
+    json_t *doc = json_loads(r.body.data, 0, NULL);
+    assert_non_null(doc);
+    free(body);
+    resp_free(&r);
+    return doc;
+}
+
+static json_int_t usage_json(json_t *doc, const char *name)
+{
+    return json_integer_value(json_object_get(json_object_get(doc, "usage"), name));
+}
+
+/* The mark moves to the last block of the last message. */
+static void move_mark(json_t *msgs)
+{
+    static json_t *cc;
+    size_t i;
+    json_t *m, *b;
+    json_array_foreach(msgs, i, m) {
+        size_t j;
+        json_array_foreach(json_object_get(m, "content"), j, b)
+            json_object_del(b, "cache_control");
+    }
+    json_t *c = json_object_get(json_array_get(msgs, json_array_size(msgs) - 1), "content");
+    cc = json_pack("{s:s}", "type", "ephemeral");
+    json_object_set_new(json_array_get(c, json_array_size(c) - 1), "cache_control", cc);
+}
+
+/* An agent loop over HTTP: 2 steps of 2 parallel calls, then end_turn that
+ * echoes the results; tools + system marked, the third mark moving to the
+ * last message each step. Each step reads the previous step's whole prompt
+ * from the cache (the 20-block lookback finds it) and writes only the new
+ * part; the counters see the calls and the results. */
+static void test_http_tool_run_and_cache_breakpoints(void **state)
+{
+    (void)state;
+    static const char *const opts[] = {"tool_steps", "2", "tool_parallel", "2", NULL};
+    sim *s = sim_start(opts);
+    char sys[4001];
+    memset(sys, 's', 4000); /* 1000 tokens */
+    sys[4000] = '\0';
+    json_t *req = json_pack("{s:s, s:i, s:[{s:s, s:s, s:{s:s}}], s:[{s:s, s:s, s:o}, {s:s, s:o, s:{s:s}}], s:[{s:s, s:[{s:s, s:s}]}]}",
+                            "model", "claude-haiku-4-5", "max_tokens", 1000,
+                            "system", "type", "text", "text", sys, "cache_control", "type", "ephemeral",
+                            "tools", "name", "get_weather", "description", "weather", "input_schema",
+                            json_loads(W_SCHEMA, 0, NULL), "name", "search", "input_schema",
+                            json_pack("{s:s}", "type", "object"), "cache_control", "type", "ephemeral",
+                            "messages", "role", "user", "content", "type", "text", "text", "plan a trip");
+    assert_non_null(req);
+    json_t *msgs = json_object_get(req, "messages");
+    json_int_t prev_total = 0;
+    json_t *doc = NULL;
+    for (int step = 0; step < 3; step++) {
+        move_mark(msgs);
+        json_decref(doc);
+        doc = post_json(s, req, 200);
+        json_int_t in = usage_json(doc, "input_tokens"), cw = usage_json(doc, "cache_creation_input_tokens");
+        json_int_t cr = usage_json(doc, "cache_read_input_tokens"), total = in + cw + cr;
+        if (in != 0 || cr != prev_total || cw != total - prev_total)
+            fail_msg("step %d: input %lld, write %lld, read %lld (previous prompt %lld)", step, (long long)in,
+                     (long long)cw, (long long)cr, (long long)prev_total);
+        assert_true(total > 1000);
+        prev_total = total;
+        const char *stop = json_string_value(json_object_get(doc, "stop_reason"));
+        if (step == 2) {
+            assert_string_equal(stop, "end_turn");
+            const char *text = json_string_value(json_object_get(json_array_get(json_object_get(doc, "content"), 0), "text"));
+            assert_non_null(strstr(text, "Tool results: get_weather: sunny in get_weather; search: sunny in search"));
+            break;
+        }
+        assert_string_equal(stop, "tool_use");
+        json_t *content = json_object_get(doc, "content");
+        json_array_append_new(msgs, json_pack("{s:s, s:O}", "role", "assistant", "content", content));
+        json_t *results = json_array();
+        size_t i;
+        json_t *b;
+        json_array_foreach(content, i, b) {
+            if (strcmp(json_string_value(json_object_get(b, "type")), "tool_use") != 0)
+                continue;
+            char text[64];
+            snprintf(text, sizeof(text), "sunny in %s", json_string_value(json_object_get(b, "name")));
+            json_array_append_new(results, json_pack("{s:s, s:s, s:s}", "type", "tool_result", "tool_use_id",
+                                                     json_string_value(json_object_get(b, "id")), "content", text));
+        }
+        assert_int_equal(json_array_size(results), 2);
+        json_array_append_new(msgs, json_pack("{s:s, s:o}", "role", "user", "content", results));
+    }
+    json_decref(doc);
+
+    /* the same last request again: all of it read */
+    doc = post_json(s, req, 200);
+    assert_int_equal(usage_json(doc, "cache_read_input_tokens"), prev_total);
+    assert_int_equal(usage_json(doc, "cache_creation_input_tokens"), 0);
+    json_decref(doc);
+
+    json_t *st = stats(s);
+    assert_int_equal(stat_int(st, "tool_use_blocks_total"), 4);
+    assert_int_equal(stat_int(st, "tool_result_requests_total"), 3);
+    assert_int_equal(stat_int(st, "tool_inputs_spoiled_total"), 0);
+    json_decref(st);
+
+    /* the API's 400 for a tool_use left unanswered, over HTTP */
+    json_array_remove(msgs, json_array_size(msgs) - 1);
+    resp r;
+    char *body = json_dumps(req, JSON_COMPACT);
+    http(s, "POST", "/v1/messages", api_headers, body, 0, &r);
+    assert_api_error(&r, 400, "invalid_request_error", "`tool_use` ids were found without `tool_result` blocks immediately after: toolu_01");
+    resp_free(&r);
+    free(body);
+    json_decref(req);
+    sim_stop(s);
+}
+
+/* fault_tool_schema from the configuration: counted, and repaired. */
+static void test_http_tool_schema_fault(void **state)
+{
+    (void)state;
+    static const char *const opts[] = {"tool_steps", "1", "fault_tool_schema", "1", "tool_text", "false", NULL};
+    sim *s = sim_start(opts);
+    json_t *req = json_pack("{s:s, s:i, s:[{s:s, s:o}], s:[{s:s, s:s}]}", "model", "claude-haiku-4-5",
+                            "max_tokens", 500, "tools", "name", "get_weather", "input_schema",
+                            json_loads(W_SCHEMA, 0, NULL), "messages", "role", "user", "content", "weather?");
+    json_t *msgs = json_object_get(req, "messages");
+    json_t *doc = post_json(s, req, 200);
+    json_t *use = json_array_get(json_object_get(doc, "content"), 0);
+    assert_string_equal(json_string_value(json_object_get(use, "type")), "tool_use");
+    assert_null(json_object_get(json_object_get(use, "input"), "city")); /* the first required one dropped */
+    json_array_append_new(msgs, json_pack("{s:s, s:O}", "role", "assistant", "content", json_object_get(doc, "content")));
+    json_array_append_new(msgs, json_pack("{s:s, s:[{s:s, s:s, s:s, s:b}]}", "role", "user", "content", "type",
+                                          "tool_result", "tool_use_id", json_string_value(json_object_get(use, "id")),
+                                          "content", "city: required", "is_error", 1));
+    json_decref(doc);
+    doc = post_json(s, req, 200);
+    use = json_array_get(json_object_get(doc, "content"), 0);
+    assert_string_equal(json_string_value(json_object_get(doc, "stop_reason")), "tool_use");
+    assert_true(json_is_string(json_object_get(json_object_get(use, "input"), "city")));
+    assert_true(json_is_integer(json_object_get(json_object_get(use, "input"), "days")));
+    json_decref(doc);
+    json_t *st = stats(s);
+    assert_int_equal(stat_int(st, "tool_use_blocks_total"), 2);
+    assert_int_equal(stat_int(st, "tool_inputs_spoiled_total"), 1);
+    json_decref(st);
+    json_decref(req);
+    sim_stop(s);
+}
+
 static void test_bad_config_is_refused(void **state)
 {
     (void)state;
@@ -932,6 +1089,8 @@ int main(void)
         cmocka_unit_test(test_http_bad_responses),
         cmocka_unit_test(test_http_body_cap),
         cmocka_unit_test(test_http_prompt_cache),
+        cmocka_unit_test(test_http_tool_run_and_cache_breakpoints),
+        cmocka_unit_test(test_http_tool_schema_fault),
         cmocka_unit_test(test_bad_config_is_refused),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
