@@ -3,8 +3,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "agent/agent_store.h"
+#include "core/clock.h"
 #include "queue/queue_conn.h"
 #include "task/task_codec.h"
 
@@ -221,6 +223,16 @@ aq_status aq_session_add_turn(Agentq__V1__Session **sp, const char *session_id, 
 
 /* ---- store ---- */
 
+/* After a lost compare-and-set: a short random wait, growing, so that writers
+ * racing in a loop do not keep colliding (the same writer losing every
+ * round). Only the synchronous functions sleep. */
+static void backoff(int tries)
+{
+    int64_t max_us = 1000LL << (tries < 6 ? tries : 6); /* 1 ms .. 64 ms */
+    uint64_t x = (uint64_t)aq_mono_us() * 0x9E3779B97F4A7C15ULL;
+    usleep((useconds_t)((x >> 33) % (uint64_t)max_us));
+}
+
 aq_status aq_session_from_read(const aq_kv_read *rd, size_t cap, Agentq__V1__Session **out,
                                uint64_t *rev, aq_err *err)
 {
@@ -297,7 +309,10 @@ aq_status aq_session_append(jsCtx *js, const char *bucket, const char *session_i
             st = aq_kv_cas_publish(js, m, NULL, err);
         if (st != AQ_WRITE_CONFLICT)
             break;
+        backoff(tries);
     }
+    if (st != AQ_OK)
+        *appended = false;
     aq_buf_free(&b);
     if (st == AQ_WRITE_CONFLICT)
         aq_err_prefix(err, "session %s: %d compare-and-set writes lost in a row", session_id,
@@ -377,6 +392,7 @@ aq_status aq_session_lease_acquire(jsCtx *js, const char *bucket, const char *se
         st = write_lease(js, bucket, key, task_id, holder, ttl_ms, now, rev, l, err);
         if (st != AQ_WRITE_CONFLICT)
             return st;
+        backoff(tries);
     }
     return aq_err_set(err, AQ_WRITE_CONFLICT, "session %s lease: %d compare-and-set writes lost "
                       "in a row", session_id, AQ_SESSION_CAS_TRIES);

@@ -53,7 +53,7 @@
 #define AQ_SESSION_HISTORY_SUFFIX ".history"
 #define AQ_SESSION_LEASE_SUFFIX ".lease"
 /* Compare-and-set attempts of one append or acquire before AQ_WRITE_CONFLICT. */
-#define AQ_SESSION_CAS_TRIES 10
+#define AQ_SESSION_CAS_TRIES 16
 
 /* The two keys of a session; AQ_INVALID_ARG for an id that breaks the task
  * id rules (task_codec.h). Both buffers at least AQ_KV_KEY_MAX + 1. */
