@@ -277,6 +277,12 @@ const char *aq_run_phase_name(Agentq__V1__RunPhase ph)
     }
 }
 
+Agentq__V1__Message *const *aq_run_turn(const aq_run *r, size_t *n)
+{
+    *n = r->st->n_conversation - r->st->history_messages;
+    return r->st->conversation + r->st->history_messages;
+}
+
 /* ---- codec ---- */
 
 aq_status aq_run_encode(const aq_run *r, size_t cap, aq_buf *out, aq_err *err)

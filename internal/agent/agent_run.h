@@ -121,6 +121,10 @@ Agentq__V1__RunPhase aq_run_phase(const aq_run *r);
 /* "need_model", "tools_pending", "need_final", "done", "failed", "unknown". */
 const char *aq_run_phase_name(Agentq__V1__RunPhase ph);
 
+/* What this task adds to its session: the conversation after the history
+ * (the task's messages, then the run's turns); n via *n. */
+Agentq__V1__Message *const *aq_run_turn(const aq_run *r, size_t *n);
+
 /* ---- the next action ---- */
 
 typedef enum aq_run_action_kind {

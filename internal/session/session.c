@@ -322,10 +322,14 @@ aq_status aq_session_append(jsCtx *js, const char *bucket, const char *session_i
 
 /* ---- lease ---- */
 
-static aq_status write_lease(jsCtx *js, const char *bucket, const char *key, const char *task_id,
-                             const char *holder, int64_t ttl_ms, int64_t now, uint64_t rev,
-                             aq_session_lease *l, aq_err *err)
+aq_status aq_session_lease_msg(const char *bucket, const char *session_id, const char *task_id,
+                               const char *holder, int64_t ttl_ms, int64_t now, uint64_t rev,
+                               natsMsg **out, int64_t *expires_unix_ms, aq_err *err)
 {
+    char key[AQ_KV_KEY_MAX + 1];
+    aq_status st = aq_session_keys(session_id, NULL, key, err);
+    if (st != AQ_OK)
+        return st;
     Agentq__V1__SessionLease v = AGENTQ__V1__SESSION_LEASE__INIT;
     uint8_t buf[512];
     v.task_id = (char *)task_id;
@@ -336,14 +340,49 @@ static aq_status write_lease(jsCtx *js, const char *bucket, const char *key, con
     if (n > sizeof(buf))
         return aq_err_set(err, AQ_INVALID_ARG, "lease value of %zu bytes", n);
     agentq__v1__session_lease__pack(&v, buf);
+    if ((st = aq_kv_cas_msg(bucket, key, buf, n, rev, out, err)) == AQ_OK && expires_unix_ms)
+        *expires_unix_ms = v.expires_unix_ms;
+    return st;
+}
+
+aq_status aq_session_lease_decide(const aq_kv_read *rd, const char *task_id, int64_t now,
+                                  uint64_t *rev, aq_session_lease *busy, aq_err *err)
+{
+    if (rd->status != AQ_OK && rd->status != AQ_NOT_FOUND)
+        return aq_err_set(err, rd->status, "session lease: %s", rd->err.msg);
+    *rev = rd->revision;
+    if (rd->status == AQ_NOT_FOUND || rd->deleted)
+        return AQ_OK;
+    Agentq__V1__SessionLease *v = agentq__v1__session_lease__unpack(
+        NULL, (size_t)natsMsg_GetDataLength(rd->msg), (const uint8_t *)natsMsg_GetData(rd->msg));
+    /* An undecodable lease would block the session forever: taken over. */
+    aq_status st = AQ_OK;
+    if (v && strcmp(v->task_id, task_id) != 0 && v->expires_unix_ms > now) {
+        memset(busy, 0, sizeof(*busy));
+        snprintf(busy->holder_task, sizeof(busy->holder_task), "%s", v->task_id);
+        busy->expires_unix_ms = v->expires_unix_ms;
+        st = aq_err_set(err, AQ_SESSION_BUSY, "%s is held by task %s for %lld ms more", rd->key,
+                        v->task_id, (long long)(v->expires_unix_ms - now));
+    }
+    if (v)
+        agentq__v1__session_lease__free_unpacked(v, NULL);
+    return st;
+}
+
+static aq_status write_lease(jsCtx *js, const char *bucket, const char *session_id,
+                             const char *task_id, const char *holder, int64_t ttl_ms, int64_t now,
+                             uint64_t rev, aq_session_lease *l, aq_err *err)
+{
     natsMsg *m = NULL;
     uint64_t new_rev = 0;
-    aq_status st = aq_kv_cas_msg(bucket, key, buf, n, rev, &m, err);
+    int64_t expires = 0;
+    aq_status st = aq_session_lease_msg(bucket, session_id, task_id, holder, ttl_ms, now, rev, &m,
+                                        &expires, err);
     if (st == AQ_OK)
         st = aq_kv_cas_publish(js, m, &new_rev, err);
     if (st == AQ_OK) {
         l->revision = new_rev;
-        l->expires_unix_ms = v.expires_unix_ms;
+        l->expires_unix_ms = expires;
         snprintf(l->holder_task, sizeof(l->holder_task), "%s", task_id);
     }
     return st;
@@ -361,35 +400,13 @@ aq_status aq_session_lease_acquire(jsCtx *js, const char *bucket, const char *se
     memset(l, 0, sizeof(*l));
     for (int tries = 0; tries < AQ_SESSION_CAS_TRIES; tries++) {
         aq_kv_read rd;
-        st = read_key(js, bucket, key, timeout_ms, &rd);
-        if (st != AQ_OK && st != AQ_NOT_FOUND) {
-            aq_err_set(err, st, "session %s lease: %s", session_id, rd.err.msg);
-            aq_kv_read_clear(&rd);
-            return st;
-        }
-        uint64_t rev = rd.revision;
-        bool free_now = st == AQ_NOT_FOUND || rd.deleted;
-        if (!free_now) {
-            Agentq__V1__SessionLease *v = agentq__v1__session_lease__unpack(
-                NULL, (size_t)natsMsg_GetDataLength(rd.msg), (const uint8_t *)natsMsg_GetData(rd.msg));
-            /* An undecodable lease would block the session forever: taken over. */
-            bool takeable = !v || strcmp(v->task_id, task_id) == 0 || v->expires_unix_ms <= now;
-            if (!takeable) {
-                snprintf(l->holder_task, sizeof(l->holder_task), "%s", v->task_id);
-                l->expires_unix_ms = v->expires_unix_ms;
-                st = aq_err_set(err, AQ_SESSION_BUSY, "session %s is held by task %s for %lld ms "
-                                "more", session_id, v->task_id,
-                                (long long)(v->expires_unix_ms - now));
-            }
-            if (v)
-                agentq__v1__session_lease__free_unpacked(v, NULL);
-            if (!takeable) {
-                aq_kv_read_clear(&rd);
-                return st;
-            }
-        }
+        uint64_t rev = 0;
+        read_key(js, bucket, key, timeout_ms, &rd);
+        st = aq_session_lease_decide(&rd, task_id, now, &rev, l, err);
         aq_kv_read_clear(&rd);
-        st = write_lease(js, bucket, key, task_id, holder, ttl_ms, now, rev, l, err);
+        if (st != AQ_OK)
+            return st;
+        st = write_lease(js, bucket, session_id, task_id, holder, ttl_ms, now, rev, l, err);
         if (st != AQ_WRITE_CONFLICT)
             return st;
         backoff(tries);
@@ -406,7 +423,7 @@ aq_status aq_session_lease_renew(jsCtx *js, const char *bucket, const char *sess
     aq_status st = aq_session_keys(session_id, NULL, key, err);
     if (st != AQ_OK)
         return st;
-    st = write_lease(js, bucket, key, task_id, holder, ttl_ms, now, l->revision, l, err);
+    st = write_lease(js, bucket, session_id, task_id, holder, ttl_ms, now, l->revision, l, err);
     if (st == AQ_WRITE_CONFLICT)
         aq_err_prefix(err, "session %s: the lease was taken over", session_id);
     return st;

@@ -120,6 +120,10 @@ typedef struct aq_session_lease {
     int64_t expires_unix_ms;    /* held: ours; busy: theirs */
 } aq_session_lease;
 
+/* Synchronous (a thread that may block). The worker's loop composes the same
+ * steps from the pieces below: read the lease key with aq_kv_getter,
+ * aq_session_lease_decide, aq_session_lease_msg, aq_publisher_send (a
+ * completion with AQ_WRITE_CONFLICT: read again). */
 aq_status aq_session_lease_acquire(jsCtx *js, const char *bucket, const char *session_id,
                                    const char *task_id, const char *holder, int64_t ttl_ms,
                                    int64_t now_unix_ms, int64_t timeout_ms, aq_session_lease *l,
@@ -129,5 +133,16 @@ aq_status aq_session_lease_renew(jsCtx *js, const char *bucket, const char *sess
                                  int64_t now_unix_ms, aq_session_lease *l, aq_err *err);
 aq_status aq_session_lease_release(jsCtx *js, const char *bucket, const char *session_id,
                                    const aq_session_lease *l, aq_err *err);
+
+/* A completed read of the lease key: AQ_OK = free, ours or expired (write
+ * the lease expecting *rev); AQ_SESSION_BUSY = held by another task (*busy
+ * says which, until when); or the read's failure. */
+aq_status aq_session_lease_decide(const aq_kv_read *rd, const char *task_id, int64_t now_unix_ms,
+                                  uint64_t *rev, aq_session_lease *busy, aq_err *err);
+/* The lease write (acquire and renew) expecting revision `rev`;
+ * *expires_unix_ms (may be NULL) = the expiry written. */
+aq_status aq_session_lease_msg(const char *bucket, const char *session_id, const char *task_id,
+                               const char *holder, int64_t ttl_ms, int64_t now_unix_ms,
+                               uint64_t rev, natsMsg **out, int64_t *expires_unix_ms, aq_err *err);
 
 #endif

@@ -85,12 +85,12 @@ int main(int argc, char **argv)
     if (aq_run_save(js, AQ_AGENT_DEFAULT_RUNS_BUCKET, r, 0, CAP, &rev, &err) != AQ_OK)
         return die("save", &err);
     if (argc > 2) {
-        const Agentq__V1__RunState *s = aq_run_state(r);
+        size_t n = 0;
+        Agentq__V1__Message *const *turn = aq_run_turn(r, &n);
         bool appended = false;
         if (aq_session_append(js, AQ_AGENT_DEFAULT_SESSION_BUCKET, argv[2], argv[1],
-                              (const Agentq__V1__Message *const *)s->conversation + s->history_messages,
-                              s->n_conversation - s->history_messages, now, CAP, 5000, &appended,
-                              &err) != AQ_OK)
+                              (const Agentq__V1__Message *const *)turn, n, now, CAP, 5000,
+                              &appended, &err) != AQ_OK)
             return die("session append", &err);
     }
     printf("%llu\n", (unsigned long long)rev);

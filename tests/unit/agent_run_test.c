@@ -528,6 +528,10 @@ static void test_new_with_history(void **state)
     assert_int_equal(s->own_from, 3);
     assert_string_equal(s->conversation[2]->content, "new question");
     assert_string_equal(s->session_id, "sess-1");
+    size_t n_turn = 0;
+    Agentq__V1__Message *const *turn = aq_run_turn(r, &n_turn);
+    assert_int_equal(n_turn, 1); /* what goes to the session: not the history again */
+    assert_string_equal(turn[0]->content, "new question");
     aq_run_free(r);
 
     /* limits from the task and the worker's defaults */
