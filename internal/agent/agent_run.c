@@ -319,13 +319,32 @@ aq_status aq_run_decode(const void *data, size_t len, size_t cap, aq_run **out, 
         xfree(s);
         return AQ_INVALID_ARG;
     }
-    if (!s->usage) {
-        s->usage = malloc(sizeof(*s->usage));
-        if (!s->usage) {
-            xfree(s);
-            return nomem(err);
-        }
+    /* What the machine relies on: a usage, a record per pending call, a
+     * result for every call marked done (else it is repeated: the key is
+     * the same), an id on every pending call. */
+    bool ok = true;
+    if (!s->usage && (s->usage = malloc(sizeof(*s->usage))) != NULL)
         agentq__v1__usage__init(s->usage);
+    ok = s->usage != NULL;
+    for (size_t i = 0; ok && i < s->n_pending; i++) {
+        Agentq__V1__PendingToolCall *c = s->pending[i];
+        if (!*c->id) {
+            aq_err_set(err, AQ_INVALID_ARG, "run checkpoint %s: a pending tool call without an id",
+                       s->task_id);
+            xfree(s);
+            return AQ_INVALID_ARG;
+        }
+        if (!c->record && (c->record = malloc(sizeof(*c->record))) != NULL) {
+            agentq__v1__tool_call_record__init(c->record);
+            ok = set_str(&c->record->id, c->id) && set_str(&c->record->name, c->name);
+        }
+        ok = ok && c->record;
+        if (c->done && !c->result)
+            c->done = false;
+    }
+    if (!ok) {
+        xfree(s);
+        return nomem(err);
     }
     return wrap(s, out, err);
 }
@@ -618,9 +637,10 @@ aq_status aq_run_apply_answer(aq_run *r, const aq_run_limits *lim, const aq_run_
             return nomem(err);
         }
     }
-    if (turn->n_blocks == 0)
+    if (turn->n_blocks == 0) {
         xfree(turn); /* the API refuses an empty assistant turn in a later request */
-    else if (!PUSH(s->conversation, s->n_conversation, turn))
+        turn = NULL;
+    } else if (!PUSH(s->conversation, s->n_conversation, turn))
         return nomem(err);
 
     if (final || n_uses == 0) {

@@ -397,6 +397,38 @@ static void test_ceiling_final_max_steps(void **state)
     aq_run_free(r);
 }
 
+/* The final call answered with nothing but a tool_use (tools were
+ * disabled): the run is DONE with no content, and no empty assistant turn.
+ * (Found by the run_checkpoint fuzz target: the dropped turn was used after
+ * it was freed.) */
+static void test_final_answer_only_tool_use(void **state)
+{
+    (void)state;
+    Agentq__V1__Task t = task_of("run-final-empty");
+    aq_run_limits lim = limits(1, 10, true);
+    aq_run *r = NULL;
+    aq_err err;
+    aq_run_action act;
+    assert_int_equal(aq_run_new(&t, NULL, 0, NOW, &r, &err), AQ_OK);
+    run_tool_step(r, &lim, "s1", 1);
+    result_for(r, "s1_0", "ok", NOW);
+    assert_int_equal(aq_run_next(r, &lim, NOW, &act, &err), AQ_OK);
+    assert_int_equal(act.kind, AQ_RUN_CALL_FINAL);
+    size_t before = act.n_messages;
+    answer x;
+    answer_init(&x, "tool_use");
+    add_tool_use(&x, "toolu_again", "search");
+    assert_int_equal(aq_run_apply_answer(r, &lim, &x.a, NOW, &err), AQ_OK);
+    assert_int_equal(aq_run_phase(r), AGENTQ__V1__RUN_PHASE__RUN_PHASE_DONE);
+    assert_int_equal(aq_run_state(r)->n_conversation, before);
+    assert_int_equal(aq_run_state(r)->n_final_content, 0);
+    Agentq__V1__Result res = AGENTQ__V1__RESULT__INIT;
+    Agentq__V1__Usage u;
+    assert_int_equal(aq_run_fill_result(r, &res, &u, &err), AQ_OK);
+    assert_string_equal(res.output, "");
+    aq_run_free(r);
+}
+
 static void test_max_tool_calls(void **state)
 {
     (void)state;
@@ -605,6 +637,7 @@ int main(void)
         cmocka_unit_test(test_crash_resume),
         cmocka_unit_test(test_ceiling_fail_max_steps),
         cmocka_unit_test(test_ceiling_final_max_steps),
+        cmocka_unit_test(test_final_answer_only_tool_use),
         cmocka_unit_test(test_max_tool_calls),
         cmocka_unit_test(test_deadline),
         cmocka_unit_test(test_new_with_history),
