@@ -4,7 +4,9 @@
 #ifndef AQ_AGENT_AGENT_CONFIG_H
 #define AQ_AGENT_AGENT_CONFIG_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <string.h>
 
 #include "core/config.h"
 
@@ -54,8 +56,6 @@
      "at a ceiling: fail (FAILED, step_limit) or final (one last call without tools)"}
 
 /* "fail" or "final" (aq_run_defaults.ceiling_final); false for anything else. */
-#include <stdbool.h>
-#include <string.h>
 static inline bool aq_agent_ceiling_action_parse(const char *s, bool *final)
 {
     if (s && strcmp(s, "fail") == 0)

@@ -23,24 +23,30 @@
  *                      sent: the conversation holds tool blocks)
  *       DONE / FAIL    aq_run_fill_result(); store the Result; settle
  *
- * The transition table (every phase change happens in agent_run.c, and only
- * through the rows listed there in `transitions[]`):
+ * The transition table (every phase change happens in agent_run.c through
+ * `go`, and only along a row of its `transitions[]`, which this copies):
  *
- *   phase          event                     condition                    -> phase
- *   NEED_MODEL     next                      deadline passed, fail        -> FAILED
- *   NEED_MODEL     next                      deadline passed, final       -> NEED_FINAL
- *   NEED_MODEL     next                      steps >= max_steps, fail     -> FAILED
- *   NEED_MODEL     next                      steps >= max_steps, final    -> NEED_FINAL
- *   NEED_MODEL     answer                    no tool_use                  -> DONE
- *   NEED_MODEL     answer                    tool_use, last step, fail    -> FAILED
- *   NEED_MODEL     answer                    tool_use, over tools, fail   -> FAILED
- *   NEED_MODEL     answer                    tool_use                     -> TOOLS_PENDING
- *   TOOLS_PENDING  next                      deadline passed, fail        -> FAILED
- *   TOOLS_PENDING  next                      deadline passed, final       -> NEED_FINAL
- *   TOOLS_PENDING  tool result (last one)    a ceiling was reached        -> NEED_FINAL
- *   TOOLS_PENDING  tool result (last one)                                 -> NEED_MODEL
- *   NEED_FINAL     answer                    (tool_use blocks dropped)    -> DONE
- *   any but DONE   aq_run_fail                                            -> FAILED
+ *   phase          event         condition                          -> phase
+ *   NEED_MODEL     next          deadline passed, fail              -> FAILED
+ *   NEED_MODEL     next          deadline passed, final             -> NEED_FINAL
+ *   NEED_MODEL     next          steps >= max_steps, fail           -> FAILED
+ *   NEED_MODEL     next          steps >= max_steps, final          -> NEED_FINAL
+ *   NEED_MODEL     answer        no tool_use                        -> DONE
+ *   NEED_MODEL     answer        tool_use at max_steps, fail        -> FAILED
+ *   NEED_MODEL     answer        more tool_use than left, fail      -> FAILED
+ *   NEED_MODEL     answer        tool_use                           -> TOOLS_PENDING
+ *   TOOLS_PENDING  next          deadline passed, fail              -> FAILED
+ *   TOOLS_PENDING  batch done    a ceiling was reached (final)      -> NEED_FINAL
+ *   TOOLS_PENDING  batch done    otherwise                          -> NEED_MODEL
+ *   NEED_FINAL     answer        (its tool_use blocks are dropped)  -> DONE
+ *   NEED_MODEL, TOOLS_PENDING, NEED_FINAL, FAILED
+ *                  aq_run_fail                                      -> FAILED
+ *
+ * "batch done" is the last missing tool result (aq_run_apply_tool_result),
+ * or, in TOOLS_PENDING past the deadline with `final`, aq_run_next giving
+ * every call not dispatched yet its "not run" result (outcome "ceiling").
+ * An answer whose calls are all beyond max_tool_calls (with `final`) is an
+ * answer and a batch done in one call.
  *
  * Ceilings. `fail`: the run ends FAILED, class step_limit, as soon as the
  * model asks for a tool call it may not make (at step max_steps, or more calls

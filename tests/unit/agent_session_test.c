@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "agent/agent_config.h"
 #include "session/session.h"
 
 #define NOW 1700000000000LL
@@ -211,12 +212,58 @@ static void test_keys(void **state)
     assert_int_equal(aq_session_keys("", h, l, &err), AQ_INVALID_ARG);
 }
 
+/* The option rows of agent_config.h compile, load their defaults, and
+ * enforce their bounds (the worker's rows are not in a table of its own yet). */
+typedef struct agent_cfg {
+    char *runs_bucket, *session_bucket, *ceiling;
+    int64_t runs_ttl, runs_max, session_ttl, session_max, context_tokens, lease_ttl;
+    int64_t steps, steps_cap, calls, calls_cap;
+} agent_cfg;
+
+static const aq_option agent_opts[] = {
+    AQ_AGENT_RUNS_OPTIONS(agent_cfg, runs_bucket, runs_ttl, runs_max),
+    AQ_AGENT_SESSION_OPTIONS(agent_cfg, session_bucket, session_ttl, session_max),
+    AQ_AGENT_SESSION_WORKER_OPTIONS(agent_cfg, context_tokens, lease_ttl),
+    AQ_AGENT_LIMIT_OPTIONS(agent_cfg, steps, steps_cap, calls, calls_cap, ceiling),
+    AQ_OPTIONS_END,
+};
+
+static void test_config_rows(void **state)
+{
+    (void)state;
+    agent_cfg c;
+    aq_err err;
+    aq_config_cli cli;
+    memset(&c, 0, sizeof(c));
+    char *argv[] = {"test", "--agent_max_steps=7", NULL};
+    assert_int_equal(aq_config_load(agent_opts, &c, 2, argv, &cli, &err), AQ_OK);
+    assert_string_equal(c.runs_bucket, "agentq-runs");
+    assert_string_equal(c.session_bucket, "agentq-sessions");
+    assert_int_equal(c.runs_ttl, 7LL * 24 * 3600 * 1000);
+    assert_int_equal(c.session_ttl, 30LL * 24 * 3600 * 1000);
+    assert_int_equal(c.runs_max, 1 << 20);
+    assert_int_equal(c.context_tokens, 50000);
+    assert_int_equal(c.lease_ttl, 300000);
+    assert_int_equal(c.steps, 7);
+    assert_int_equal(c.steps_cap, 100);
+    bool final = true;
+    assert_true(aq_agent_ceiling_action_parse(c.ceiling, &final));
+    assert_false(final);
+    assert_true(aq_agent_ceiling_action_parse("final", &final));
+    assert_true(final);
+    assert_false(aq_agent_ceiling_action_parse("maybe", &final));
+    assert_int_equal(aq_config_set(agent_opts, &c, "runs_max_bytes", "1KiB", "test", &err),
+                     AQ_CONFIG);
+    aq_config_free(agent_opts, &c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_window),
         cmocka_unit_test(test_add_turn),
         cmocka_unit_test(test_keys),
+        cmocka_unit_test(test_config_rows),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

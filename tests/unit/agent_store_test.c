@@ -26,6 +26,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "agent/agent_event.h"
 #include "agent/agent_store.h"
 #include "core/clock.h"
 #include "core/mailbox.h"
@@ -303,6 +304,40 @@ static void test_async_save_and_load(void **state)
     aq_publisher_destroy(pub);
 }
 
+/* ---- events ---- */
+
+static void test_step_event_published(void **state)
+{
+    (void)state;
+    aq_err err;
+    natsSubscription *sub = NULL;
+    natsMsg *m = NULL;
+    assert_int_equal(natsConnection_SubscribeSync(&sub, F.nc, "agentq.events.run-ev"), NATS_OK);
+    assert_int_equal(natsConnection_Flush(F.nc), NATS_OK);
+    aq_run *r = new_run("run-ev");
+    assert_null(aq_agent_step_event(r, 1)); /* no step yet */
+    answer(r, "toolu_ev");
+    json_t *ev = aq_agent_step_event(r, 1);
+    assert_non_null(ev);
+    assert_int_equal(aq_agent_event_publish(F.nc, NULL, "run-ev", ev, &err), AQ_OK);
+    json_decref(ev);
+    assert_int_equal(natsSubscription_NextMsg(&m, sub, TIMEOUT), NATS_OK);
+    json_t *got = json_loadb(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), 0, NULL);
+    assert_non_null(got);
+    assert_string_equal(json_string_value(json_object_get(got, "task_id")), "run-ev");
+    assert_int_equal(json_integer_value(json_object_get(got, "step")), 1);
+    assert_string_equal(json_string_value(json_object_get(got, "model")), "m");
+    assert_string_equal(json_string_value(json_object_get(got, "phase")), "tools_pending");
+    json_t *call = json_array_get(json_object_get(got, "tool_calls"), 0);
+    assert_string_equal(json_string_value(json_object_get(call, "name")), "search");
+    assert_string_equal(json_string_value(json_object_get(call, "outcome")), "pending");
+    assert_non_null(json_object_get(json_object_get(got, "usage"), "input_tokens"));
+    json_decref(got);
+    natsMsg_Destroy(m);
+    natsSubscription_Destroy(sub);
+    aq_run_free(r);
+}
+
 /* ---- sessions ---- */
 
 static const Agentq__V1__Message *const *turn_msgs(Agentq__V1__Message *m, const char *q)
@@ -494,6 +529,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cas_two_writers),
         cmocka_unit_test(test_async_save_and_load),
+        cmocka_unit_test(test_step_event_published),
         cmocka_unit_test(test_session_append_idempotent),
         cmocka_unit_test(test_session_concurrent_appends),
         cmocka_unit_test(test_lease),
