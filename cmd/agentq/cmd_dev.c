@@ -19,8 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "budget/budget_config.h"
 #include "agent/agent_config.h"
+#include "budget/budget_config.h"
 #include "cache/cache_config.h"
 #include "cli.h"
 #include "core/buf.h"

@@ -65,6 +65,10 @@
  * from the task id and the model's tool_use id, both stored in the checkpoint:
  * a call repeated after a crash or redelivery has the same key.
  *
+ * Errors: AQ_INVALID_ARG and AQ_NOT_FOUND (misuse, unknown ids) are found
+ * before anything changes. After AQ_NOMEM the run may be half-changed: drop
+ * it and reload the last checkpoint (the same decision comes out again).
+ *
  * An aq_run is not thread-safe; pointers handed out (act.messages, act.calls,
  * aq_run_state) stay valid until the next call that changes the run. */
 #ifndef AQ_AGENT_AGENT_RUN_H
