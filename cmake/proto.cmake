@@ -6,7 +6,7 @@
 # compile) and protoc-c is given a copy where each `optional T f = N;` reads
 # `oneof f_presence { T f = N; }`.
 set(AQ_PROTO_DIR ${CMAKE_SOURCE_DIR}/schemas)
-set(AQ_PROTO_FILES agentq/v1/task.proto agentq/v1/result.proto)
+set(AQ_PROTO_FILES agentq/v1/task.proto agentq/v1/result.proto agentq/v1/run.proto)
 set(AQ_PROTO_COPY ${CMAKE_BINARY_DIR}/proto-src)
 set(AQ_PROTO_OUT  ${CMAKE_BINARY_DIR}/proto-gen)
 

@@ -5,6 +5,7 @@
 #include <jansson.h>
 #include <nats/nats.h>
 #include <stdbool.h>
+#include <stdio.h>
 
 #include "core/config.h"
 #include "core/status.h"
@@ -44,6 +45,12 @@ typedef struct cli_init_config {
     int64_t cache_ttl_ms;
     char *budget_bucket;
     int64_t budget_ttl_ms;
+    char *runs_bucket;
+    int64_t runs_ttl_ms;
+    int64_t runs_max_bytes;
+    char *session_bucket;
+    int64_t session_ttl_ms;
+    int64_t session_max_bytes;
 } cli_init_config;
 aq_status cli_init_objects(jsCtx *js, const cli_init_config *cfg, aq_queue_report_fn report,
                            aq_err *err);
@@ -54,6 +61,11 @@ int cmd_stats(int argc, char **argv);
 int cmd_dlq(int argc, char **argv);
 int cmd_dev(int argc, char **argv);
 int cmd_status(int argc, char **argv);
+int cmd_run(int argc, char **argv);
+int cmd_session(int argc, char **argv);
+/* One message of a transcript or session as text (cmd_run.c). */
+struct Agentq__V1__Message;
+void cli_print_message(FILE *out, const struct Agentq__V1__Message *m, const char *indent);
 
 /* The queue as the server sees it: `agentq stats` prints it, `agentq status`
  * puts it above the fleet (cmd_stats.c). */

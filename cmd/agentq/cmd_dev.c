@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "agent/agent_config.h"
 #include "budget/budget_config.h"
 #include "cache/cache_config.h"
 #include "cli.h"
@@ -46,6 +47,8 @@ static const aq_option dev_options[] = {
     AQ_QUEUE_OPTIONS(D, init.queue),
     AQ_CACHE_BUCKET_OPTIONS(D, init.cache_bucket, init.cache_ttl_ms),
     AQ_BUDGET_BUCKET_OPTIONS(D, init.budget_bucket, init.budget_ttl_ms),
+    AQ_AGENT_RUNS_OPTIONS(D, init.runs_bucket, init.runs_ttl_ms, init.runs_max_bytes),
+    AQ_AGENT_SESSION_OPTIONS(D, init.session_bucket, init.session_ttl_ms, init.session_max_bytes),
     {"tasks", NULL, AQ_OPT_INT, "12", 0, 100000, offsetof(D, tasks), "sample tasks to submit"},
     {"once", NULL, AQ_OPT_BOOL, "false", 0, 0, offsetof(D, once),
      "stop once the sample results are in (default: run until Ctrl-C)"},

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "agent/agent_config.h"
 #include "budget/budget.h"
 #include "cache/cache_config.h"
 #include "cli.h"
@@ -12,6 +13,8 @@ static const aq_option init_options[] = {
     AQ_QUEUE_OPTIONS(cli_init_config, queue),
     AQ_CACHE_BUCKET_OPTIONS(cli_init_config, cache_bucket, cache_ttl_ms),
     AQ_BUDGET_BUCKET_OPTIONS(cli_init_config, budget_bucket, budget_ttl_ms),
+    AQ_AGENT_RUNS_OPTIONS(cli_init_config, runs_bucket, runs_ttl_ms, runs_max_bytes),
+    AQ_AGENT_SESSION_OPTIONS(cli_init_config, session_bucket, session_ttl_ms, session_max_bytes),
     AQ_OPTIONS_END,
 };
 
@@ -31,6 +34,14 @@ aq_status cli_init_objects(jsCtx *js, const cli_init_config *cfg, aq_queue_repor
     aq_queue_bucket cache = {"cache bucket", cfg->cache_bucket, cfg->cache_ttl_ms,
                              cfg->queue.replicas, cfg->queue.max_msg_size};
     if ((st = aq_queue_bucket_ensure(js, &cache, report, NULL, err)) != AQ_OK)
+        return st;
+    /* Agent runs: checkpoints (the transcripts) and sessions (history, leases). */
+    aq_queue_bucket runs = {"runs bucket", cfg->runs_bucket, cfg->runs_ttl_ms,
+                            cfg->queue.replicas, cfg->runs_max_bytes};
+    aq_queue_bucket sessions = {"sessions bucket", cfg->session_bucket, cfg->session_ttl_ms,
+                                cfg->queue.replicas, cfg->session_max_bytes};
+    if ((st = aq_queue_bucket_ensure(js, &runs, report, NULL, err)) != AQ_OK ||
+        (st = aq_queue_bucket_ensure(js, &sessions, report, NULL, err)) != AQ_OK)
         return st;
     /* The budgets' bucket has its own settings (history 1, its value cap). */
     bool created = false;

@@ -20,6 +20,8 @@ static const struct {
     {"stats", cmd_stats, "queue depth, in-flight, dead letters, stored results"},
     {"status", cmd_status, "fleet status: queue, workers, throughput, latency, cost (--watch)"},
     {"dlq", cmd_dlq, "dead letters: ls, show, replay, purge"},
+    {"run", cmd_run, "an agent run's transcript: steps, tokens, cost, tool calls (run show ID)"},
+    {"session", cmd_session, "a session's stored history (session show ID)"},
     {"dev", cmd_dev, "run everything locally: nats-server, simulator, worker, sample tasks"},
 };
 

@@ -43,6 +43,8 @@ typedef enum aq_disposition {
     X(MODEL_NOT_ALLOWED,   "model_not_allowed",   AQ_DISP_PERMANENT,   "unknown or disallowed model") \
     X(EXPIRED,             "expired",             AQ_DISP_PERMANENT,   "task deadline passed") \
     X(OVER_BUDGET,         "budget_exceeded",     AQ_DISP_PERMANENT,   "the tenant's daily budget is spent") \
+    X(STEP_LIMIT,          "step_limit",          AQ_DISP_PERMANENT,   "an agent run reached max_steps, max_tool_calls or its deadline") \
+    X(SESSION_BUSY,        "session_busy",        AQ_DISP_DEFER,       "another task of the session is running") \
     X(MAX_DELIVERIES,      "max_deliveries",      AQ_DISP_PERMANENT,   "delivered MaxDeliver times without being settled (crashes a worker?)") \
     /* provider answers */                                                                   \
     X(HTTP_RATE_LIMITED,   "rate_limited",        AQ_DISP_DEFER,       "provider rate limit (429)") \
