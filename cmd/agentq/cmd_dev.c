@@ -42,7 +42,7 @@ typedef struct dev_config {
 } dev_config;
 
 #define D dev_config
-static const aq_option dev_options[] = {
+const aq_option cli_dev_options[] = {
     AQ_QUEUE_OPTIONS(D, init.queue),
     AQ_CACHE_BUCKET_OPTIONS(D, init.cache_bucket, init.cache_ttl_ms),
     AQ_BUDGET_BUCKET_OPTIONS(D, init.budget_bucket, init.budget_ttl_ms),
@@ -393,7 +393,8 @@ int cmd_dev(int argc, char **argv)
     char **ids = NULL;
     dev_tally tally = {0};
     aq_err err;
-    int argi, rc = cli_parse(dev_options, &cfg, argc, argv, "agentq dev [--tasks N] [--once]", &argi);
+    int argi, rc = cli_parse(cli_dev_options, &cfg, &cfg.init.queue, argc, argv,
+                             "agentq dev [--tasks N] [--once]", &argi);
     if (rc >= 0)
         goto out;
     rc = CLI_ERROR;
@@ -519,6 +520,6 @@ out:
     for (size_t i = 0; ids && i < (size_t)cfg.tasks; i++)
         free(ids[i]);
     free(ids);
-    aq_config_free(dev_options, &cfg);
+    aq_config_free(cli_dev_options, &cfg);
     return rc;
 }

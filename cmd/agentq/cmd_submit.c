@@ -41,7 +41,7 @@ typedef struct submit_config {
 } submit_config;
 
 #define S submit_config
-static const aq_option submit_options[] = {
+const aq_option cli_submit_options[] = {
     AQ_QUEUE_OPTIONS(S, queue),
     {"file", NULL, AQ_OPT_STRING, "", 0, 0, offsetof(S, file),
      "JSONL file of tasks, one JSON object a line ('-' for stdin)"},
@@ -290,7 +290,7 @@ int cmd_submit(int argc, char **argv)
     submit_state state = {0};
     aq_buf stdin_prompt;
     aq_buf_init(&stdin_prompt, 0);
-    int argi, rc = cli_parse(submit_options, &cfg, argc, argv,
+    int argi, rc = cli_parse(cli_submit_options, &cfg, &cfg.queue, argc, argv,
                              "agentq submit [--prompt TEXT | --file tasks.jsonl] [options]", &argi);
     if (rc >= 0)
         goto out;
@@ -429,6 +429,6 @@ out:
     free(sb.ids);
     aq_buf_free(&sb.packed);
     aq_buf_free(&stdin_prompt);
-    aq_config_free(submit_options, &cfg);
+    aq_config_free(cli_submit_options, &cfg);
     return rc;
 }
