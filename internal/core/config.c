@@ -419,29 +419,35 @@ bad:
                       o->type == AQ_OPT_SECRET ? "<redacted>" : value, type_hint(o->type));
 }
 
-/* Edit distance of a[0..na) and b, for typo hints (names are short). */
+/* Edit distance of a[0..na) and b, a swap of neighbours counting as one
+ * edit (optimal string alignment), for typo hints (names are short). */
 static size_t edit_distance(const char *a, size_t na, const char *b)
 {
-    size_t nb = strlen(b), row[64];
+    size_t nb = strlen(b), rows[3][64];
     if (na >= 63 || nb >= 63)
         return SIZE_MAX;
+    size_t *prev2 = rows[0], *prev = rows[1], *cur = rows[2];
     for (size_t j = 0; j <= nb; j++)
-        row[j] = j;
+        prev[j] = j;
     for (size_t i = 1; i <= na; i++) {
-        size_t diag = row[0];
-        row[0] = i;
+        cur[0] = i;
         for (size_t j = 1; j <= nb; j++) {
-            size_t up = row[j];
-            size_t best = diag + (a[i - 1] != b[j - 1]);
-            if (up + 1 < best)
-                best = up + 1;
-            if (row[j - 1] + 1 < best)
-                best = row[j - 1] + 1;
-            row[j] = best;
-            diag = up;
+            size_t best = prev[j - 1] + (a[i - 1] != b[j - 1]);
+            if (prev[j] + 1 < best)
+                best = prev[j] + 1;
+            if (cur[j - 1] + 1 < best)
+                best = cur[j - 1] + 1;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+                prev2[j - 2] + 1 < best)
+                best = prev2[j - 2] + 1;
+            cur[j] = best;
         }
+        size_t *t = prev2;
+        prev2 = prev;
+        prev = cur;
+        cur = t;
     }
-    return row[nb];
+    return prev[nb];
 }
 
 /* The known name closest to name[0..len), if close enough to be a typo. */
