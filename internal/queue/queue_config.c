@@ -17,8 +17,23 @@ bool aq_queue_subjects_overlap(const char *a, const char *b)
     return na == nb || (na < nb ? b[na] == '.' : a[nb] == '.');
 }
 
+static bool has_control(const char *s)
+{
+    for (const unsigned char *p = (const unsigned char *)s; s && *p; p++)
+        if (*p < ' ' || *p == 0x7f)
+            return true;
+    return false;
+}
+
 aq_status aq_queue_config_validate(const aq_queue_config *cfg, aq_err *err)
 {
+    /* They go into the CONNECT line: never echoed (two are secrets). */
+    const char *auth[][2] = {{"nats_user", cfg->nats_user},
+                             {"nats_password", cfg->nats_password},
+                             {"nats_token", cfg->nats_token}};
+    for (size_t i = 0; i < 3; i++)
+        if (has_control(auth[i][1]))
+            return aq_err_set(err, AQ_CONFIG, "%s has a control character", auth[i][0]);
     if (set(cfg->nats_tls_cert) != set(cfg->nats_tls_key))
         return aq_err_set(err, AQ_CONFIG,
                           "%s is set but %s is not: NATS mutual TLS needs both the client "

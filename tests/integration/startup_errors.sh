@@ -77,6 +77,20 @@ expect_exit 2 "$T/cli-tls.out" "$AGENTQ" dlq ls --nats_url="$NONATS" --nats_tls_
 grep -qF "nats_tls_cert is set but nats_tls_key is not" "$T/cli-tls.out" || fail "$(cat "$T/cli-tls.out")"
 expect_exit 2 "$T/cli-creds.out" "$AGENTQ" init --nats_url="$NONATS" --nats_creds="$T/no-such.creds"
 grep -qF "nats_creds: cannot read" "$T/cli-creds.out" || fail "$(cat "$T/cli-creds.out")"
+# agentq submit's and agentq dev's own flags, before connecting too.
+cli_bad() { # NAME EXPECTED-TEXT ARGS...
+    local name=$1 want=$2; shift 2
+    expect_exit 2 "$T/cli-$name.out" "$AGENTQ" "$@"
+    grep -qF -- "$want" "$T/cli-$name.out" || fail "agentq $*: $(cat "$T/cli-$name.out")"
+}
+cli_bad submit-type "agentq submit: --type 'a.b' is not a task type" submit --nats_url="$NONATS" --type=a.b --prompt=x
+cli_bad submit-cache "agentq submit: --cache 'sometimes' is not default, opt-in, bypass or refresh" \
+    submit --nats_url="$NONATS" --cache=sometimes --prompt=x
+cli_bad submit-file "agentq submit: cannot open $T/no-such.jsonl: No such file or directory" \
+    submit --nats_url="$NONATS" --file="$T/no-such.jsonl"
+cli_bad submit-id "agentq submit: id must be 1-128 characters" submit --nats_url="$NONATS" "--id=a b" --prompt=x
+cli_bad dev-latency "agentq dev: sim_latency 'fixed:10ms' is not lognormal:MEDIAN:P99 or fixed:MS" \
+    dev --nats_port=0 --sim_latency=fixed:10ms
 # A NUL byte in a config file is named as such, not as a long line.
 printf 'concurrency = 5\nworker_name = a\000b\n' > "$T/nul.conf"
 expect_exit 2 "$T/nul.out" env ANTHROPIC_API_KEY="$KEY" "$WORKER" --config "$T/nul.conf" --print-config

@@ -287,6 +287,8 @@ static void test_validate_cross_checks(void **state)
         {"--api_key=k1,k 2", "--concurrency=1", "api_key: key 2 of 2"},
         {"--allowed_models=claude haiku", "--api_key=k", "allowed_models: 'claude haiku'"},
         {"--worker_name=a\tb", "--api_key=k", "worker_name"},
+        {"--nats_token=t\r\nPUB x", "--api_key=k", "nats_token has a control character"},
+        {"--nats_user=u\n", "--nats_password=p", "nats_user has a control character"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         if (LOAD(cfg, &err, (char *)cases[i].a, (char *)cases[i].b) != AQ_OK)
