@@ -215,7 +215,16 @@ static bool nats_url_ok(const char *url, char *why, size_t n)
         snprintf(why, n, "it contains a space or a control character");
         return false;
     }
-    if ((size_t)snprintf(buf, sizeof(buf), "nats://%s", sep ? sep + 3 : url) >= sizeof(buf)) {
+    /* The user information ends at the last '@', as nats.c reads it; only
+     * the rest is libcurl's. A '/', '?' or '#' in it would end it for
+     * everything else (the redaction of URLs in output among them). */
+    const char *rest = sep ? sep + 3 : url, *at = strrchr(rest, '@');
+    if (at && strcspn(rest, "/?#") < (size_t)(at - rest)) {
+        snprintf(why, n, "a '/', '?' or '#' before the '@' (give such credentials in nats_user "
+                         "and nats_password)");
+        return false;
+    }
+    if ((size_t)snprintf(buf, sizeof(buf), "nats://%s", at ? at + 1 : rest) >= sizeof(buf)) {
         snprintf(why, n, "it is longer than %zu bytes", sizeof(buf) - 8);
         return false;
     }
@@ -261,7 +270,15 @@ static bool nats_urls_ok(const char *urls, char *why, size_t n)
     for (size_t i = 0; ok && i < l.n; i++) {
         char reason[256], safe[512];
         if (!nats_url_ok(l.items[i], reason, sizeof(reason))) {
-            aq_redact_urls(l.items[i], safe, sizeof(safe));
+            /* Everything up to the last '@' hidden, as nats.c reads the
+             * user information (aq_redact_urls stops at a '/'). */
+            const char *item = l.items[i], *sep = strstr(item, "://");
+            const char *at = strrchr(item, '@');
+            if (at)
+                snprintf(safe, sizeof(safe), "%.*s***%s", sep ? (int)(sep + 3 - item) : 0, item,
+                         at);
+            else
+                snprintf(safe, sizeof(safe), "%s", item);
             ok = snprintf(why, n, "'%s': %s", safe, reason) < 0; /* false; cut if long */
         }
     }

@@ -210,6 +210,8 @@ static void test_validate_nats_url(void **state)
         {"nats://h:4222/path", "no path"},
         {"nats://h:4222?x=1", "no path, query"},
         {"nats://127.0.0.1:4222,nats://h:70000", "'nats://h:70000'"},
+        {"nats://u:p/wSECRET@h:4222", "before the '@'"},
+        {"nats://h:4222/a@b", "before the '@'"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         char arg[256];
@@ -225,6 +227,9 @@ static void test_validate_nats_url(void **state)
     /* Credentials in a refused URL are not echoed. */
     assert_int_equal(LOAD(cfg, &err, "--nats_url=nats://u:pwSECRET@h:99999"), AQ_CONFIG);
     assert_null(strstr(err.msg, "pwSECRET"));
+    assert_int_equal(LOAD(cfg, &err, "--nats_url=h,nats://u:p/wSECRET@h:4222"), AQ_CONFIG);
+    assert_null(strstr(err.msg, "SECRET"));
+    assert_non_null(strstr(err.msg, "'nats://***@h:4222'"));
     const char *good[] = {"nats://127.0.0.1:4222", "tls://nats.example.com:4443",
                           "127.0.0.1:4222", "nats-0", "NATS://u:p@h:1, tls://t@h2",
                           "nats://[::1]:4222", "nats://h:4222/"};
