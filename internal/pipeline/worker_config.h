@@ -1,4 +1,5 @@
-/* The worker's configuration: one declarative table (worker_config.c). */
+/* The worker's configuration: one declarative table (worker_options.c) and
+ * its checks (worker_config.c). */
 #ifndef AQ_PIPELINE_WORKER_CONFIG_H
 #define AQ_PIPELINE_WORKER_CONFIG_H
 
