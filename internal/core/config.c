@@ -332,8 +332,8 @@ static aq_status check_text(const aq_option *o, const char *value, const char *s
     case AQ_OPT_NATS_URLS:
         if (!nats_urls_ok(value, why, sizeof(why)))
             return aq_err_set(err, AQ_CONFIG,
-                              "%s (from %s): not a list of NATS server URLs "
-                              "([nats:// or tls://][user:password@]host[:port], comma-separated): %s",
+                              "%s (from %s): not a list of NATS server URLs ([nats:// or "
+                              "tls://][user:password@]host[:port], comma-separated): %s",
                               o->name, source, why);
         return AQ_OK;
     case AQ_OPT_HTTP_URL:
@@ -659,7 +659,8 @@ aq_status aq_config_load_shared(const aq_option *opts, const aq_option *const *o
         else if (strncmp(argv[i], "--config=", 9) == 0)
             config_path = argv[i] + 9;
     }
-    if (config_path && *config_path && (st = load_file(opts, others, cfg, config_path, err)) != AQ_OK)
+    if (config_path && *config_path &&
+        (st = load_file(opts, others, cfg, config_path, err)) != AQ_OK)
         return st;
 
     for (const aq_option *o = opts; o->name; o++) {

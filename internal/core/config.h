@@ -28,16 +28,18 @@ typedef enum aq_opt_type {
     AQ_OPT_DOUBLE,   /* double */
     /* Strings with a syntax, checked when set (the error names the option
      * and the source); char * like STRING. */
-    AQ_OPT_NATS_URLS, /* comma-separated NATS servers, each [nats:// or tls://][user[:password]@]host[:port]
-                       * (what nats.c accepts; no WebSocket), at most AQ_CONFIG_URLS_MAX; printed
-                       * with credentials redacted */
+    AQ_OPT_NATS_URLS, /* comma-separated NATS servers, each
+                       * [nats:// or tls://][user[:password]@]host[:port] (what nats.c reads; no
+                       * WebSocket), at most AQ_CONFIG_URLS_MAX; printed with credentials
+                       * redacted */
     AQ_OPT_HTTP_URL,  /* one http:// or https:// URL with a host and no credentials, query or
                        * fragment, parsed by libcurl's URL API; printed redacted */
     AQ_OPT_SUBJECT,   /* NATS subject prefix: dot-separated tokens, no wildcard, space or control
                        * character, at most AQ_CONFIG_SUBJECT_MAX bytes */
     AQ_OPT_JS_NAME,   /* JetStream stream or consumer name: 1-AQ_CONFIG_NAME_MAX bytes, no space,
                        * control character, '.', '*', '>', '/' or '\\' */
-    AQ_OPT_BUCKET,    /* JetStream KV bucket name: 1-AQ_CONFIG_NAME_MAX of [A-Za-z0-9_-] (nats.c's rule) */
+    AQ_OPT_BUCKET,    /* JetStream KV bucket name: 1-AQ_CONFIG_NAME_MAX of [A-Za-z0-9_-]
+                       * (nats.c's rule) */
     AQ_OPT_FILE,      /* path of a file to read, or empty; no control characters. That it exists
                        * is checked by aq_config_check_files, at start, not when set: a config file
                        * can be checked (--print-config) where its paths do not exist */
