@@ -224,7 +224,14 @@ int main(int argc, char **argv)
         rc = 0;
         goto out;
     }
+    /* Every value is checked before it is printed, and everything before
+     * any connection: a bad value is exit 2, never a failed start. */
     if (cli.print_config) {
+        if (aq_worker_config_check(&cfg, &err) != AQ_OK) {
+            fprintf(stderr, "agentq-worker: %s\n", err.msg);
+            rc = EXIT_USAGE;
+            goto out;
+        }
         aq_config_print(aq_worker_options, &cfg, stdout);
         rc = 0;
         goto out;
@@ -234,17 +241,12 @@ int main(int argc, char **argv)
         rc = EXIT_USAGE;
         goto out;
     }
-    if (aq_log_level_parse(cfg.log_level, &level) != AQ_OK) {
-        fprintf(stderr, "agentq-worker: log_level: '%s' is not debug, info, warn or error\n",
-                cfg.log_level);
-        rc = EXIT_USAGE;
-        goto out;
-    }
     if (aq_worker_config_validate(&cfg, &err) != AQ_OK) {
         fprintf(stderr, "agentq-worker: %s\n", err.msg);
         rc = EXIT_USAGE;
         goto out;
     }
+    aq_log_level_parse(cfg.log_level, &level); /* checked above */
     aq_log_init("agentq-worker", level, stderr);
     signal(SIGPIPE, SIG_IGN);
 

@@ -25,9 +25,20 @@ enum {
 };
 
 /* Parse argv (argv[0] is the subcommand) into `cfg` with `opts`; handles
- * --help and --print-config. Returns -1 to go on, else the exit code. */
-int cli_parse(const aq_option *opts, void *cfg, int argc, char **argv, const char *usage,
-              int *argi);
+ * --help and --print-config. `q` is the queue part of `cfg`: checked with
+ * the values, before --print-config prints them, and the files it names
+ * before a command goes on. A config file may hold the options of the
+ * worker and of the other subcommands: skipped (cli_shared_options).
+ * Returns -1 to go on, else the exit code. */
+int cli_parse(const aq_option *opts, void *cfg, const aq_queue_config *q, int argc, char **argv,
+              const char *usage, int *argi);
+
+/* Every subcommand's option table (NULL-terminated), and the worker's. */
+extern const aq_option cli_init_options[], cli_submit_options[], cli_get_options[],
+    cli_stats_options[], cli_ls_options[], cli_show_options[], cli_replay_options[],
+    cli_purge_options[], cli_dev_options[], cli_status_options[], cli_run_options[],
+    cli_session_options[];
+extern const aq_option *const cli_shared_options[];
 
 /* Connect (and report failures on stderr); `js` may be NULL. Returns CLI_OK or
  * CLI_CONNECT. */

@@ -43,7 +43,7 @@ typedef struct dev_config {
 } dev_config;
 
 #define D dev_config
-static const aq_option dev_options[] = {
+const aq_option cli_dev_options[] = {
     AQ_QUEUE_OPTIONS(D, init.queue),
     AQ_CACHE_BUCKET_OPTIONS(D, init.cache_bucket, init.cache_ttl_ms),
     AQ_BUDGET_BUCKET_OPTIONS(D, init.budget_bucket, init.budget_ttl_ms),
@@ -231,6 +231,18 @@ static int start_nats(dev_env *env, const dev_config *cfg)
     return -1;
 }
 
+/* sim_latency: lognormal:MEDIAN_MS:P99_MS or fixed:MS, whole milliseconds
+ * (the median above 0), nothing after. */
+static bool parse_sim_latency(const char *s, bool *fixed, long *a, long *b)
+{
+    char tail;
+    *fixed = false;
+    if (sscanf(s, "lognormal:%ld:%ld%c", a, b, &tail) == 2 && *a > 0 && *b >= *a)
+        return true;
+    *fixed = true;
+    return sscanf(s, "fixed:%ld%c", a, &tail) == 1 && *a >= 0;
+}
+
 static int start_sim(dev_env *env, const dev_config *cfg)
 {
     char sim[PATH_MAX], log[PATH_MAX + 16], port_file[PATH_MAX + 16], port_opt[PATH_MAX + 32];
@@ -240,17 +252,19 @@ static int start_sim(dev_env *env, const dev_config *cfg)
         cli_error("dev", "agentq-sim not found next to agentq");
         return -1;
     }
-    if (sscanf(cfg->sim_latency, "lognormal:%ld:%ld", &a, &b) == 2) {
-        snprintf(lat_a, sizeof(lat_a), "--latency_median_ms=%ld", a);
-        snprintf(lat_b, sizeof(lat_b), "--latency_p99_ms=%ld", b);
-    } else if (sscanf(cfg->sim_latency, "fixed:%ld", &a) == 1) {
-        snprintf(lat_dist, sizeof(lat_dist), "--latency_dist=fixed");
-        snprintf(lat_a, sizeof(lat_a), "--latency_ms=%ld", a);
-        snprintf(lat_b, sizeof(lat_b), "--log_level=info");
-    } else {
+    bool fixed;
+    if (!parse_sim_latency(cfg->sim_latency, &fixed, &a, &b)) {
         cli_error("dev", "sim_latency '%s' is not lognormal:MEDIAN:P99 or fixed:MS",
                   cfg->sim_latency);
         return -1;
+    }
+    if (!fixed) {
+        snprintf(lat_a, sizeof(lat_a), "--latency_median_ms=%ld", a);
+        snprintf(lat_b, sizeof(lat_b), "--latency_p99_ms=%ld", b);
+    } else {
+        snprintf(lat_dist, sizeof(lat_dist), "--latency_dist=fixed");
+        snprintf(lat_a, sizeof(lat_a), "--latency_ms=%ld", a);
+        snprintf(lat_b, sizeof(lat_b), "--log_level=info");
     }
     snprintf(log, sizeof(log), "%s/sim.log", env->dir);
     snprintf(port_file, sizeof(port_file), "%s/sim.port", env->dir);
@@ -396,9 +410,18 @@ int cmd_dev(int argc, char **argv)
     char **ids = NULL;
     dev_tally tally = {0};
     aq_err err;
-    int argi, rc = cli_parse(dev_options, &cfg, argc, argv, "agentq dev [--tasks N] [--once]", &argi);
+    int argi, rc = cli_parse(cli_dev_options, &cfg, &cfg.init.queue, argc, argv,
+                             "agentq dev [--tasks N] [--once]", &argi);
     if (rc >= 0)
         goto out;
+    bool fixed;
+    long lat_a, lat_b;
+    if (!parse_sim_latency(cfg.sim_latency, &fixed, &lat_a, &lat_b)) {
+        cli_error("dev", "sim_latency '%s' is not lognormal:MEDIAN:P99 or fixed:MS (whole ms)",
+                  cfg.sim_latency);
+        rc = CLI_USAGE;
+        goto out;
+    }
     rc = CLI_ERROR;
 
     struct sigaction sa;
@@ -522,6 +545,6 @@ out:
     for (size_t i = 0; ids && i < (size_t)cfg.tasks; i++)
         free(ids[i]);
     free(ids);
-    aq_config_free(dev_options, &cfg);
+    aq_config_free(cli_dev_options, &cfg);
     return rc;
 }

@@ -61,7 +61,7 @@ typedef struct dlq_config {
     {"scan_max", "AGENTQ_DLQ_SCAN_MAX", AQ_OPT_INT, "100000", 1, 1000000, offsetof(D, scan_max),  \
      "read at most this many dead letters in one command (reported when reached)"}
 
-static const aq_option ls_options[] = {
+const aq_option cli_ls_options[] = {
     AQ_QUEUE_OPTIONS(D, queue),
     OPT_TYPE,
     OPT_CLASS,
@@ -75,14 +75,14 @@ static const aq_option ls_options[] = {
     AQ_OPTIONS_END,
 };
 
-static const aq_option show_options[] = {
+const aq_option cli_show_options[] = {
     AQ_QUEUE_OPTIONS(D, queue),
     OPT_ID,
     OPT_SCAN_MAX,
     AQ_OPTIONS_END,
 };
 
-static const aq_option replay_options[] = {
+const aq_option cli_replay_options[] = {
     AQ_QUEUE_OPTIONS(D, queue),
     {"all", NULL, AQ_OPT_BOOL, "false", 0, 0, offsetof(D, all),
      "replay every dead letter (that --type and --class select)"},
@@ -93,7 +93,7 @@ static const aq_option replay_options[] = {
     AQ_OPTIONS_END,
 };
 
-static const aq_option purge_options[] = {
+const aq_option cli_purge_options[] = {
     AQ_QUEUE_OPTIONS(D, queue),
     OPT_TYPE,
     OPT_CLASS,
@@ -977,24 +977,24 @@ static const struct {
     const char *usage;
     const char *help;
 } subcommands[] = {
-    {"ls", dlq_ls, ls_options,
+    {"ls", dlq_ls, cli_ls_options,
      "agentq dlq ls [--type T] [--class C] [--since 1h] [--limit N] [--json] [options]\n\n"
      "List dead letters, oldest first, without consuming them.",
      "list dead letters (--type, --class, --since, --limit, --json)"},
-    {"show", dlq_show, show_options,
+    {"show", dlq_show, cli_show_options,
      "agentq dlq show SEQ|ID [--id] [options]\n\n"
      "Print one dead letter as JSON: headers and the task (or its bytes in base64 when they\n"
      "do not decode). An all-digits argument is a DLQ sequence unless --id is given; a task\n"
      "id shows its newest dead letter.",
      "print one dead letter (by DLQ sequence or task id) as JSON"},
-    {"replay", dlq_replay, replay_options,
+    {"replay", dlq_replay, cli_replay_options,
      "agentq dlq replay SEQ|ID... | --all [--type T] [--class C] [--id] [options]\n\n"
      "Republish dead letters to the task stream: for each, delete the task's stale result,\n"
      "publish the original bytes (header Agentq-Replayed-From), wait for the ack, then\n"
      "delete the dead letter. Entries without a valid type or whose payload does not decode\n"
      "are skipped (exit 1).",
      "republish dead letters as tasks, then remove them from the DLQ"},
-    {"purge", dlq_purge, purge_options,
+    {"purge", dlq_purge, cli_purge_options,
      "agentq dlq purge [--type T] [--class C] [--yes] [options]\n\n"
      "Delete dead letters for good, after confirmation (--yes when stdin is not a terminal).",
      "delete dead letters (asks first; --yes)"},
@@ -1056,7 +1056,8 @@ int cmd_dlq(int argc, char **argv)
     dlq_config cfg;
     memset(&cfg, 0, sizeof(cfg));
     dlq_ctx c = {.cmd = name, .cfg = &cfg};
-    int argi, rc = cli_parse(subcommands[i].opts, &cfg, argc - 1, argv + 1, subcommands[i].usage,
+    int argi, rc = cli_parse(subcommands[i].opts, &cfg, &cfg.queue, argc - 1, argv + 1,
+                             subcommands[i].usage,
                              &argi);
     if (rc >= 0)
         goto out;

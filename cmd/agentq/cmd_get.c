@@ -15,7 +15,7 @@ typedef struct get_config {
     int64_t timeout_ms;
 } get_config;
 
-static const aq_option get_options[] = {
+const aq_option cli_get_options[] = {
     AQ_QUEUE_OPTIONS(get_config, queue),
     {"timeout", "AGENTQ_WAIT_TIMEOUT", AQ_OPT_DURATION, "60s", 0, 86400000,
      offsetof(get_config, timeout_ms), "wait: give up after this long"},
@@ -56,7 +56,8 @@ int cmd_get(int argc, char **argv)
     jsCtx *js = NULL;
     kvStore *kv = NULL;
     size_t failed = 0, missing = 0;
-    int argi, rc = cli_parse(get_options, &cfg, argc, argv, "agentq get [options] ID...", &argi);
+    int argi, rc = cli_parse(cli_get_options, &cfg, &cfg.queue, argc, argv,
+                             "agentq get [options] ID...", &argi);
     if (rc >= 0)
         goto out;
     if (argi >= argc) {
@@ -99,7 +100,7 @@ int cmd_get(int argc, char **argv)
 out:
     kvStore_Destroy(kv);
     aq_queue_disconnect(nc, js);
-    aq_config_free(get_options, &cfg);
+    aq_config_free(cli_get_options, &cfg);
     return rc;
 }
 
@@ -179,7 +180,7 @@ int cmd_wait(int argc, char **argv)
     memset(&cfg, 0, sizeof(cfg));
     natsConnection *nc = NULL;
     jsCtx *js = NULL;
-    int argi, rc = cli_parse(get_options, &cfg, argc, argv,
+    int argi, rc = cli_parse(cli_get_options, &cfg, &cfg.queue, argc, argv,
                              "agentq wait [--timeout 60s] [options] ID...", &argi);
     if (rc >= 0)
         goto out;
@@ -194,6 +195,6 @@ int cmd_wait(int argc, char **argv)
                           "wait");
 out:
     aq_queue_disconnect(nc, js);
-    aq_config_free(get_options, &cfg);
+    aq_config_free(cli_get_options, &cfg);
     return rc;
 }

@@ -9,7 +9,7 @@
 #include "queue/queue_conn.h"
 #include "queue/queue_setup.h"
 
-static const aq_option init_options[] = {
+const aq_option cli_init_options[] = {
     AQ_QUEUE_OPTIONS(cli_init_config, queue),
     AQ_CACHE_BUCKET_OPTIONS(cli_init_config, cache_bucket, cache_ttl_ms),
     AQ_BUDGET_BUCKET_OPTIONS(cli_init_config, budget_bucket, budget_ttl_ms),
@@ -60,7 +60,8 @@ int cmd_init(int argc, char **argv)
     natsConnection *nc = NULL;
     jsCtx *js = NULL;
     aq_err err;
-    int argi, rc = cli_parse(init_options, &cfg, argc, argv, "agentq init [options]", &argi);
+    int argi, rc = cli_parse(cli_init_options, &cfg, &cfg.queue, argc, argv,
+                             "agentq init [options]", &argi);
     if (rc >= 0)
         goto out;
     if ((rc = cli_connect(&cfg.queue, &nc, &js)) != CLI_OK)
@@ -73,6 +74,6 @@ int cmd_init(int argc, char **argv)
     rc = CLI_OK;
 out:
     aq_queue_disconnect(nc, js);
-    aq_config_free(init_options, &cfg);
+    aq_config_free(cli_init_options, &cfg);
     return rc;
 }

@@ -20,7 +20,7 @@ typedef struct run_config {
     bool json;
 } run_config;
 
-static const aq_option run_options[] = {
+const aq_option cli_run_options[] = {
     AQ_QUEUE_OPTIONS(run_config, queue),
     AQ_AGENT_RUNS_OPTIONS(run_config, runs_bucket, runs_ttl_ms, runs_max_bytes),
     {"json", NULL, AQ_OPT_BOOL, "false", 0, 0, offsetof(run_config, json),
@@ -188,7 +188,7 @@ int cmd_run(int argc, char **argv)
     argv[1] = name;
     run_config cfg;
     memset(&cfg, 0, sizeof(cfg));
-    int argi, rc = cli_parse(run_options, &cfg, argc - 1, argv + 1, usage, &argi);
+    int argi, rc = cli_parse(cli_run_options, &cfg, &cfg.queue, argc - 1, argv + 1, usage, &argi);
     if (rc < 0) {
         if (argc - 1 - argi != 1) {
             cli_error("run show", "give one task id");
@@ -197,6 +197,6 @@ int cmd_run(int argc, char **argv)
             rc = run_show(&cfg, argv[1 + argi]);
         }
     }
-    aq_config_free(run_options, &cfg);
+    aq_config_free(cli_run_options, &cfg);
     return rc;
 }

@@ -17,7 +17,7 @@ typedef struct session_config {
     bool json;
 } session_config;
 
-static const aq_option session_options[] = {
+const aq_option cli_session_options[] = {
     AQ_QUEUE_OPTIONS(session_config, queue),
     AQ_AGENT_SESSION_OPTIONS(session_config, bucket, ttl_ms, max_bytes),
     {"json", NULL, AQ_OPT_BOOL, "false", 0, 0, offsetof(session_config, json),
@@ -120,7 +120,7 @@ int cmd_session(int argc, char **argv)
     argv[1] = name;
     session_config cfg;
     memset(&cfg, 0, sizeof(cfg));
-    int argi, rc = cli_parse(session_options, &cfg, argc - 1, argv + 1, usage, &argi);
+    int argi, rc = cli_parse(cli_session_options, &cfg, &cfg.queue, argc - 1, argv + 1, usage, &argi);
     if (rc < 0) {
         if (argc - 1 - argi != 1) {
             cli_error("session show", "give one session id");
@@ -129,6 +129,6 @@ int cmd_session(int argc, char **argv)
             rc = session_show(&cfg, argv[1 + argi]);
         }
     }
-    aq_config_free(session_options, &cfg);
+    aq_config_free(cli_session_options, &cfg);
     return rc;
 }

@@ -13,7 +13,7 @@ typedef struct stats_config {
     bool json;
 } stats_config;
 
-static const aq_option stats_options[] = {
+const aq_option cli_stats_options[] = {
     AQ_QUEUE_OPTIONS(stats_config, queue),
     {"json", NULL, AQ_OPT_BOOL, "false", 0, 0, offsetof(stats_config, json),
      "print one JSON object"},
@@ -78,7 +78,8 @@ int cmd_stats(int argc, char **argv)
     jsCtx *js = NULL;
     cli_queue_info qi;
     aq_err err;
-    int argi, rc = cli_parse(stats_options, &cfg, argc, argv, "agentq stats [--json]", &argi);
+    int argi, rc = cli_parse(cli_stats_options, &cfg, &cfg.queue, argc, argv,
+                             "agentq stats [--json]", &argi);
     if (rc >= 0)
         goto out;
     if ((rc = cli_connect(&cfg.queue, &nc, &js)) != CLI_OK)
@@ -106,6 +107,6 @@ int cmd_stats(int argc, char **argv)
     rc = CLI_OK;
 out:
     aq_queue_disconnect(nc, js);
-    aq_config_free(stats_options, &cfg);
+    aq_config_free(cli_stats_options, &cfg);
     return rc;
 }

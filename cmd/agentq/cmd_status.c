@@ -52,9 +52,9 @@ typedef struct status_config {
     bool watch;
 } status_config;
 
-static const aq_option status_options[] = {
+const aq_option cli_status_options[] = {
     AQ_QUEUE_OPTIONS(status_config, queue),
-    {"status_subject", "AGENTQ_STATUS_SUBJECT", AQ_OPT_STRING, AQ_FLEET_DEFAULT_SUBJECT, 0, 0,
+    {"status_subject", "AGENTQ_STATUS_SUBJECT", AQ_OPT_SUBJECT, AQ_FLEET_DEFAULT_SUBJECT, 0, 0,
      offsetof(status_config, status_subject),
      "subject prefix the workers publish status snapshots on (<prefix>.<worker>)"},
     {"status_interval", "AGENTQ_STATUS_INTERVAL", AQ_OPT_DURATION, AQ_FLEET_DEFAULT_INTERVAL,
@@ -580,7 +580,7 @@ int cmd_status(int argc, char **argv)
     aq_err err;
     char url[URL_SHOWN_MAX], subject[AQ_FLEET_PREFIX_MAX + 3];
     int64_t watch_ms = 0;
-    int argi, rc = cli_parse(status_options, &cfg, argc, argv, USAGE, &argi);
+    int argi, rc = cli_parse(cli_status_options, &cfg, &cfg.queue, argc, argv, USAGE, &argi);
     if (rc >= 0)
         goto out;
     rc = CLI_USAGE;
@@ -653,6 +653,6 @@ out:
     natsSubscription_Destroy(sub);
     aq_queue_disconnect(nc, js);
     free(f.v);
-    aq_config_free(status_options, &cfg);
+    aq_config_free(cli_status_options, &cfg);
     return rc;
 }

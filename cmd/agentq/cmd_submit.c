@@ -1,5 +1,6 @@
 /* Publishing tasks: one from flags (prompt from --prompt or stdin), or many
  * from a JSONL file, pipelined (publish acks are awaited in bulk). */
+#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <stddef.h>
@@ -41,7 +42,7 @@ typedef struct submit_config {
 } submit_config;
 
 #define S submit_config
-static const aq_option submit_options[] = {
+const aq_option cli_submit_options[] = {
     AQ_QUEUE_OPTIONS(S, queue),
     {"file", NULL, AQ_OPT_STRING, "", 0, 0, offsetof(S, file),
      "JSONL file of tasks, one JSON object a line ('-' for stdin)"},
@@ -183,10 +184,9 @@ static int publish_packed(submitter *sb, const aq_task_ref *ref, const char *whe
     return 0;
 }
 
-static int submit_one_json(submitter *sb, json_t *obj, const char *where)
+/* The flags' defaults for what a task leaves out. */
+static void fill_defaults(const submitter *sb, json_t *obj)
 {
-    aq_err err;
-    aq_task_ref ref;
     char id[64];
     if (json_is_object(obj) && !json_object_get(obj, "id")) {
         random_id(id, sizeof(id));
@@ -198,6 +198,13 @@ static int submit_one_json(submitter *sb, json_t *obj, const char *where)
         json_object_set_new(obj, "cache_policy", json_string(sb->cfg->cache));
     if (json_is_object(obj) && sb->cfg->allow_fallback && !json_object_get(obj, "allow_fallback"))
         json_object_set_new(obj, "allow_fallback", json_true());
+}
+
+static int submit_one_json(submitter *sb, json_t *obj, const char *where)
+{
+    aq_err err;
+    aq_task_ref ref;
+    fill_defaults(sb, obj);
     if (aq_task_json_pack(obj, &sb->limits, aq_now_unix_ms(), &sb->packed, &ref, &err) != AQ_OK) {
         cli_error("submit", "%s%s", where, err.msg);
         sb->rejected++;
@@ -290,12 +297,32 @@ int cmd_submit(int argc, char **argv)
     submit_state state = {0};
     aq_buf stdin_prompt;
     aq_buf_init(&stdin_prompt, 0);
-    int argi, rc = cli_parse(submit_options, &cfg, argc, argv,
+    FILE *in = NULL;
+    json_t *single = NULL;
+    Agentq__V1__CachePolicy policy;
+    int argi, rc = cli_parse(cli_submit_options, &cfg, &cfg.queue, argc, argv,
                              "agentq submit [--prompt TEXT | --file tasks.jsonl] [options]", &argi);
     if (rc >= 0)
         goto out;
     if (argi < argc) {
         cli_error("submit", "unexpected argument '%s' (prompts go in --prompt or stdin)", argv[argi]);
+        rc = CLI_USAGE;
+        goto out;
+    }
+    /* Everything checked before connecting: a bad flag is exit 2 with NATS
+     * up or down. */
+    if (!aq_task_type_valid(cfg.type)) {
+        cli_error("submit", "--type '%s' is not a task type (1-64 of [A-Za-z0-9_-])", cfg.type);
+        rc = CLI_USAGE;
+        goto out;
+    }
+    if (cfg.cache[0] && !aq_task_cache_policy_parse(cfg.cache, &policy)) {
+        cli_error("submit", "--cache '%s' is not default, opt-in, bypass or refresh", cfg.cache);
+        rc = CLI_USAGE;
+        goto out;
+    }
+    if (cfg.file[0] && !(in = strcmp(cfg.file, "-") == 0 ? stdin : fopen(cfg.file, "r"))) {
+        cli_error("submit", "cannot open %s: %s", cfg.file, strerror(errno));
         rc = CLI_USAGE;
         goto out;
     }
@@ -306,7 +333,6 @@ int cmd_submit(int argc, char **argv)
     aq_buf_init(&stdin_prompt, (size_t)cfg.queue.max_msg_size * 4);
 
     /* One task from flags: the prompt may come from stdin. */
-    json_t *single = NULL;
     if (!cfg.file[0]) {
         if (!cfg.prompt[0]) {
             char chunk[65536];
@@ -328,14 +354,21 @@ int cmd_submit(int argc, char **argv)
             }
         }
         single = task_from_flags(&cfg, &stdin_prompt);
+        aq_task_ref ref;
+        aq_err err;
+        fill_defaults(&sb, single);
+        if (aq_task_json_pack(single, &sb.limits, aq_now_unix_ms(), &sb.packed, &ref, &err) !=
+            AQ_OK) {
+            cli_error("submit", "%s", err.msg);
+            rc = CLI_USAGE;
+            goto out;
+        }
     }
 
     natsConnection *nc = NULL;
     jsCtx *js = NULL;
-    if ((rc = cli_connect(&cfg.queue, &nc, NULL)) != CLI_OK) {
-        json_decref(single);
+    if ((rc = cli_connect(&cfg.queue, &nc, NULL)) != CLI_OK)
         goto out;
-    }
     /* Our own context: pipelined publishes with a bounded window. */
     jsOptions jo;
     jsOptions_Init(&jo);
@@ -346,7 +379,6 @@ int cmd_submit(int argc, char **argv)
     if (natsConnection_JetStream(&js, nc, &jo) != NATS_OK) {
         cli_error("submit", "JetStream context: %s", nats_GetLastError(NULL));
         rc = CLI_CONNECT;
-        json_decref(single);
         aq_queue_disconnect(nc, NULL);
         goto out;
     }
@@ -360,21 +392,10 @@ int cmd_submit(int argc, char **argv)
     bool is_single = single != NULL;
     bool show = cfg.progress && isatty(STDERR_FILENO) && cfg.file[0];
     int prc;
-    if (single) {
+    if (single)
         prc = submit_one_json(&sb, single, "");
-        json_decref(single);
-    } else {
-        FILE *in = strcmp(cfg.file, "-") == 0 ? stdin : fopen(cfg.file, "r");
-        if (!in) {
-            cli_error("submit", "cannot open %s", cfg.file);
-            rc = CLI_USAGE;
-            aq_queue_disconnect(nc, js);
-            goto out;
-        }
+    else
         prc = submit_file(&sb, in, show, start);
-        if (in != stdin)
-            fclose(in);
-    }
     jsPubOptions po;
     jsPubOptions_Init(&po);
     po.MaxWait = cfg.queue.nats_timeout_ms * 4;
@@ -424,11 +445,14 @@ int cmd_submit(int argc, char **argv)
     }
     aq_queue_disconnect(nc, js);
 out:
+    json_decref(single);
+    if (in && in != stdin)
+        fclose(in);
     for (size_t i = 0; i < sb.n_ids; i++)
         free(sb.ids[i]);
     free(sb.ids);
     aq_buf_free(&sb.packed);
     aq_buf_free(&stdin_prompt);
-    aq_config_free(submit_options, &cfg);
+    aq_config_free(cli_submit_options, &cfg);
     return rc;
 }

@@ -14,7 +14,7 @@
  * TTL is at least a day and an hour: a budget key that expired during its
  * own day would start that day's spending over from zero. */
 #define AQ_BUDGET_BUCKET_OPTIONS(T, bucket_field, ttl_field)                                     \
-    {"budget_bucket", "AGENTQ_BUDGET_BUCKET", AQ_OPT_STRING, AQ_BUDGET_DEFAULT_BUCKET, 0, 0,      \
+    {"budget_bucket", "AGENTQ_BUDGET_BUCKET", AQ_OPT_BUCKET, AQ_BUDGET_DEFAULT_BUCKET, 0, 0,      \
      offsetof(T, bucket_field),                                                                  \
      "KV bucket of the daily budgets and the fleet's spent figures (agentq init creates it)"},   \
     {"budget_ttl", "AGENTQ_BUDGET_TTL", AQ_OPT_DURATION, "72h", 90000000, 31536000000.0,          \

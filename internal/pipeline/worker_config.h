@@ -1,4 +1,5 @@
-/* The worker's configuration: one declarative table (worker_config.c). */
+/* The worker's configuration: one declarative table (worker_options.c) and
+ * its checks (worker_config.c). */
 #ifndef AQ_PIPELINE_WORKER_CONFIG_H
 #define AQ_PIPELINE_WORKER_CONFIG_H
 
@@ -70,7 +71,14 @@ typedef struct aq_worker_config {
 
 extern const aq_option aq_worker_options[];
 
-/* Checks across options that one row cannot express. */
+/* Every value checked (each row's syntax and bounds again, then what one row
+ * cannot express: the mini-languages, the queue's cross-checks, models, log
+ * level...), without touching the file system or the network: what
+ * --print-config checks. */
+aq_status aq_worker_config_check(const aq_worker_config *cfg, aq_err *err);
+/* aq_worker_config_check, then what the start needs besides: an API key, and
+ * the files named (ca_file, nats_creds, nats_tls_*) readable. Before any
+ * connection. */
 aq_status aq_worker_config_validate(const aq_worker_config *cfg, aq_err *err);
 
 #endif

@@ -4,6 +4,7 @@
 #ifndef AQ_QUEUE_CONFIG_H
 #define AQ_QUEUE_CONFIG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -43,9 +44,9 @@ typedef struct aq_queue_config {
 
 /* Option rows for a config struct `T` that embeds aq_queue_config as `m`. */
 #define AQ_QUEUE_OPTIONS(T, m)                                                                   \
-    {"nats_url", "AGENTQ_NATS_URL", AQ_OPT_URLS, "nats://127.0.0.1:4222", 0, 0,                 \
+    {"nats_url", "AGENTQ_NATS_URL", AQ_OPT_NATS_URLS, "nats://127.0.0.1:4222", 0, 0,                 \
      offsetof(T, m.nats_url), "NATS server URL(s), comma-separated (tls:// for TLS)"},            \
-    {"nats_creds", "AGENTQ_NATS_CREDS", AQ_OPT_STRING, "", 0, 0, offsetof(T, m.nats_creds),       \
+    {"nats_creds", "AGENTQ_NATS_CREDS", AQ_OPT_FILE,   "", 0, 0, offsetof(T, m.nats_creds),       \
      "NATS credentials file (JWT and nkey seed)"},                                               \
     {"nats_user", "AGENTQ_NATS_USER", AQ_OPT_STRING, "", 0, 0, offsetof(T, m.nats_user),          \
      "NATS user name"},                                                                          \
@@ -53,25 +54,25 @@ typedef struct aq_queue_config {
      offsetof(T, m.nats_password), "NATS password"},                                             \
     {"nats_token", "AGENTQ_NATS_TOKEN", AQ_OPT_SECRET, "", 0, 0, offsetof(T, m.nats_token),       \
      "NATS authentication token"},                                                               \
-    {"nats_tls_ca", "AGENTQ_NATS_TLS_CA", AQ_OPT_STRING, "", 0, 0, offsetof(T, m.nats_tls_ca),    \
+    {"nats_tls_ca", "AGENTQ_NATS_TLS_CA", AQ_OPT_FILE,   "", 0, 0, offsetof(T, m.nats_tls_ca),    \
      "CA certificate file to verify the NATS server (verification is always on)"},               \
-    {"nats_tls_cert", "AGENTQ_NATS_TLS_CERT", AQ_OPT_STRING, "", 0, 0,                            \
+    {"nats_tls_cert", "AGENTQ_NATS_TLS_CERT", AQ_OPT_FILE,   "", 0, 0,                            \
      offsetof(T, m.nats_tls_cert), "client certificate file for NATS mutual TLS"},               \
-    {"nats_tls_key", "AGENTQ_NATS_TLS_KEY", AQ_OPT_STRING, "", 0, 0,                              \
+    {"nats_tls_key", "AGENTQ_NATS_TLS_KEY", AQ_OPT_FILE,   "", 0, 0,                              \
      offsetof(T, m.nats_tls_key), "client private key file for NATS mutual TLS"},                \
     {"nats_timeout", "AGENTQ_NATS_TIMEOUT", AQ_OPT_DURATION, "5s", 100, 600000,                   \
      offsetof(T, m.nats_timeout_ms), "timeout for connecting and for JetStream API calls"},      \
-    {"task_stream", "AGENTQ_TASK_STREAM", AQ_OPT_STRING, "AGENTQ_TASKS", 0, 0,                    \
+    {"task_stream", "AGENTQ_TASK_STREAM", AQ_OPT_JS_NAME, "AGENTQ_TASKS", 0, 0,                    \
      offsetof(T, m.task_stream), "JetStream stream holding tasks"},                              \
-    {"task_subjects", "AGENTQ_TASK_SUBJECTS", AQ_OPT_STRING, "agentq.tasks", 0, 0,                \
+    {"task_subjects", "AGENTQ_TASK_SUBJECTS", AQ_OPT_SUBJECT, "agentq.tasks", 0, 0,                \
      offsetof(T, m.task_subjects), "subject prefix: tasks go to <prefix>.<type>"},               \
-    {"consumer", "AGENTQ_CONSUMER", AQ_OPT_STRING, "agentq-workers", 0, 0,                        \
+    {"consumer", "AGENTQ_CONSUMER", AQ_OPT_JS_NAME, "agentq-workers", 0, 0,                        \
      offsetof(T, m.consumer), "durable pull consumer shared by all workers"},                    \
-    {"dlq_stream", "AGENTQ_DLQ_STREAM", AQ_OPT_STRING, "AGENTQ_DLQ", 0, 0,                        \
+    {"dlq_stream", "AGENTQ_DLQ_STREAM", AQ_OPT_JS_NAME, "AGENTQ_DLQ", 0, 0,                        \
      offsetof(T, m.dlq_stream), "stream holding dead letters"},                                  \
-    {"dlq_subjects", "AGENTQ_DLQ_SUBJECTS", AQ_OPT_STRING, "agentq.dlq", 0, 0,                    \
+    {"dlq_subjects", "AGENTQ_DLQ_SUBJECTS", AQ_OPT_SUBJECT, "agentq.dlq", 0, 0,                    \
      offsetof(T, m.dlq_subjects), "subject prefix: dead letters go to <prefix>.<type>"},         \
-    {"results_bucket", "AGENTQ_RESULTS_BUCKET", AQ_OPT_STRING, "agentq-results", 0, 0,            \
+    {"results_bucket", "AGENTQ_RESULTS_BUCKET", AQ_OPT_BUCKET, "agentq-results", 0, 0,            \
      offsetof(T, m.results_bucket), "KV bucket holding results under the task id"},              \
     {"replicas", "AGENTQ_REPLICAS", AQ_OPT_INT, "1", 1, 5, offsetof(T, m.replicas),               \
      "replicas of every stream and bucket (3 in a production cluster)"},                         \
@@ -94,10 +95,17 @@ typedef struct aq_queue_config {
      offsetof(T, m.max_ack_pending), "tasks in flight across the whole fleet at most"},          \
     {"dlq_max_age", "AGENTQ_DLQ_MAX_AGE", AQ_OPT_DURATION, "720h", 60000, 31536000000.0,          \
      offsetof(T, m.dlq_max_age_ms), "how long dead letters are kept"},                           \
-    {"advisory_stream", "AGENTQ_ADVISORY_STREAM", AQ_OPT_STRING, "AGENTQ_ADVISORIES", 0, 0,       \
+    {"advisory_stream", "AGENTQ_ADVISORY_STREAM", AQ_OPT_JS_NAME, "AGENTQ_ADVISORIES", 0, 0,       \
      offsetof(T, m.advisory_stream),                                                             \
      "stream keeping the consumer's MAX_DELIVERIES advisories until a worker dead-letters the task"}, \
-    {"backstop_consumer", "AGENTQ_BACKSTOP_CONSUMER", AQ_OPT_STRING, "agentq-backstop", 0, 0,      \
+    {"backstop_consumer", "AGENTQ_BACKSTOP_CONSUMER", AQ_OPT_JS_NAME, "agentq-backstop", 0, 0,      \
      offsetof(T, m.backstop_consumer), "durable consumer of the advisory stream, shared by all workers"}
+
+/* Checks across the queue options that one row cannot express (queue_config.c):
+ * TLS certificate and key together, a password only with a user, distinct
+ * streams and subject prefixes. Each row's own syntax is checked when set. */
+aq_status aq_queue_config_validate(const aq_queue_config *cfg, aq_err *err);
+/* Whether subjects under prefixes a and b (a.> and b.>) can be the same. */
+bool aq_queue_subjects_overlap(const char *a, const char *b);
 
 #endif

@@ -8,8 +8,9 @@
  * Either way the result is then printed (aq_config_print, with its secret and
  * URL redaction) and freed.
  *
- * Invariants: on success every bounded option is within its bounds and argi
- * is in [1, argc]; the secret never appears in an error message. */
+ * Invariants: on success every bounded option is within its bounds, every
+ * value passes aq_config_check, and argi is in [1, argc]; the secret never
+ * appears in an error message. */
 #include "fuzz.h"
 
 #include <stdbool.h>
@@ -22,6 +23,12 @@ typedef struct fcfg {
     char *key;
     char *urls;
     char *nodef;
+    char *servers;
+    char *endpoint;
+    char *subject;
+    char *stream;
+    char *bucket;
+    char *file;
     int64_t count;
     int64_t big;
     int64_t wait_ms;
@@ -40,6 +47,14 @@ static const aq_option opts[] = {
     {"key", NULL, AQ_OPT_SECRET, SECRET_DEFAULT, 0, 0, offsetof(F, key), "a secret"},
     {"urls", NULL, AQ_OPT_URLS, "nats://u:p@127.0.0.1:4222", 0, 0, offsetof(F, urls), "URLs"},
     {"nodef", NULL, AQ_OPT_STRING, NULL, 0, 0, offsetof(F, nodef), "no default"},
+    {"servers", NULL, AQ_OPT_NATS_URLS, "nats://127.0.0.1:4222", 0, 0, offsetof(F, servers),
+     "NATS URLs"},
+    {"endpoint", NULL, AQ_OPT_HTTP_URL, "https://api.example.com", 0, 0, offsetof(F, endpoint),
+     "an http(s) URL"},
+    {"subject", NULL, AQ_OPT_SUBJECT, "a.b", 0, 0, offsetof(F, subject), "a subject prefix"},
+    {"stream", NULL, AQ_OPT_JS_NAME, "S", 0, 0, offsetof(F, stream), "a JetStream name"},
+    {"bucket", NULL, AQ_OPT_BUCKET, "b", 0, 0, offsetof(F, bucket), "a bucket name"},
+    {"file", NULL, AQ_OPT_FILE, "", 0, 0, offsetof(F, file), "a file"},
     {"count", NULL, AQ_OPT_INT, "10", 1, 100, offsetof(F, count), "bounded int"},
     {"big", NULL, AQ_OPT_INT, "0", 0, 0, offsetof(F, big), "unbounded int"},
     {"wait", NULL, AQ_OPT_DURATION, "30s", 1, 3600000, offsetof(F, wait_ms), "a duration"},
@@ -63,6 +78,9 @@ static void check_bounds(const fcfg *c)
     FUZZ_CHECK(c->size >= 1 && c->size <= 1073741824);
     FUZZ_CHECK(c->ratio >= 0 && c->ratio <= 1);
     FUZZ_CHECK(c->name != NULL && c->key != NULL && c->urls != NULL);
+    /* What the loader accepted, the check accepts too. */
+    aq_err err;
+    FUZZ_CHECK_ERR(aq_config_check(opts, c, &err) == AQ_OK, &err);
 }
 
 /* What the loader would open as a config file is /dev/null instead. */

@@ -9,7 +9,9 @@ the binaries themselves, so the schema cannot go stale silently:
   * the type of each option by probing: `--print-config --NAME=@@probe`
     fails with "is not an integer / a duration / a size / true or false /
     a number" for typed options; for text options it succeeds and prints the
-    value back, "<redacted>" for secrets, credentials-masked for URL lists.
+    value back, "<redacted>" for secrets, credentials-masked for URL lists,
+    or is refused (exit 2) for a reason of the option's own (not a URL, not
+    a bucket name, not in allowed_models): a string too.
 
 Secrets (api_key, nats_password, nats_token) are left out of `config`:
 additionalProperties=false then refuses them, because they belong in a
@@ -82,11 +84,25 @@ def parse_help(binary):
 
 
 def probe_type(binary, name):
-    rc, out, err = run(binary, "--print-config", f"--{name}={PROBE}")
+    args = [f"--{name}={PROBE}"]
+    rc, out, err = run(binary, "--print-config", *args)
+    # An option that needs another ("nats_tls_cert is set but nats_tls_key
+    # is not"): probe the pair.
+    while rc != 0 and len(args) < 4:
+        m = re.search(r"is set but (\w+) is not", err)
+        if not m:
+            break
+        args.append(f"--{m.group(1)}={PROBE}")
+        rc, out, err = run(binary, "--print-config", *args)
     if rc != 0:
         for hint, kind in HINTS:
             if hint in err:
                 return kind
+        # Only the numeric and bool types refuse any text as such: a text
+        # option may still refuse the probe for a reason of its own (not a
+        # URL, not a bucket name, not in allowed_models), a usage error.
+        if rc == 2:
+            return "string"
         sys.exit(f"gen_schema: cannot tell the type of {name}: {err.strip()}")
     for line in out.splitlines():
         key, _, value = line.partition(" = ")

@@ -97,11 +97,11 @@ METRICS_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1"
 scrape() { curl -sf "http://127.0.0.1:$METRICS_PORT/metrics" > "$T/metrics-$1.txt"; }
 W_COMMON=(--log_level=debug --retry_base=50ms --retry_max=300ms --max_attempts=10
           --fallback_model=claude-haiku-4-5 --shutdown_grace=100ms)
-"$WORKER" --print-config --nats_url="$WURL" --base_url="http://u:$PROXY_PASS@proxy:8080" --nats_token="$TOKEN" \
+"$WORKER" --print-config --nats_url="$WURL" --nats_token="$TOKEN" \
     > "$T/worker-print-config.log" 2>&1 || fail "worker --print-config"
+# (a base_url with credentials is refused, by --print-config too: below)
 grep -q '^api_key *= *<redacted>' "$T/worker-print-config.log" &&
-    grep -q '^nats_token *= *<redacted>' "$T/worker-print-config.log" &&
-    grep -q '^base_url *= *http://\*\*\*@proxy:8080' "$T/worker-print-config.log" ||
+    grep -q '^nats_token *= *<redacted>' "$T/worker-print-config.log" ||
     fail "--print-config does not redact: $(grep 'api_key\|token\|url' "$T/worker-print-config.log")"
 AGENTQ_NATS_USER='' AGENTQ_NATS_PASSWORD='' WORKER_NAME=wa start_worker "${W_COMMON[@]}" --nats_url="$WURL" \
     --metrics_port="$METRICS_PORT" --metrics_bind=127.0.0.1 --concurrency=32
@@ -162,11 +162,16 @@ bad_start() {
 AGENTQ_NATS_USER='' AGENTQ_NATS_PASSWORD='' bad_start badurl --nats_url="nats://$NUSER:$WRONG_PASS@$NATS_HOSTPORT"
 AGENTQ_NATS_USER='' AGENTQ_NATS_PASSWORD='' bad_start badflag --nats_url="nats://$NATS_HOSTPORT" \
     --nats_user=$NUSER --nats_password="$WRONG_PASS"
-# Credentials in base_url are refused (sent on every call to whoever serves it).
+# Credentials in base_url are refused (sent on every call to whoever serves
+# it): a usage error, exit 2, before the log starts (so plain text).
 rc=0; "$WORKER" --worker_name=badbase --base_url="http://proxyuser:$PROXY_PASS@${SIM_URL#http://}" \
-    > "$T/worker-badbase.log" 2>&1 || rc=$?
-[ "$rc" -ne 0 ] && grep -q "base_url" "$T/worker-badbase.log" ||
-    fail "a base_url with credentials: exit $rc, $(cat "$T/worker-badbase.log")"
+    > "$T/usage-badbase.log" 2>&1 || rc=$?
+[ "$rc" -eq 2 ] && grep -qF "base_url (from command line): 'http://***@" "$T/usage-badbase.log" ||
+    fail "a base_url with credentials: exit $rc, $(cat "$T/usage-badbase.log")"
+rc=0; "$WORKER" --print-config --base_url="http://u:$PROXY_PASS@proxy:8080" \
+    > "$T/usage-print-badbase.log" 2>&1 || rc=$?
+[ "$rc" -eq 2 ] && grep -qF "'http://***@proxy:8080'" "$T/usage-print-badbase.log" ||
+    fail "--print-config with a base_url with credentials: exit $rc, $(cat "$T/usage-print-badbase.log")"
 rc=0; AGENTQ_NATS_PASSWORD="$WRONG_PASS" cli badpass stats || rc=$?
 [ "$rc" -eq 3 ] || fail "agentq stats with a wrong password exited $rc, want 3"
 

@@ -865,6 +865,217 @@ static void test_config_load_text(void **state)
     assert_int_equal(fx->cfg.count, 5);
 }
 
+/* ---- a NUL byte in a line ---- */
+
+static void test_config_line_with_nul(void **state)
+{
+    fixture *fx = *state;
+    aq_err err;
+    /* Once reported as "line longer than 4094 bytes": fgets stopped at the NUL. */
+    static const char text[] = "count = 5\nname = a\0b\ncount = 7\n";
+    aq_status st = aq_config_load_text(opts, &fx->cfg, text, sizeof(text) - 1, "mem", &err);
+    expect_config_error(st, &err, "mem:2: line 2 contains a NUL byte", NULL);
+    assert_null(strstr(err.msg, "longer"));
+    assert_int_equal(fx->cfg.count, 5);
+    /* In a comment too, and on a last line without '\n'. */
+    static const char comment[] = "# a\0b\n";
+    st = aq_config_load_text(opts, &fx->cfg, comment, sizeof(comment) - 1, "mem", &err);
+    expect_config_error(st, &err, "mem:1: line 1 contains a NUL byte", NULL);
+    static const char last[] = "count = 8\ncount = 9\0";
+    st = aq_config_load_text(opts, &fx->cfg, last, sizeof(last) - 1, "mem", &err);
+    expect_config_error(st, &err, "mem:2: line 2 contains a NUL byte", NULL);
+    /* A long line is still a long line, and one without NUL at the end of
+     * the text without '\n' is read. */
+    static const char nonl[] = "count = 12";
+    assert_int_equal(aq_config_load_text(opts, &fx->cfg, nonl, sizeof(nonl) - 1, "mem", &err),
+                     AQ_OK);
+    assert_int_equal(fx->cfg.count, 12);
+}
+
+/* ---- unknown options: a hint for a typo ---- */
+
+static void test_unknown_option_hint(void **state)
+{
+    fixture *fx = *state;
+    aq_err err;
+    aq_status st = LOAD(fx, NULL, &err, "--cuont=5");
+    expect_config_error(st, &err, "unknown option '--cuont' (did you mean '--count'?)", NULL);
+    st = LOAD(fx, NULL, &err, "--ratoi=0.1");
+    expect_config_error(st, &err, "did you mean '--ratio'?", NULL);
+    st = LOAD(fx, NULL, &err, "--zzzzzz=1");
+    expect_config_error(st, &err, "unknown option '--zzzzzz' (see --help)", NULL);
+    const char *path = write_file(fx, "count = 3\nsecrte = x\n");
+    st = LOAD(fx, NULL, &err, "--config", (char *)path);
+    expect_config_error(st, &err, ":2; did you mean 'secret'?)", "unknown option 'secrte' (from");
+}
+
+/* ---- a config file shared with other programs ---- */
+
+typedef struct other_cfg {
+    int64_t workers;
+    char *name;
+} other_cfg;
+
+static const aq_option other_opts[] = {
+    {"workers", NULL, AQ_OPT_INT, "1", 1, 10, offsetof(other_cfg, workers), "another program's"},
+    {"name", NULL, AQ_OPT_STRING, "", 0, 0, offsetof(other_cfg, name), "a name both have"},
+    AQ_OPTIONS_END,
+};
+
+static void test_shared_config_file(void **state)
+{
+    fixture *fx = *state;
+    aq_err err;
+    const aq_option *const others[] = {other_opts, NULL};
+    const char *path = write_file(fx, "workers = 99\ncount = 4\nname = both\n");
+    char *argv[] = {"prog", "--config", (char *)path};
+    /* Alone, the other program's option is unknown. */
+    aq_status st = aq_config_load(opts, &fx->cfg, 3, argv, NULL, &err);
+    expect_config_error(st, &err, "unknown option 'workers'", ":1");
+    aq_config_free(opts, &fx->cfg);
+    memset(&fx->cfg, 0, sizeof(fx->cfg));
+    /* Shared: skipped (not even checked: 99 is out of the other's range),
+     * the rest applied. */
+    assert_int_equal(aq_config_load_shared(opts, others, &fx->cfg, 3, argv, NULL, &err), AQ_OK);
+    assert_int_equal(fx->cfg.count, 4);
+    assert_string_equal(fx->cfg.name, "both");
+    aq_config_free(opts, &fx->cfg);
+    memset(&fx->cfg, 0, sizeof(fx->cfg));
+    /* Not on the command line: that is this program's. */
+    char *argv2[] = {"prog", "--workers=2"};
+    st = aq_config_load_shared(opts, others, &fx->cfg, 2, argv2, NULL, &err);
+    expect_config_error(st, &err, "unknown option '--workers'", NULL);
+    aq_config_free(opts, &fx->cfg);
+    memset(&fx->cfg, 0, sizeof(fx->cfg));
+    /* A name nobody has is refused, with a hint from every table. */
+    unlink(fx->path);
+    path = write_file(fx, "workres = 2\n");
+    char *argv3[] = {"prog", "--config", (char *)path};
+    st = aq_config_load_shared(opts, others, &fx->cfg, 3, argv3, NULL, &err);
+    expect_config_error(st, &err, "unknown option 'workres'", "did you mean 'workers'?");
+}
+
+/* ---- text with a syntax ---- */
+
+typedef struct syn_cfg {
+    char *servers;
+    char *endpoint;
+    char *subject;
+    char *stream;
+    char *bucket;
+    char *file;
+    int64_t n;
+} syn_cfg;
+
+#define SY syn_cfg
+static const aq_option syn_opts[] = {
+    {"servers", NULL, AQ_OPT_NATS_URLS, "nats://127.0.0.1:4222", 0, 0, offsetof(SY, servers), "s"},
+    {"endpoint", NULL, AQ_OPT_HTTP_URL, "https://api.example.com", 0, 0, offsetof(SY, endpoint), "e"},
+    {"subject", NULL, AQ_OPT_SUBJECT, "a.b", 0, 0, offsetof(SY, subject), "p"},
+    {"stream", NULL, AQ_OPT_JS_NAME, "S", 0, 0, offsetof(SY, stream), "n"},
+    {"bucket", NULL, AQ_OPT_BUCKET, "b", 0, 0, offsetof(SY, bucket), "b"},
+    {"file", NULL, AQ_OPT_FILE, "", 0, 0, offsetof(SY, file), "f"},
+    {"n", NULL, AQ_OPT_INT, "1", 1, 5, offsetof(SY, n), "n"},
+    AQ_OPTIONS_END,
+};
+#undef SY
+
+static void test_text_types(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *name, *value, *why; /* why NULL: accepted */
+    } cases[] = {
+        {"servers", "nats://h:4222,tls://u:p@h2:4443,h3", NULL},
+        {"servers", "garbage://::::", "the scheme must be nats:// or tls://"},
+        {"servers", "", "names no server"},
+        {"servers", "nats://h:65536", "Port number"},
+        {"endpoint", "http://127.0.0.1:8080/base", NULL},
+        {"endpoint", "https://a b", "space"},
+        {"endpoint", "gopher://x", "must start with http:// or https://"},
+        {"endpoint", "https://", "is not an http(s) URL"},
+        {"subject", "x.y-z.w_1", NULL},
+        {"subject", "x.*", "not a subject prefix"},
+        {"subject", "x.", "not a subject prefix"},
+        {"stream", "Stream-1_x", NULL},
+        {"stream", "a.b", "not a JetStream name"},
+        {"stream", "a\\b", "not a JetStream name"},
+        {"bucket", "b-1_2", NULL},
+        {"bucket", "b.1", "not a bucket name"},
+        {"bucket", "", "not a bucket name"},
+        {"file", "/no/such/file", NULL}, /* checked at start: aq_config_check_files */
+        {"file", "a\x01", "control character"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        syn_cfg c;
+        aq_err err;
+        memset(&c, 0, sizeof(c));
+        assert_int_equal(aq_config_load(syn_opts, &c, 0, NULL, NULL, &err), AQ_OK);
+        aq_status st = aq_config_set(syn_opts, &c, cases[i].name, cases[i].value, "test", &err);
+        if (cases[i].why ? (st != AQ_CONFIG || !strstr(err.msg, cases[i].why) ||
+                            !strstr(err.msg, "(from test)") || !strstr(err.msg, cases[i].name))
+                         : st != AQ_OK)
+            fail_msg("%s = '%s': %s", cases[i].name, cases[i].value, st ? err.msg : "accepted");
+        aq_config_free(syn_opts, &c);
+    }
+}
+
+static void test_config_check(void **state)
+{
+    (void)state;
+    syn_cfg c;
+    aq_err err;
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(aq_config_load(syn_opts, &c, 0, NULL, NULL, &err), AQ_OK);
+    assert_int_equal(aq_config_check(syn_opts, &c, &err), AQ_OK);
+    /* Values put in the struct by hand are checked as the loader would. */
+    free(c.bucket);
+    c.bucket = strdup("no.dots");
+    assert_int_equal(aq_config_check(syn_opts, &c, &err), AQ_CONFIG);
+    assert_non_null(strstr(err.msg, "bucket"));
+    free(c.bucket);
+    c.bucket = strdup("ok");
+    c.n = 6;
+    assert_int_equal(aq_config_check(syn_opts, &c, &err), AQ_CONFIG);
+    assert_non_null(strstr(err.msg, "n (from the configuration): 6 is out of range"));
+    c.n = 5;
+    free(c.subject);
+    c.subject = NULL;
+    assert_int_equal(aq_config_check(syn_opts, &c, &err), AQ_CONFIG);
+    assert_non_null(strstr(err.msg, "subject is not set"));
+    c.subject = strdup("s");
+    assert_int_equal(aq_config_check(syn_opts, &c, &err), AQ_OK);
+    /* Files: only aq_config_check_files looks at the file system. */
+    assert_int_equal(aq_config_check_files(syn_opts, &c, &err), AQ_OK); /* "" = none */
+    assert_int_equal(aq_config_set(syn_opts, &c, "file", "/no/such/file", "test", &err), AQ_OK);
+    assert_int_equal(aq_config_check(syn_opts, &c, &err), AQ_OK);
+    assert_int_equal(aq_config_check_files(syn_opts, &c, &err), AQ_CONFIG);
+    assert_non_null(strstr(err.msg, "file: cannot read '/no/such/file': No such file"));
+    assert_int_equal(aq_config_set(syn_opts, &c, "file", "/tmp", "test", &err), AQ_OK);
+    assert_int_equal(aq_config_check_files(syn_opts, &c, &err), AQ_CONFIG);
+    assert_non_null(strstr(err.msg, "not a regular file"));
+    assert_int_equal(aq_config_set(syn_opts, &c, "file", "/etc/hostname", "test", &err), AQ_OK);
+    assert_int_equal(aq_config_check_files(syn_opts, &c, &err), AQ_OK);
+    /* URL credentials are redacted in print and in errors. */
+    assert_int_equal(aq_config_set(syn_opts, &c, "servers", "nats://u:pwSECRET@h:1", "t", &err),
+                     AQ_OK);
+    assert_int_equal(aq_config_set(syn_opts, &c, "endpoint", "https://u:pwSECRET@h", "t", &err),
+                     AQ_CONFIG);
+    assert_null(strstr(err.msg, "pwSECRET"));
+    assert_int_equal(aq_config_set(syn_opts, &c, "servers", "nats://u:pwSECRET@h:0", "t", &err),
+                     AQ_CONFIG);
+    assert_null(strstr(err.msg, "pwSECRET"));
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    aq_config_print(syn_opts, &c, f);
+    fclose(f);
+    assert_null(strstr(buf, "pwSECRET"));
+    assert_non_null(strstr(buf, "servers = nats://***@h:1\n"));
+    free(buf);
+    aq_config_free(syn_opts, &c);
+}
+
 #define TEST(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -900,6 +1111,11 @@ int main(void)
         TEST(test_print_help),
         TEST(test_free_and_reload),
         TEST(test_config_load_text),
+        TEST(test_config_line_with_nul),
+        TEST(test_unknown_option_hint),
+        TEST(test_shared_config_file),
+        TEST(test_text_types),
+        TEST(test_config_check),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -145,28 +145,204 @@ static void test_validate_needs_api_key(void **state)
     assert_int_equal(aq_worker_config_validate(cfg, &err), AQ_OK);
 }
 
+/* A bad value is refused when set, naming the option and the source; and
+ * by the validation too when it was put in the struct some other way. */
+static void expect_refused(aq_worker_config *cfg, const char *arg, const char *opt,
+                           const char *why)
+{
+    aq_err err;
+    if (LOAD(cfg, &err, "--api_key=k", (char *)arg) != AQ_CONFIG || !strstr(err.msg, opt) ||
+        !strstr(err.msg, "(from command line)") || (why && !strstr(err.msg, why)))
+        fail_msg("%s: error '%s'", arg, err.msg);
+}
+
 static void test_validate_base_url(void **state)
 {
     aq_worker_config *cfg = *state;
     aq_err err;
     const char *bad[] = {"ftp://api.anthropic.com", "api.anthropic.com", "", "https:/x",
-                         "HTTPS//x"};
+                         "HTTPS//x", "https://api.anthropic.com/v1 x", "http://", "http://:80",
+                         "https://x:99999", "https://x/?q=1", "https://x/#f",
+                         "https://user:pw@proxy", "http://x\ty"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         char arg[128];
         snprintf(arg, sizeof(arg), "--base_url=%s", bad[i]);
-        assert_int_equal(LOAD(cfg, &err, "--api_key=k", arg), AQ_OK);
-        aq_err_clear(&err);
-        assert_int_equal(aq_worker_config_validate(cfg, &err), AQ_CONFIG);
-        if (!strstr(err.msg, "base_url"))
-            fail_msg("base_url '%s': error '%s'", bad[i], err.msg);
+        expect_refused(cfg, arg, "base_url", "is not an http(s) URL");
     }
-    const char *good[] = {"http://127.0.0.1:8080", "https://proxy.internal/anthropic"};
+    /* Credentials are not echoed. */
+    assert_int_equal(LOAD(cfg, &err, "--base_url=https://user:pwSECRET@proxy"), AQ_CONFIG);
+    assert_null(strstr(err.msg, "pwSECRET"));
+    assert_non_null(strstr(err.msg, "https://***@proxy"));
+    /* Put there without the loader: the validation refuses it too. */
+    assert_int_equal(LOAD(cfg, &err, "--api_key=k"), AQ_OK);
+    free(cfg->base_url);
+    cfg->base_url = strdup("http://a b");
+    assert_int_equal(aq_worker_config_validate(cfg, &err), AQ_CONFIG);
+    assert_non_null(strstr(err.msg, "base_url"));
+    const char *good[] = {"http://127.0.0.1:8080", "https://proxy.internal/anthropic",
+                          "HTTPS://API.anthropic.com", "http://[::1]:8080/"};
     for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
         char arg[128];
         snprintf(arg, sizeof(arg), "--base_url=%s", good[i]);
         assert_int_equal(LOAD(cfg, &err, "--api_key=k", arg), AQ_OK);
         assert_int_equal(aq_worker_config_validate(cfg, &err), AQ_OK);
     }
+}
+
+static void test_validate_nats_url(void **state)
+{
+    aq_worker_config *cfg = *state;
+    aq_err err;
+    static const struct {
+        const char *url, *why;
+    } bad[] = {
+        {"", "names no server"},
+        {" , ,", "names no server"},
+        {"garbage://::::", "the scheme must be nats:// or tls://"},
+        {"http://127.0.0.1:4222", "the scheme must be nats:// or tls://"},
+        {"ws://127.0.0.1:8080", "WebSocket"},
+        {"wss://nats.example.com", "WebSocket"},
+        {"nats://127.0.0.1:99999", "Port number"},
+        {"nats://127.0.0.1:0", "port 0"},
+        {"nats://127.0.0.1:http", "Port number"},
+        {"nats://:4222", "No host"},
+        {"nats://a b:4222", "space"},
+        {"nats://h:4222/path", "no path"},
+        {"nats://h:4222?x=1", "no path, query"},
+        {"nats://127.0.0.1:4222,nats://h:70000", "'nats://h:70000'"},
+        {"nats://u:p/wSECRET@h:4222", "before the '@'"},
+        {"nats://h:4222/a@b", "before the '@'"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char arg[256];
+        snprintf(arg, sizeof(arg), "--nats_url=%s", bad[i].url);
+        expect_refused(cfg, arg, "nats_url", bad[i].why);
+    }
+    /* 33 servers: over the cap. */
+    char many[33 * 20 + 16] = "--nats_url=";
+    for (int i = 0; i < 33; i++)
+        snprintf(many + strlen(many), sizeof(many) - strlen(many), "%snats://h%d:4222",
+                 i ? "," : "", i);
+    expect_refused(cfg, many, "nats_url", "more than 32");
+    /* Credentials in a refused URL are not echoed. */
+    assert_int_equal(LOAD(cfg, &err, "--nats_url=nats://u:pwSECRET@h:99999"), AQ_CONFIG);
+    assert_null(strstr(err.msg, "pwSECRET"));
+    assert_int_equal(LOAD(cfg, &err, "--nats_url=h,nats://u:p/wSECRET@h:4222"), AQ_CONFIG);
+    assert_null(strstr(err.msg, "SECRET"));
+    assert_non_null(strstr(err.msg, "'nats://***@h:4222'"));
+    const char *good[] = {"nats://127.0.0.1:4222", "tls://nats.example.com:4443",
+                          "127.0.0.1:4222", "nats-0", "NATS://u:p@h:1, tls://t@h2",
+                          "nats://[::1]:4222", "nats://h:4222/"};
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        char arg[128];
+        snprintf(arg, sizeof(arg), "--nats_url=%s", good[i]);
+        if (LOAD(cfg, &err, "--api_key=k", arg) != AQ_OK)
+            fail_msg("%s: %s", good[i], err.msg);
+        assert_int_equal(aq_worker_config_validate(cfg, &err), AQ_OK);
+    }
+}
+
+static void test_validate_names(void **state)
+{
+    aq_worker_config *cfg = *state;
+    aq_err err;
+    expect_refused(cfg, "--task_stream=a.b", "task_stream", "not a JetStream name");
+    expect_refused(cfg, "--dlq_stream=", "dlq_stream", "not a JetStream name");
+    expect_refused(cfg, "--advisory_stream=a/b", "advisory_stream", "not a JetStream name");
+    expect_refused(cfg, "--consumer=my workers", "consumer", "not a JetStream name");
+    expect_refused(cfg, "--backstop_consumer=b>", "backstop_consumer", "not a JetStream name");
+    expect_refused(cfg, "--results_bucket=res.v2", "results_bucket", "not a bucket name");
+    expect_refused(cfg, "--cache_bucket=cache@1", "cache_bucket", "not a bucket name");
+    expect_refused(cfg, "--budget_bucket=", "budget_bucket", "not a bucket name");
+    expect_refused(cfg, "--task_subjects=agentq.*", "task_subjects", "not a subject prefix");
+    expect_refused(cfg, "--dlq_subjects=agentq..dlq", "dlq_subjects", "not a subject prefix");
+    expect_refused(cfg, "--ca_file=/tmp/a\nb", "ca_file", "control character");
+    assert_int_equal(LOAD(cfg, &err, "--api_key=k", "--task_stream=Tasks-2", "--consumer=w_1",
+                          "--results_bucket=res-2", "--task_subjects=t.x-y"),
+                     AQ_OK);
+    assert_int_equal(aq_worker_config_validate(cfg, &err), AQ_OK);
+    /* Put there without the loader. */
+    free(cfg->queue.results_bucket);
+    cfg->queue.results_bucket = strdup("a b");
+    assert_int_equal(aq_worker_config_validate(cfg, &err), AQ_CONFIG);
+    assert_non_null(strstr(err.msg, "results_bucket"));
+}
+
+static void test_validate_cross_checks(void **state)
+{
+    aq_worker_config *cfg = *state;
+    aq_err err;
+    static const struct {
+        const char *a, *b, *why;
+    } cases[] = {
+        {"--nats_tls_cert=/etc/hostname", "--api_key=k", "nats_tls_cert is set but nats_tls_key"},
+        {"--nats_tls_key=/etc/hostname", "--api_key=k", "nats_tls_key is set but nats_tls_cert"},
+        {"--nats_password=pw", "--api_key=k", "nats_password is set but nats_user is not"},
+        {"--task_stream=S", "--dlq_stream=S", "task_stream and dlq_stream are the same"},
+        {"--advisory_stream=AGENTQ_DLQ", "--api_key=k", "dlq_stream and advisory_stream"},
+        {"--dlq_subjects=agentq.tasks", "--api_key=k", "overlap"},
+        {"--task_subjects=agentq", "--api_key=k", "overlap"},
+        {"--status_subject=agentq.tasks.status", "--api_key=k", "status_subject"},
+        {"--status_subject=agentq.dlq", "--api_key=k", "status_subject"},
+        {"--log_level=verbose", "--api_key=k", "log_level: 'verbose'"},
+        {"--metrics_bind=0.0.0.0:9090", "--api_key=k", "metrics_bind"},
+        {"--metrics_bind=-x", "--api_key=k", "metrics_bind"},
+        {"--anthropic_version=", "--api_key=k", "anthropic_version"},
+        {"--anthropic_version=2023 06", "--api_key=k", "anthropic_version"},
+        {"--api_key=k1,k 2", "--concurrency=1", "api_key: key 2 of 2"},
+        {"--allowed_models=claude haiku", "--api_key=k", "allowed_models: 'claude haiku'"},
+        {"--worker_name=a\tb", "--api_key=k", "worker_name"},
+        {"--nats_token=t\r\nPUB x", "--api_key=k", "nats_token has a control character"},
+        {"--nats_user=u\n", "--nats_password=p", "nats_user has a control character"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        if (LOAD(cfg, &err, (char *)cases[i].a, (char *)cases[i].b) != AQ_OK)
+            fail_msg("%s %s: not loaded: %s", cases[i].a, cases[i].b, err.msg);
+        aq_err_clear(&err);
+        /* What --print-config checks, and the start. */
+        if (aq_worker_config_check(cfg, &err) != AQ_CONFIG || !strstr(err.msg, cases[i].why))
+            fail_msg("%s %s: check says '%s'", cases[i].a, cases[i].b, err.msg);
+        assert_int_equal(aq_worker_config_validate(cfg, &err), AQ_CONFIG);
+    }
+    /* The key is never echoed. */
+    assert_int_equal(LOAD(cfg, &err, "--api_key=sk-SECRET,sk-ant\r\nx"), AQ_OK);
+    assert_int_equal(aq_worker_config_check(cfg, &err), AQ_CONFIG);
+    assert_null(strstr(err.msg, "SECRET"));
+    assert_null(strstr(err.msg, "sk-ant"));
+    assert_int_equal(LOAD(cfg, &err, "--api_key=k", "--nats_user=u", "--nats_password=p",
+                          "--metrics_bind=::1", "--worker_name=w-1.eu"),
+                     AQ_OK);
+    assert_int_equal(aq_worker_config_validate(cfg, &err), AQ_OK);
+    assert_int_equal(LOAD(cfg, &err, "--api_key=k", "--metrics_bind=localhost"), AQ_OK);
+    assert_int_equal(aq_worker_config_validate(cfg, &err), AQ_OK);
+}
+
+/* Files are read at start: the validation checks them, --print-config's
+ * check does not (a config file may be checked where they do not exist). */
+static void test_validate_files(void **state)
+{
+    aq_worker_config *cfg = *state;
+    aq_err err;
+    const char *opts[] = {"--ca_file", "--nats_creds", "--nats_tls_ca"};
+    for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++) {
+        char arg[128];
+        snprintf(arg, sizeof(arg), "%s=/nonexistent/file.pem", opts[i]);
+        assert_int_equal(LOAD(cfg, &err, "--api_key=k", arg), AQ_OK);
+        assert_int_equal(aq_worker_config_check(cfg, &err), AQ_OK);
+        assert_int_equal(aq_worker_config_validate(cfg, &err), AQ_CONFIG);
+        if (!strstr(err.msg, opts[i] + 2) || !strstr(err.msg, "No such file"))
+            fail_msg("%s: '%s'", arg, err.msg);
+    }
+    assert_int_equal(LOAD(cfg, &err, "--api_key=k", "--ca_file=/tmp"), AQ_OK);
+    assert_int_equal(aq_worker_config_validate(cfg, &err), AQ_CONFIG);
+    assert_non_null(strstr(err.msg, "not a regular file"));
+    assert_int_equal(LOAD(cfg, &err, "--api_key=k", "--nats_tls_cert=/etc/hostname",
+                          "--nats_tls_key=/nonexistent/key.pem"),
+                     AQ_OK);
+    assert_int_equal(aq_worker_config_validate(cfg, &err), AQ_CONFIG);
+    assert_non_null(strstr(err.msg, "nats_tls_key"));
+    assert_int_equal(LOAD(cfg, &err, "--api_key=k", "--ca_file=/etc/hostname"), AQ_OK);
+    assert_int_equal(aq_worker_config_validate(cfg, &err), AQ_OK);
 }
 
 static void test_validate_budgets(void **state)
@@ -241,17 +417,17 @@ static void test_validate_status_subject(void **state)
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         char arg[128];
         snprintf(arg, sizeof(arg), "--status_subject=%s", bad[i]);
-        assert_int_equal(LOAD(cfg, &err, "--api_key=k", arg), AQ_OK);
-        aq_err_clear(&err);
-        assert_int_equal(aq_worker_config_validate(cfg, &err), AQ_CONFIG);
-        if (!strstr(err.msg, "status_subject"))
-            fail_msg("status_subject '%s': error '%s'", bad[i], err.msg);
+        expect_refused(cfg, arg, "status_subject", "is not a subject prefix");
     }
-    char long_prefix[AQ_FLEET_PREFIX_MAX + 32] = "--status_subject=";
-    memset(long_prefix + strlen(long_prefix), 'a', AQ_FLEET_PREFIX_MAX + 1);
-    assert_int_equal(LOAD(cfg, &err, "--api_key=k", long_prefix), AQ_OK);
+    /* Put there without the loader: the validation refuses it too. */
+    assert_int_equal(LOAD(cfg, &err, "--api_key=k"), AQ_OK);
+    free(cfg->status_subject);
+    cfg->status_subject = strdup("agentq.>");
     assert_int_equal(aq_worker_config_validate(cfg, &err), AQ_CONFIG);
     assert_non_null(strstr(err.msg, "status_subject"));
+    char long_prefix[AQ_FLEET_PREFIX_MAX + 32] = "--status_subject=";
+    memset(long_prefix + strlen(long_prefix), 'a', AQ_FLEET_PREFIX_MAX + 1);
+    expect_refused(cfg, long_prefix, "status_subject", "at most 200 bytes");
     assert_int_equal(LOAD(cfg, &err, "--api_key=k", "--status_subject=team-a.agentq_status"), AQ_OK);
     assert_int_equal(aq_worker_config_validate(cfg, &err), AQ_OK);
     /* The interval's bounds: 1 s to 1 h. */
@@ -336,7 +512,7 @@ static void test_print_config_redacts(void **state)
     free(out);
 }
 
-/* nats_url is AQ_OPT_URLS: `--print-config` redacts credentials in it. */
+/* nats_url is AQ_OPT_NATS_URLS: `--print-config` redacts credentials in it. */
 static void test_print_config_redacts_url_credentials(void **state)
 {
     aq_worker_config *cfg = *state;
@@ -357,6 +533,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_defaults, setup, teardown),
         cmocka_unit_test_setup_teardown(test_validate_needs_api_key, setup, teardown),
         cmocka_unit_test_setup_teardown(test_validate_base_url, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_validate_nats_url, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_validate_names, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_validate_cross_checks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_validate_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_validate_retry_and_tokens, setup, teardown),
         cmocka_unit_test_setup_teardown(test_validate_budgets, setup, teardown),
         cmocka_unit_test_setup_teardown(test_validate_status_subject, setup, teardown),
