@@ -248,7 +248,13 @@ int main(int argc, char **argv)
     aq_log_init("agentq-worker", level, stderr);
     signal(SIGPIPE, SIG_IGN);
 
-    if (evthread_use_pthreads() != 0 || aq_llm_global_init(&err) != AQ_OK ||
+    /* nats.c before libcurl: both clean OpenSSL up at exit, and in the
+     * other order nats.c's handler runs first and frees OpenSSL's
+     * compression-method list that OPENSSL_cleanup then frees again (a
+     * worker using NATS over TLS crashed at every exit:
+     * integration.nats_permissions_tls). */
+    if (evthread_use_pthreads() != 0 || nats_Open(-1) != NATS_OK ||
+        aq_llm_global_init(&err) != AQ_OK ||
         !(base = event_base_new())) {
         aq_log(AQ_LOG_ERROR, "cannot initialise", AQ_LF_S("error", err.msg));
         goto out;
@@ -336,6 +342,7 @@ out:
         event_base_free(base);
     aq_llm_global_cleanup();
     aq_config_free(aq_worker_options, &cfg);
-    nats_Close();
+    /* Like the CLI: nats.c's threads are gone before the exit handlers run. */
+    nats_CloseAndWait(2000);
     return rc;
 }
