@@ -175,19 +175,23 @@ as_pub "$WORKER" --worker_name=impostor --nats_timeout=1s > "$T/impostor.log" 2>
 grep -q 'permission denied for publish to \\"$JS.API.STREAM.INFO.AGENTQ_TASKS\\"' "$T/impostor.log" \
     || fail "no subject in the worker's start-up error: $(cat "$T/impostor.log")"
 
-# A worker without the budget reads: each refusal is logged with its subject.
+# A worker without the budget reads and the fleet status: each refusal is
+# logged with its subject.
 kill -TERM "$W"; wait "$W" || fail "worker did not exit 0"
 forget_pid "$W"
-sed -i 's/"\$JS.API.STREAM.MSG.GET.KV_agentq-budgets",//' "$T/nats-permissions.conf"
-grep -q 'MSG.GET.KV_agentq-budgets' "$T/nats-permissions.conf" && fail "sed did not remove the grant"
+sed -i 's/"\$JS.API.STREAM.MSG.GET.KV_agentq-budgets",//; s/, "agentq.status.>"//' \
+    "$T/nats-permissions.conf"
+grep -q 'MSG.GET.KV_agentq-budgets\|"agentq.status.>"' "$T/nats-permissions.conf" \
+    && fail "sed did not remove the grants"
 restart_nats
-wait_until 10 grep -c "Server is ready" "$T/nats.log" || fail "nats-server did not restart"
 wait_until 10 bash -c "[ \$(grep -c 'Server is ready' '$T/nats.log') -ge 2 ]" || fail "no restart"
-WORKER_NAME=w2 as_worker start_worker --budgets="acme=5" --nats_timeout=1s
+WORKER_NAME=w2 as_worker start_worker --budgets="acme=5" --nats_timeout=1s --status_interval=1s
 wait_until 15 grep -q '"worker started"' "$T/worker-w2.log" || fail "worker w2 did not start"
 as_pub "$AGENTQ" submit --id=b1 --tenant=acme --prompt="budgeted" --quiet || fail "submit b1"
 wait_until 20 grep -q 'permission denied for publish to \\"$JS.API.STREAM.MSG.GET.KV_agentq-budgets\\"' \
     "$T/worker-w2.log" || fail "the worker did not log the refused budget read: $(tail -5 "$T/worker-w2.log")"
+wait_until 10 grep -q 'permission denied for publish to \\"agentq.status.w2\\"' "$T/worker-w2.log" \
+    || fail "the worker did not log the refused status publish: $(tail -5 "$T/worker-w2.log")"
 
 # ---- 4. TLS: a certificate is required, and from our CA
 if [ "${PERM_TLS:-0}" = 1 ]; then
