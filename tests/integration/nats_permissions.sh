@@ -24,6 +24,11 @@ PROBE="$AQ_BIN/tests/support/nats_probe"
 command -v openssl > /dev/null || fail "openssl not installed"
 
 cp "$AQ_SRC/examples/nats-permissions.conf" "$T/nats-permissions.conf"
+# The README shows this very file (its first code block after "NATS permissions").
+awk '/^\*\*NATS permissions\.\*\*/ {p = 1} p && /^```$/ {if (in_block) exit; in_block = 1; next}
+     in_block {print}' "$AQ_SRC/README.md" > "$T/readme-permissions.conf"
+cmp -s "$T/readme-permissions.conf" "$T/nats-permissions.conf" \
+    || fail "the README's permissions differ from examples/nats-permissions.conf: $(diff "$T/readme-permissions.conf" "$T/nats-permissions.conf" | head)"
 # nats-server reads $ADMIN_PW... from its environment and parses the value
 # as a configuration value: letters only (a leading digit reads as a number).
 pw() { openssl rand -hex 16 | tr 0-9 g-p; }
