@@ -71,16 +71,21 @@ static bool denied_recent(char *out, size_t cap)
     return found;
 }
 
+/* The refusal that explains status `s` now: "<refusal> (<what happened>)". */
+static bool denied_explains(natsStatus s, char *out, size_t cap)
+{
+    char denied[DENIED_MAX];
+    if ((s != NATS_TIMEOUT && s != NATS_NOT_PERMITTED) || !denied_recent(denied, sizeof(denied)))
+        return false;
+    snprintf(out, cap, "%s (%s)", denied,
+             s == NATS_TIMEOUT ? "the request timed out" : natsStatus_GetText(s));
+    return true;
+}
+
 const char *aq_queue_status_text(natsStatus s)
 {
     static _Thread_local char buf[DENIED_MAX + 32];
-    char denied[DENIED_MAX];
-    if ((s == NATS_TIMEOUT || s == NATS_NOT_PERMITTED) && denied_recent(denied, sizeof(denied))) {
-        snprintf(buf, sizeof(buf), "%s (%s)", denied,
-                 s == NATS_TIMEOUT ? "the request timed out" : natsStatus_GetText(s));
-        return buf;
-    }
-    return natsStatus_GetText(s);
+    return denied_explains(s, buf, sizeof(buf)) ? buf : natsStatus_GetText(s);
 }
 
 aq_status aq_queue_check_inbox_prefix(const char *prefix, aq_err *err)
@@ -93,8 +98,8 @@ aq_status aq_queue_check_inbox_prefix(const char *prefix, aq_err *err)
         unsigned char ch = (unsigned char)prefix[i];
         if (ch <= ' ' || ch >= 0x7f || ch == '*' || ch == '>')
             return aq_err_set(err, AQ_CONFIG,
-                              "nats_inbox_prefix \"%s\": a subject prefix without wildcards "
-                              "(*, >), spaces or control characters",
+                              "nats_inbox_prefix \"%s\": a subject prefix of printable ASCII "
+                              "without wildcards (*, >) or spaces",
                               prefix);
         if (ch == '.' && (i == 0 || i == n - 1 || prefix[i + 1] == '.'))
             return aq_err_set(err, AQ_CONFIG, "nats_inbox_prefix \"%s\": empty subject token",
@@ -110,11 +115,9 @@ aq_status aq_queue_nats_error(aq_err *err, natsStatus s, jsErrCode jerr, const c
         st = AQ_NOT_FOUND;
     if (jerr == JSStreamWrongLastSequenceErr)
         st = AQ_WRITE_CONFLICT;
-    if (!jerr && (s == NATS_TIMEOUT || s == NATS_NOT_PERMITTED)) {
-        char denied[DENIED_MAX];
-        if (denied_recent(denied, sizeof(denied)))
-            return aq_err_set(err, st, "%s: %s", what, aq_queue_status_text(s));
-    }
+    char why[DENIED_MAX + 32];
+    if (!jerr && denied_explains(s, why, sizeof(why)))
+        return aq_err_set(err, st, "%s: %s", what, why);
     if (jerr)
         return aq_err_set(err, st, "%s: %s (JetStream error %d)", what, natsStatus_GetText(s),
                           (int)jerr);
