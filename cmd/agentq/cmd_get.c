@@ -148,6 +148,20 @@ static natsStatus wait_poll(waiter *wt, kvStore *kv)
     return NATS_OK;
 }
 
+/* How many messages the subscription may have missed so far: those it
+ * dropped (a slow consumer) and, per reconnect, any stored meanwhile. */
+static uint64_t wait_gaps(natsConnection *nc, natsSubscription *sub)
+{
+    int64_t dropped = 0;
+    uint64_t in_msgs = 0, in_bytes = 0, out_msgs = 0, out_bytes = 0, reconnects = 0;
+    natsStatistics *st = NULL;
+    natsSubscription_GetDropped(sub, &dropped);
+    if (natsStatistics_Create(&st) == NATS_OK && natsConnection_GetStats(nc, st) == NATS_OK)
+        natsStatistics_GetCounts(st, &in_msgs, &in_bytes, &out_msgs, &out_bytes, &reconnects);
+    natsStatistics_Destroy(st);
+    return (uint64_t)dropped + reconnects;
+}
+
 int cli_wait_results(natsConnection *nc, jsCtx *js, const aq_queue_config *q, char **ids, size_t n,
                      int64_t timeout_ms, bool print, const char *cmd)
 {
@@ -181,6 +195,15 @@ int cli_wait_results(natsConnection *nc, jsCtx *js, const aq_queue_config *q, ch
         s = natsSubscription_SetPendingLimits(sub, 1 << 20, 256 * 1024 * 1024);
     if (s == NATS_OK)
         s = natsConnection_FlushTimeout(nc, q->nats_timeout_ms);
+    /* A refused subscription is reported before the flush's answer. */
+    const char *last = NULL;
+    if (s == NATS_OK && natsConnection_GetLastError(nc, &last) == NATS_NOT_PERMITTED && last &&
+        strstr(last, subject)) {
+        cli_error(cmd, "results bucket %s: permission denied for subscription to \"%s\"",
+                  q->results_bucket, subject);
+        rc = CLI_CONNECT;
+        goto out;
+    }
     if (s == NATS_OK)
         s = wait_poll(&wt, kv);
     if (s != NATS_OK) {
@@ -188,7 +211,8 @@ int cli_wait_results(natsConnection *nc, jsCtx *js, const aq_queue_config *q, ch
         rc = CLI_CONNECT;
         goto out;
     }
-    int64_t deadline = aq_mono_ms() + timeout_ms, dropped = 0;
+    int64_t deadline = aq_mono_ms() + timeout_ms, next_check = aq_mono_ms() + 1000;
+    uint64_t gaps = wait_gaps(nc, sub);
     while (wt.done < n) {
         int64_t left = deadline - aq_mono_ms();
         if (left <= 0)
@@ -203,27 +227,29 @@ int cli_wait_results(natsConnection *nc, jsCtx *js, const aq_queue_config *q, ch
                 wait_take(&wt, subj + prefix_len, natsMsg_GetData(m),
                           (size_t)natsMsg_GetDataLength(m));
             natsMsg_Destroy(m);
-            continue;
+        } else if (s != NATS_TIMEOUT && s != NATS_SLOW_CONSUMER) {
+            break;
         }
-        /* A slow consumer drops messages: look those results up. */
-        int64_t now_dropped = 0;
-        natsSubscription_GetDropped(sub, &now_dropped);
-        if (s != NATS_TIMEOUT || now_dropped != dropped) {
-            dropped = now_dropped;
-            if ((s = wait_poll(&wt, kv)) != NATS_OK)
+        /* Once a second: results the subscription may have missed are
+         * looked up. */
+        if (aq_mono_ms() >= next_check) {
+            next_check = aq_mono_ms() + 1000;
+            uint64_t now_gaps = wait_gaps(nc, sub);
+            if (now_gaps != gaps && (s = wait_poll(&wt, kv)) != NATS_OK)
                 break;
+            gaps = now_gaps;
         }
     }
     /* The last look before giving up. */
-    if (wt.done < n && s != NATS_OK && s != NATS_TIMEOUT)
+    if (wt.done < n && s != NATS_OK && s != NATS_TIMEOUT && s != NATS_SLOW_CONSUMER)
         cli_error(cmd, "results bucket %s: %s", q->results_bucket, aq_queue_status_text(s));
     else if (wt.done < n)
         wait_poll(&wt, kv);
     if (wt.done < n) {
         const char *why = aq_queue_status_text(NATS_TIMEOUT);
         bool denied = strcmp(why, natsStatus_GetText(NATS_TIMEOUT)) != 0;
-        cli_error(cmd, "timed out: %zu of %zu results arrived%s%s%s", wt.done, n,
-                  denied ? " (" : "", denied ? why : "", denied ? ")" : "");
+        cli_error(cmd, "timed out: %zu of %zu results arrived%s%s", wt.done, n,
+                  denied ? "; " : "", denied ? why : "");
         for (size_t i = 0, shown = 0; i < n && shown < 10; i++)
             if (!wt.seen[i] && ++shown)
                 fprintf(stderr, "  still waiting for %s\n", wt.sorted[i]);

@@ -184,10 +184,11 @@ grep -q 'permission denied for publish to \\"$JS.API.STREAM.INFO.AGENTQ_TASKS\\"
 # logged with its subject.
 kill -TERM "$W"; wait "$W" || fail "worker did not exit 0"
 forget_pid "$W"
-sed -i 's/"\$JS.API.STREAM.MSG.GET.KV_agentq-budgets",//; s/, "agentq.status.>"//' \
-    "$T/nats-permissions.conf"
-grep -q 'MSG.GET.KV_agentq-budgets\|"agentq.status.>"' "$T/nats-permissions.conf" \
-    && fail "sed did not remove the grants"
+# The publisher loses the results as they are stored.
+sed -i 's/"\$JS.API.STREAM.MSG.GET.KV_agentq-budgets",//; s/, "agentq.status.>"//
+        s/^\( *\)"\$KV.agentq-results.>" \]/\1"_INBOX_pub.none" ]/' "$T/nats-permissions.conf"
+grep -q 'MSG.GET.KV_agentq-budgets\|"agentq.status.>"\|"$KV.agentq-results.>" ]' \
+    "$T/nats-permissions.conf" && fail "sed did not remove the grants"
 restart_nats
 wait_until 10 bash -c "[ \$(grep -c 'Server is ready' '$T/nats.log') -ge 2 ]" || fail "no restart"
 WORKER_NAME=w2 as_worker start_worker --budgets="acme=5" --nats_timeout=1s --status_interval=1s
@@ -197,6 +198,11 @@ wait_until 20 grep -q 'permission denied for publish to \\"$JS.API.STREAM.MSG.GE
     "$T/worker-w2.log" || fail "the worker did not log the refused budget read: $(tail -5 "$T/worker-w2.log")"
 wait_until 10 grep -q 'permission denied for publish to \\"agentq.status.w2\\"' "$T/worker-w2.log" \
     || fail "the worker did not log the refused status publish: $(tail -5 "$T/worker-w2.log")"
+rc=0
+as_pub "$AGENTQ" wait --timeout=20s p1 > "$T/wait-denied.out" 2>&1 || rc=$?
+[ "$rc" -ne 0 ] || fail "wait without the results subscription succeeded"
+grep -q 'permission denied for subscription to "$KV.agentq-results.>"' "$T/wait-denied.out" \
+    || fail "wait does not name the refused subscription: $(cat "$T/wait-denied.out")"
 
 # ---- 4. TLS: a certificate is required, and from our CA
 if [ "${PERM_TLS:-0}" = 1 ]; then
