@@ -115,12 +115,23 @@ static bool wants_print_metrics(int argc, char **argv)
     return false;
 }
 
+/* The probe connection's refusals (its own requests and the fleet status it
+ * publishes), each with its subject; the pipeline's connection logs its own
+ * events, disconnects included. */
+static void on_probe_conn_event(void *arg, const char *what, const char *detail)
+{
+    (void)arg;
+    if (strcmp(what, "error") == 0)
+        aq_log(AQ_LOG_WARN, "nats connection", AQ_LF_S("connection", "probe"),
+               AQ_LF_S("event", what), AQ_LF_S("detail", detail));
+}
+
 /* The probe gets a connection of its own: its JetStream API requests are
  * synchronous and must not queue behind the pipeline's traffic. */
 static aq_status start_probe(const aq_worker_config *cfg, natsConnection **nc, jsCtx **js,
                              aq_queue_probe **out, aq_err *err)
 {
-    aq_queue_conn_opts co = {.name = "agentq-worker-probe"};
+    aq_queue_conn_opts co = {.name = "agentq-worker-probe", .on_event = on_probe_conn_event};
     aq_status st = aq_queue_connect(&cfg->queue, &co, nc, js, err);
     if (st != AQ_OK)
         return aq_err_prefix(err, "queue probe");
@@ -250,7 +261,13 @@ int main(int argc, char **argv)
     aq_log_init("agentq-worker", level, stderr);
     signal(SIGPIPE, SIG_IGN);
 
-    if (evthread_use_pthreads() != 0 || aq_llm_global_init(&err) != AQ_OK ||
+    /* nats.c before libcurl: both clean OpenSSL up at exit, and in the
+     * other order nats.c's handler runs first and frees OpenSSL's
+     * compression-method list that OPENSSL_cleanup then frees again (a
+     * worker using NATS over TLS crashed at every exit:
+     * integration.nats_permissions_tls). */
+    if (evthread_use_pthreads() != 0 || nats_Open(-1) != NATS_OK ||
+        aq_llm_global_init(&err) != AQ_OK ||
         !(base = event_base_new())) {
         aq_log(AQ_LOG_ERROR, "cannot initialise", AQ_LF_S("error", err.msg));
         goto out;
@@ -338,6 +355,7 @@ out:
         event_base_free(base);
     aq_llm_global_cleanup();
     aq_config_free(aq_worker_options, &cfg);
-    nats_Close();
+    /* Like the CLI: nats.c's threads are gone before the exit handlers run. */
+    nats_CloseAndWait(2000);
     return rc;
 }

@@ -97,10 +97,11 @@ aq_status cli_queue_probe(jsCtx *js, const aq_queue_config *q, cli_queue_info *o
  * when out of memory. */
 json_t *cli_queue_info_json(const cli_queue_info *qi);
 
-/* Wait for the results of `ids` (watching the bucket), print each as a JSON
- * line as it arrives when `print` is set. Returns CLI_OK when all are
- * COMPLETED, CLI_TASK_FAILED when some FAILED, CLI_NOT_DONE on timeout. */
-int cli_wait_results(jsCtx *js, const aq_queue_config *q, char **ids, size_t n, int64_t timeout_ms,
-                     bool print, const char *cmd);
+/* Wait for the results of `ids` (subscribed to the bucket's puts, with
+ * direct gets for those already stored), print each as a JSON line as it
+ * arrives when `print` is set. Returns CLI_OK when all are COMPLETED,
+ * CLI_TASK_FAILED when some FAILED, CLI_NOT_DONE on timeout. */
+int cli_wait_results(natsConnection *nc, jsCtx *js, const aq_queue_config *q, char **ids, size_t n,
+                     int64_t timeout_ms, bool print, const char *cmd);
 
 #endif

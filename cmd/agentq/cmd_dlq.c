@@ -819,7 +819,7 @@ static int dlq_replay(dlq_ctx *c, int nargs, char **args)
     natsStatus s = js_KeyValue(&kv, c->js, c->cfg->queue.results_bucket);
     if (s != NATS_OK) {
         cli_error(c->cmd, "results bucket %s: %s", c->cfg->queue.results_bucket,
-                  natsStatus_GetText(s));
+                  aq_queue_status_text(s));
         rc = CLI_CONNECT;
         goto out;
     }

@@ -69,7 +69,8 @@ int cmd_get(int argc, char **argv)
         goto out;
     natsStatus s = js_KeyValue(&kv, js, cfg.queue.results_bucket);
     if (s != NATS_OK) {
-        cli_error("get", "results bucket %s: %s", cfg.queue.results_bucket, natsStatus_GetText(s));
+        cli_error("get", "results bucket %s: %s", cfg.queue.results_bucket,
+                  aq_queue_status_text(s));
         rc = CLI_CONNECT;
         goto out;
     }
@@ -87,7 +88,7 @@ int cmd_get(int argc, char **argv)
             continue;
         }
         if (s != NATS_OK) {
-            cli_error("get", "%s: %s", argv[i], natsStatus_GetText(s));
+            cli_error("get", "%s: %s", argv[i], aq_queue_status_text(s));
             missing++;
             continue;
         }
@@ -109,68 +110,157 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-int cli_wait_results(jsCtx *js, const aq_queue_config *q, char **ids, size_t n, int64_t timeout_ms,
-                     bool print, const char *cmd)
+/* A result put on `subject` ("$KV.<bucket>.<id>") for one of the ids not
+ * seen yet: printed and counted. */
+typedef struct waiter {
+    char **sorted;
+    bool *seen;
+    size_t n, done, failed;
+    bool print;
+} waiter;
+
+static void wait_take(waiter *wt, const char *key, const void *data, size_t len)
+{
+    char **hit = bsearch(&key, wt->sorted, wt->n, sizeof(*wt->sorted), cmp_str);
+    if (!hit || wt->seen[hit - wt->sorted])
+        return;
+    wt->seen[hit - wt->sorted] = true;
+    wt->done++;
+    if (print_result(data, len, key, wt->print) != AGENTQ__V1__STATUS__STATUS_COMPLETED)
+        wt->failed++;
+}
+
+/* Direct gets of the ids not seen yet: the results stored before the
+ * subscription started, or dropped by it. NATS_OK or the first error. */
+static natsStatus wait_poll(waiter *wt, kvStore *kv)
+{
+    for (size_t i = 0; i < wt->n; i++) {
+        if (wt->seen[i])
+            continue;
+        kvEntry *e = NULL;
+        natsStatus s = kvStore_Get(&e, kv, wt->sorted[i]);
+        if (s == NATS_NOT_FOUND)
+            continue;
+        if (s != NATS_OK)
+            return s;
+        wait_take(wt, wt->sorted[i], kvEntry_Value(e), (size_t)kvEntry_ValueLen(e));
+        kvEntry_Destroy(e);
+    }
+    return NATS_OK;
+}
+
+/* How many messages the subscription may have missed so far: those it
+ * dropped (a slow consumer) and, per reconnect, any stored meanwhile. */
+static uint64_t wait_gaps(natsConnection *nc, natsSubscription *sub)
+{
+    int64_t dropped = 0;
+    uint64_t in_msgs = 0, in_bytes = 0, out_msgs = 0, out_bytes = 0, reconnects = 0;
+    natsStatistics *st = NULL;
+    natsSubscription_GetDropped(sub, &dropped);
+    if (natsStatistics_Create(&st) == NATS_OK && natsConnection_GetStats(nc, st) == NATS_OK)
+        natsStatistics_GetCounts(st, &in_msgs, &in_bytes, &out_msgs, &out_bytes, &reconnects);
+    natsStatistics_Destroy(st);
+    return (uint64_t)dropped + reconnects;
+}
+
+int cli_wait_results(natsConnection *nc, jsCtx *js, const aq_queue_config *q, char **ids, size_t n,
+                     int64_t timeout_ms, bool print, const char *cmd)
 {
     kvStore *kv = NULL;
-    kvWatcher *w = NULL;
-    char **sorted = calloc(n ? n : 1, sizeof(*sorted));
-    bool *seen = calloc(n ? n : 1, sizeof(*seen));
-    size_t done = 0, failed = 0;
+    natsSubscription *sub = NULL;
+    waiter wt = {.sorted = calloc(n ? n : 1, sizeof(char *)),
+                 .seen = calloc(n ? n : 1, sizeof(bool)),
+                 .n = n,
+                 .print = print};
+    char subject[256];
     int rc = CLI_ERROR;
-    if (!sorted || !seen)
+    if (!wt.sorted || !wt.seen)
         goto out;
-    memcpy(sorted, ids, n * sizeof(*ids));
-    qsort(sorted, n, sizeof(*sorted), cmp_str);
+    memcpy(wt.sorted, ids, n * sizeof(*ids));
+    qsort(wt.sorted, n, sizeof(*wt.sorted), cmp_str);
 
-    natsStatus s = js_KeyValue(&kv, js, q->results_bucket);
-    if (s == NATS_OK) {
-        /* One watcher over the bucket: it replays what is stored, then
-         * streams updates, so a result that lands meanwhile is not missed. */
-        kvWatchOptions wo;
-        kvWatchOptions_Init(&wo);
-        wo.IgnoreDeletes = true;
-        s = kvStore_WatchAll(&w, kv, &wo);
+    /* Results are KV puts on $KV.<bucket>.<id>: a plain subscription sees
+     * them as they are stored (no consumer to create, so none to delete:
+     * a publisher needs neither permission), and direct gets find those
+     * stored before it started. */
+    int prefix_len = snprintf(subject, sizeof(subject), "$KV.%s.>", q->results_bucket) - 1;
+    if (prefix_len < 0 || (size_t)prefix_len + 1 >= sizeof(subject)) {
+        cli_error(cmd, "results bucket name too long: %s", q->results_bucket);
+        rc = CLI_USAGE;
+        goto out;
     }
-    if (s != NATS_OK) {
-        cli_error(cmd, "results bucket %s: %s", q->results_bucket, natsStatus_GetText(s));
+    natsStatus s = js_KeyValue(&kv, js, q->results_bucket);
+    if (s == NATS_OK)
+        s = natsConnection_SubscribeSync(&sub, nc, subject);
+    if (s == NATS_OK)
+        s = natsSubscription_SetPendingLimits(sub, 1 << 20, 256 * 1024 * 1024);
+    if (s == NATS_OK)
+        s = natsConnection_FlushTimeout(nc, q->nats_timeout_ms);
+    /* A refused subscription is reported before the flush's answer. */
+    const char *last = NULL;
+    if (s == NATS_OK && natsConnection_GetLastError(nc, &last) == NATS_NOT_PERMITTED && last &&
+        strstr(last, subject)) {
+        cli_error(cmd, "results bucket %s: permission denied for subscription to \"%s\"",
+                  q->results_bucket, subject);
         rc = CLI_CONNECT;
         goto out;
     }
-    int64_t deadline = aq_mono_ms() + timeout_ms;
-    while (done < n) {
+    if (s == NATS_OK)
+        s = wait_poll(&wt, kv);
+    if (s != NATS_OK) {
+        cli_error(cmd, "results bucket %s: %s", q->results_bucket, aq_queue_status_text(s));
+        rc = CLI_CONNECT;
+        goto out;
+    }
+    int64_t deadline = aq_mono_ms() + timeout_ms, next_check = aq_mono_ms() + 1000;
+    uint64_t gaps = wait_gaps(nc, sub);
+    while (wt.done < n) {
         int64_t left = deadline - aq_mono_ms();
         if (left <= 0)
             break;
-        kvEntry *e = NULL;
-        s = kvWatcher_Next(&e, w, left);
-        if (s == NATS_TIMEOUT)
+        natsMsg *m = NULL;
+        s = natsSubscription_NextMsg(&m, sub, left < 1000 ? left : 1000);
+        if (s == NATS_OK) {
+            const char *op = NULL;
+            const char *subj = natsMsg_GetSubject(m);
+            if (natsMsgHeader_Get(m, "KV-Operation", &op) != NATS_OK &&
+                strlen(subj) > (size_t)prefix_len)
+                wait_take(&wt, subj + prefix_len, natsMsg_GetData(m),
+                          (size_t)natsMsg_GetDataLength(m));
+            natsMsg_Destroy(m);
+        } else if (s != NATS_TIMEOUT && s != NATS_SLOW_CONSUMER) {
             break;
-        if (s != NATS_OK || !e)
-            continue; /* the end-of-initial-values marker is a NULL entry */
-        const char *key = kvEntry_Key(e);
-        char **hit = bsearch(&key, sorted, n, sizeof(*sorted), cmp_str);
-        if (hit && !seen[hit - sorted]) {
-            seen[hit - sorted] = true;
-            done++;
-            if (print_result(kvEntry_Value(e), (size_t)kvEntry_ValueLen(e), key, print) !=
-                AGENTQ__V1__STATUS__STATUS_COMPLETED)
-                failed++;
         }
-        kvEntry_Destroy(e);
+        /* Once a second: results the subscription may have missed are
+         * looked up. */
+        if (aq_mono_ms() >= next_check) {
+            next_check = aq_mono_ms() + 1000;
+            uint64_t now_gaps = wait_gaps(nc, sub);
+            if (now_gaps != gaps && (s = wait_poll(&wt, kv)) != NATS_OK)
+                break;
+            gaps = now_gaps;
+        }
     }
-    if (done < n) {
-        cli_error(cmd, "timed out: %zu of %zu results arrived", done, n);
+    /* The last look before giving up. */
+    if (wt.done < n && s != NATS_OK && s != NATS_TIMEOUT && s != NATS_SLOW_CONSUMER)
+        cli_error(cmd, "results bucket %s: %s", q->results_bucket, aq_queue_status_text(s));
+    else if (wt.done < n)
+        wait_poll(&wt, kv);
+    if (wt.done < n) {
+        const char *why = aq_queue_status_text(NATS_TIMEOUT);
+        bool denied = strcmp(why, natsStatus_GetText(NATS_TIMEOUT)) != 0;
+        cli_error(cmd, "timed out: %zu of %zu results arrived%s%s", wt.done, n,
+                  denied ? "; " : "", denied ? why : "");
         for (size_t i = 0, shown = 0; i < n && shown < 10; i++)
-            if (!seen[i] && ++shown)
-                fprintf(stderr, "  still waiting for %s\n", sorted[i]);
+            if (!wt.seen[i] && ++shown)
+                fprintf(stderr, "  still waiting for %s\n", wt.sorted[i]);
     }
-    rc = result_code(failed, n - done);
+    rc = result_code(wt.failed, n - wt.done);
 out:
-    kvWatcher_Destroy(w);
+    natsSubscription_Destroy(sub);
     kvStore_Destroy(kv);
-    free(sorted);
-    free(seen);
+    free(wt.sorted);
+    free(wt.seen);
     return rc;
 }
 
@@ -191,7 +281,7 @@ int cmd_wait(int argc, char **argv)
     }
     if ((rc = cli_connect(&cfg.queue, &nc, &js)) != CLI_OK)
         goto out;
-    rc = cli_wait_results(js, &cfg.queue, argv + argi, (size_t)(argc - argi), cfg.timeout_ms, true,
+    rc = cli_wait_results(nc, js, &cfg.queue, argv + argi, (size_t)(argc - argi), cfg.timeout_ms, true,
                           "wait");
 out:
     aq_queue_disconnect(nc, js);

@@ -614,7 +614,7 @@ int cmd_status(int argc, char **argv)
     if (s == NATS_OK)
         s = natsConnection_Flush(nc); /* the server has the interest before we start the clock */
     if (s != NATS_OK) {
-        cli_error("status", "subscribing to %s: %s", subject, natsStatus_GetText(s));
+        cli_error("status", "subscribing to %s: %s", subject, aq_queue_status_text(s));
         rc = CLI_CONNECT;
         goto out;
     }

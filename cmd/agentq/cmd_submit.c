@@ -96,7 +96,9 @@ static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void
         const char *id = NULL;
         natsMsgHeader_Get(msg, "Nats-Msg-Id", &id);
         fprintf(stderr, "agentq submit: task %s refused: %s\n", id ? id : "?",
-                pae && pae->ErrText ? pae->ErrText : natsStatus_GetText(pae ? pae->Err : NATS_ERR));
+                pae && pae->ErrText && pae->Err != NATS_TIMEOUT
+                    ? pae->ErrText
+                    : aq_queue_status_text(pae ? pae->Err : NATS_ERR));
     }
     natsMsg_Destroy(msg);
     if (duplicate)
@@ -165,7 +167,7 @@ static int publish_packed(submitter *sb, const aq_task_ref *ref, const char *whe
         s = js_PublishMsgAsync(sb->js, &m, &po);
     natsMsg_Destroy(m);
     if (s != NATS_OK) {
-        cli_error("submit", "%stask %s: %s", where, ref->id, natsStatus_GetText(s));
+        cli_error("submit", "%stask %s: %s", where, ref->id, aq_queue_status_text(s));
         sb->rejected++;
         return s == NATS_CONNECTION_CLOSED || s == NATS_NO_SERVER ? -2 : -1;
     }
@@ -426,7 +428,7 @@ int cmd_submit(int argc, char **argv)
         fprintf(stderr, "agentq submit: duplicate id: the server already has this task\n");
     }
     if (s != NATS_OK) {
-        cli_error("submit", "not every publish was acknowledged: %s", natsStatus_GetText(s));
+        cli_error("submit", "not every publish was acknowledged: %s", aq_queue_status_text(s));
         rc = CLI_CONNECT;
     } else if (prc == -2) {
         rc = CLI_CONNECT;
@@ -436,7 +438,7 @@ int cmd_submit(int argc, char **argv)
             rc = CLI_ERROR;
     } else if (cfg.wait && sb.n_ids) {
         bool print = !cfg.file[0];
-        rc = cli_wait_results(js, &cfg.queue, sb.ids, sb.n_ids, cfg.timeout_ms, print, "submit");
+        rc = cli_wait_results(nc, js, &cfg.queue, sb.ids, sb.n_ids, cfg.timeout_ms, print, "submit");
         if (!print)
             fprintf(stderr, "%zu results in %.2f s since the first publish\n", sb.n_ids,
                     (double)(aq_mono_ms() - start) / 1000.0);

@@ -21,6 +21,7 @@ typedef struct aq_queue_config {
     char *nats_tls_cert;
     char *nats_tls_key;
     int64_t nats_timeout_ms;   /* connect and JetStream API requests */
+    char *nats_inbox_prefix;   /* replies and deliveries come to <prefix>.<nuid>... */
     /* JetStream objects */
     char *task_stream;
     char *task_subjects;       /* prefix: tasks are published on <prefix>.<type> */
@@ -62,6 +63,9 @@ typedef struct aq_queue_config {
      offsetof(T, m.nats_tls_key), "client private key file for NATS mutual TLS"},                \
     {"nats_timeout", "AGENTQ_NATS_TIMEOUT", AQ_OPT_DURATION, "5s", 100, 600000,                   \
      offsetof(T, m.nats_timeout_ms), "timeout for connecting and for JetStream API calls"},      \
+    {"nats_inbox_prefix", "AGENTQ_NATS_INBOX_PREFIX", AQ_OPT_SUBJECT, "_INBOX", 0, 0,              \
+     offsetof(T, m.nats_inbox_prefix),                                                           \
+     "subject prefix of this program's reply inboxes (grant each NATS user only its own)"},      \
     {"task_stream", "AGENTQ_TASK_STREAM", AQ_OPT_JS_NAME, "AGENTQ_TASKS", 0, 0,                    \
      offsetof(T, m.task_stream), "JetStream stream holding tasks"},                              \
     {"task_subjects", "AGENTQ_TASK_SUBJECTS", AQ_OPT_SUBJECT, "agentq.tasks", 0, 0,                \

@@ -1,5 +1,6 @@
 #include "queue_conn.h"
 
+#include "core/clock.h"
 #include "core/list.h"
 #include "core/ptrmap.h"
 #include "core/text.h"
@@ -9,9 +10,103 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define MAX_SERVERS 32
 #define RECONNECT_BUF_BYTES (64 * 1024 * 1024)
+#define DENIED_MAX 320
+/* A refusal explains a request that timed out if it came while the request
+ * was waiting: at most the connection's timeout (plus this) before. */
+#define DENIED_SLACK_MS 500
+
+/* The most recent permission refusal of any connection in this process
+ * (the server's -ERR names the subject; nats.c hands it to the error
+ * handler on its own thread). A request the server refused is dropped
+ * without an answer, so the caller only sees a timeout: this is what turns
+ * that timeout into "permission denied for publish to <subject>". Processes
+ * have one or two connections; the newest refusal is the one that matters. */
+static pthread_mutex_t g_denied_lock = PTHREAD_MUTEX_INITIALIZER;
+static char g_denied[DENIED_MAX];
+static int64_t g_denied_at_ms;     /* aq_mono_ms; 0 = none */
+static int64_t g_denied_window_ms; /* the refusing connection's nats_timeout + slack */
+
+/* 'Permissions Violation for Publish to "x"' -> 'permission denied for publish to "x"'. */
+static void denied_text(const char *server, char *out, size_t cap)
+{
+    static const char pv[] = "Permissions Violation for ";
+    if (strncasecmp(server, pv, sizeof(pv) - 1) == 0) {
+        const char *rest = server + sizeof(pv) - 1;
+        char word[24];
+        size_t n = strcspn(rest, " ");
+        if (n >= sizeof(word))
+            n = sizeof(word) - 1;
+        for (size_t i = 0; i < n; i++)
+            word[i] = (char)(rest[i] >= 'A' && rest[i] <= 'Z' ? rest[i] + 32 : rest[i]);
+        word[n] = '\0';
+        snprintf(out, cap, "permission denied for %s%s", word, rest + strcspn(rest, " "));
+        return;
+    }
+    snprintf(out, cap, "permission denied: %s", server);
+}
+
+static void denied_record(const char *text, int64_t timeout_ms)
+{
+    pthread_mutex_lock(&g_denied_lock);
+    snprintf(g_denied, sizeof(g_denied), "%s", text);
+    g_denied_at_ms = aq_mono_ms();
+    g_denied_window_ms = timeout_ms + DENIED_SLACK_MS;
+    pthread_mutex_unlock(&g_denied_lock);
+}
+
+/* Copies the refusal that may explain a timeout happening now. */
+static bool denied_recent(char *out, size_t cap)
+{
+    bool found = false;
+    pthread_mutex_lock(&g_denied_lock);
+    if (g_denied_at_ms && aq_mono_ms() - g_denied_at_ms <= g_denied_window_ms) {
+        snprintf(out, cap, "%s", g_denied);
+        found = true;
+    }
+    pthread_mutex_unlock(&g_denied_lock);
+    return found;
+}
+
+/* The refusal that explains status `s` now: "<refusal> (<what happened>)". */
+static bool denied_explains(natsStatus s, char *out, size_t cap)
+{
+    char denied[DENIED_MAX];
+    if ((s != NATS_TIMEOUT && s != NATS_NOT_PERMITTED) || !denied_recent(denied, sizeof(denied)))
+        return false;
+    snprintf(out, cap, "%s (%s)", denied,
+             s == NATS_TIMEOUT ? "the request timed out" : natsStatus_GetText(s));
+    return true;
+}
+
+const char *aq_queue_status_text(natsStatus s)
+{
+    static _Thread_local char buf[DENIED_MAX + 32];
+    return denied_explains(s, buf, sizeof(buf)) ? buf : natsStatus_GetText(s);
+}
+
+aq_status aq_queue_check_inbox_prefix(const char *prefix, aq_err *err)
+{
+    size_t n = prefix ? strlen(prefix) : 0;
+    if (n == 0 || n > AQ_QUEUE_INBOX_PREFIX_MAX)
+        return aq_err_set(err, AQ_CONFIG, "nats_inbox_prefix \"%s\": 1 to %d characters",
+                          prefix ? prefix : "", AQ_QUEUE_INBOX_PREFIX_MAX);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)prefix[i];
+        if (ch <= ' ' || ch >= 0x7f || ch == '*' || ch == '>')
+            return aq_err_set(err, AQ_CONFIG,
+                              "nats_inbox_prefix \"%s\": a subject prefix of printable ASCII "
+                              "without wildcards (*, >) or spaces",
+                              prefix);
+        if (ch == '.' && (i == 0 || i == n - 1 || prefix[i + 1] == '.'))
+            return aq_err_set(err, AQ_CONFIG, "nats_inbox_prefix \"%s\": empty subject token",
+                              prefix);
+    }
+    return AQ_OK;
+}
 
 aq_status aq_queue_nats_error(aq_err *err, natsStatus s, jsErrCode jerr, const char *what)
 {
@@ -20,6 +115,9 @@ aq_status aq_queue_nats_error(aq_err *err, natsStatus s, jsErrCode jerr, const c
         st = AQ_NOT_FOUND;
     if (jerr == JSStreamWrongLastSequenceErr)
         st = AQ_WRITE_CONFLICT;
+    char why[DENIED_MAX + 32];
+    if (!jerr && denied_explains(s, why, sizeof(why)))
+        return aq_err_set(err, st, "%s: %s", what, why);
     if (jerr)
         return aq_err_set(err, st, "%s: %s (JetStream error %d)", what, natsStatus_GetText(s),
                           (int)jerr);
@@ -41,6 +139,8 @@ typedef struct conn_ctx {
     pthread_cond_t closed_cond;
     bool quiet;  /* our own close: user callbacks are no longer called */
     bool closed;
+    int64_t timeout_ms;
+    char inbox_prefix[AQ_QUEUE_INBOX_PREFIX_MAX + 1];
 } conn_ctx;
 
 static pthread_mutex_t g_registry_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -83,9 +183,22 @@ static void on_closed(natsConnection *nc, void *closure)
 
 static void on_error(natsConnection *nc, natsSubscription *sub, natsStatus s, void *closure)
 {
-    (void)nc;
     (void)sub;
-    conn_event(closure, "error", natsStatus_GetText(s));
+    conn_ctx *c = closure;
+    if (s == NATS_NOT_PERMITTED) {
+        /* The server's text, kept by the connection, names the subject. */
+        const char *server = NULL;
+        char text[DENIED_MAX];
+        natsConnection_GetLastError(nc, &server);
+        if (server && *server)
+            denied_text(server, text, sizeof(text));
+        else
+            snprintf(text, sizeof(text), "permission denied");
+        denied_record(text, c->timeout_ms);
+        conn_event(c, "error", text);
+        return;
+    }
+    conn_event(c, "error", natsStatus_GetText(s));
 }
 
 static void conn_ctx_free(conn_ctx *c)
@@ -116,6 +229,12 @@ aq_status aq_queue_connect(const aq_queue_config *cfg, const aq_queue_conn_opts 
         ctx->on_event = opts->on_event;
         ctx->event_arg = opts->event_arg;
     }
+    ctx->timeout_ms = cfg->nats_timeout_ms;
+    const char *prefix = cfg->nats_inbox_prefix && *cfg->nats_inbox_prefix
+                             ? cfg->nats_inbox_prefix : AQ_QUEUE_INBOX_PREFIX_DEFAULT;
+    if ((st = aq_queue_check_inbox_prefix(prefix, err)) != AQ_OK)
+        goto out;
+    snprintf(ctx->inbox_prefix, sizeof(ctx->inbox_prefix), "%s", prefix);
     if ((st = aq_list_split(cfg->nats_url, "nats_url", MAX_SERVERS, &urls, err)) != AQ_OK)
         goto out;
     if (urls.n == 0) {
@@ -129,7 +248,8 @@ aq_status aq_queue_connect(const aq_queue_config *cfg, const aq_queue_conn_opts 
         (s = natsOptions_SetReconnectWait(no, 250)) != NATS_OK ||
         (s = natsOptions_SetReconnectJitter(no, 100, 1000)) != NATS_OK ||
         (s = natsOptions_SetReconnectBufSize(no, RECONNECT_BUF_BYTES)) != NATS_OK ||
-        (s = natsOptions_SetMaxPendingMsgs(no, 1 << 20)) != NATS_OK) {
+        (s = natsOptions_SetMaxPendingMsgs(no, 1 << 20)) != NATS_OK ||
+        (s = natsOptions_SetCustomInboxPrefix(no, prefix)) != NATS_OK) {
         st = aq_queue_nats_error(err, s, 0, "NATS options");
         goto out;
     }
@@ -220,6 +340,31 @@ out:
     conn_ctx_free(ctx);
     natsOptions_Destroy(no);
     aq_list_free(&urls);
+    return st;
+}
+
+aq_status aq_queue_inbox_new(natsConnection *nc, char *buf, size_t cap, aq_err *err)
+{
+    char prefix[AQ_QUEUE_INBOX_PREFIX_MAX + 1] = AQ_QUEUE_INBOX_PREFIX_DEFAULT;
+    natsInbox *inbox = NULL;
+    aq_status st = AQ_OK;
+    pthread_mutex_lock(&g_registry_lock);
+    const conn_ctx *c = aq_ptrmap_get(&g_registry, nc);
+    if (c)
+        memcpy(prefix, c->inbox_prefix, sizeof(prefix));
+    pthread_mutex_unlock(&g_registry_lock);
+    natsStatus s = natsInbox_Create(&inbox);
+    if (s != NATS_OK) {
+        st = aq_queue_nats_error(err, s, 0, "inbox");
+        goto out;
+    }
+    /* natsInbox_Create knows only "_INBOX"; keep its unique last token. */
+    const char *nuid = strrchr((const char *)inbox, '.');
+    int n = snprintf(buf, cap, "%s%s", prefix, nuid ? nuid : ".");
+    if (n < 0 || (size_t)n >= cap)
+        st = aq_err_set(err, AQ_TOO_BIG, "inbox %s...: over %zu bytes", prefix, cap);
+out:
+    natsInbox_Destroy(inbox);
     return st;
 }
 

@@ -10,7 +10,9 @@
 
 /* Told about disconnects, reconnects and async errors (on a nats.c thread),
  * so the caller can log them. `what` is "disconnected", "reconnected",
- * "closed" or "error"; `detail` never contains credentials. */
+ * "closed" or "error"; `detail` never contains credentials. A permission
+ * refusal is an "error" whose detail names the subject: 'permission denied
+ * for publish to "<subject>"'. */
 typedef void (*aq_queue_event_fn)(void *arg, const char *what, const char *detail);
 
 typedef struct aq_queue_conn_opts {
@@ -19,6 +21,12 @@ typedef struct aq_queue_conn_opts {
     aq_queue_event_fn on_event;
     void *event_arg;
 } aq_queue_conn_opts;
+
+/* nats_inbox_prefix: unset means this; at most this long. */
+#define AQ_QUEUE_INBOX_PREFIX_DEFAULT "_INBOX"
+#define AQ_QUEUE_INBOX_PREFIX_MAX 64
+/* An inbox of a connection made by aq_queue_connect: "<its prefix>.<nuid>". */
+#define AQ_QUEUE_INBOX_MAX (AQ_QUEUE_INBOX_PREFIX_MAX + 32)
 
 /* `opts` may be NULL; it is copied. `js_out` may be NULL for a caller that
  * makes its own JetStream context (with other options). Connects and creates a JetStream context. Reconnects forever; publishes
@@ -29,7 +37,20 @@ aq_status aq_queue_connect(const aq_queue_config *cfg, const aq_queue_conn_opts 
  * (it waits for nats.c's final CLOSED callback). Accepts NULLs. */
 void aq_queue_disconnect(natsConnection *nc, jsCtx *js);
 
-/* The NATS status as an aq_err message. */
+/* The NATS status as an aq_err message. A timeout that a permission refusal
+ * explains (the server drops a refused request; nats.c reports the refusal
+ * on its own thread, and the request times out) reads "permission denied for
+ * publish to "<subject>" (the request timed out)". */
 aq_status aq_queue_nats_error(aq_err *err, natsStatus s, jsErrCode jerr, const char *what);
+/* natsStatus_GetText, but with the refusal that explains a timeout, as
+ * above. The text is valid until the calling thread's next call. */
+const char *aq_queue_status_text(natsStatus s);
+
+/* nats_inbox_prefix: a subject prefix (tokens, no wildcards), at most
+ * AQ_QUEUE_INBOX_PREFIX_MAX characters. aq_queue_connect checks it too. */
+aq_status aq_queue_check_inbox_prefix(const char *prefix, aq_err *err);
+/* A new inbox under the connection's nats_inbox_prefix (for a subscription
+ * of our own that a reply or a delivery comes to); `cap` >= AQ_QUEUE_INBOX_MAX. */
+aq_status aq_queue_inbox_new(natsConnection *nc, char *buf, size_t cap, aq_err *err);
 
 #endif

@@ -18,8 +18,8 @@
 #define KV_SUBJECT_MAX (4 + BUCKET_MAX + 1 + AQ_KV_KEY_MAX)
 /* {"last_by_subj":"<subject>"} */
 #define BODY_MAX (KV_SUBJECT_MAX + 32)
-/* The inbox ("_INBOX." + a 22-character NUID) plus ".<token>". */
-#define INBOX_MAX 64
+/* The inbox ("<nats_inbox_prefix>." + a 22-character NUID) plus ".<token>". */
+#define INBOX_MAX AQ_QUEUE_INBOX_MAX
 #define REPLY_MAX (INBOX_MAX + 24)
 /* Messages the subscription may hold before nats.c drops them as a slow
  * consumer: every in-flight answer plus some late ones. The callback only
@@ -467,7 +467,6 @@ aq_status aq_kv_getter_new(natsConnection *nc, jsCtx *js, const char *bucket,
 {
     aq_status st = AQ_OK;
     aq_kv_getter *kg = NULL;
-    natsInbox *inbox = NULL;
     natsStatus s;
 
     if (!nc || !js || !base || !mb || !bucket || !valid_bucket(bucket)) {
@@ -512,12 +511,11 @@ aq_status aq_kv_getter_new(natsConnection *nc, jsCtx *js, const char *bucket,
         goto out;
     }
 
-    if ((s = natsInbox_Create(&inbox)) != NATS_OK) {
-        st = aq_queue_nats_error(err, s, 0, "KV getter inbox");
+    if ((st = aq_queue_inbox_new(nc, kg->inbox, sizeof(kg->inbox), err)) != AQ_OK) {
+        aq_err_prefix(err, "KV getter");
         goto out;
     }
     char wildcard[INBOX_MAX + 2];
-    snprintf(kg->inbox, sizeof(kg->inbox), "%s", (const char *)inbox);
     snprintf(wildcard, sizeof(wildcard), "%s.*", kg->inbox);
     if ((s = natsConnection_Subscribe(&kg->sub, nc, wildcard, on_answer, kg)) != NATS_OK) {
         kg->sub = NULL;
@@ -545,7 +543,6 @@ aq_status aq_kv_getter_new(natsConnection *nc, jsCtx *js, const char *bucket,
     *out = kg;
     kg = NULL;
 out:
-    natsInbox_Destroy(inbox);
     aq_kv_getter_destroy(kg);
     return st;
 }

@@ -27,6 +27,7 @@
 
 #include "core/clock.h"
 #include "core/mailbox.h"
+#include "queue/queue_conn.h"
 #include "queue/queue_kvget.h"
 #include "queue/queue_kvread.h"
 
@@ -307,6 +308,66 @@ static void test_found_missing_deleted_purged(void **state)
     assert_int_equal(R.r[0].revision, rev);
     reads_end();
     aq_kv_getter_destroy(kg);
+}
+
+/* The getter's answers come to an inbox under the connection's
+ * nats_inbox_prefix (so that NATS permissions can give each user its own
+ * inbox), not under nats.c's "_INBOX". */
+static void test_inbox_prefix(void **state)
+{
+    (void)state;
+    put("pfx", "v");
+    natsSubscription *mine = NULL, *other = NULL;
+    assert_int_equal(natsConnection_SubscribeSync(&mine, F.nc, "_INBOX_kvt.>"), NATS_OK);
+    assert_int_equal(natsConnection_SubscribeSync(&other, F.nc, "_INBOX.>"), NATS_OK);
+    assert_int_equal(natsConnection_Flush(F.nc), NATS_OK);
+
+    aq_queue_config qc = {.nats_url = F.url, .nats_timeout_ms = 2000,
+                          .nats_inbox_prefix = "_INBOX_kvt"};
+    natsConnection *nc = NULL;
+    jsCtx *js = NULL;
+    aq_err err = {0};
+    assert_int_equal(aq_queue_connect(&qc, NULL, &nc, &js, &err), AQ_OK);
+    char inbox[AQ_QUEUE_INBOX_MAX];
+    assert_int_equal(aq_queue_inbox_new(nc, inbox, sizeof(inbox), &err), AQ_OK);
+    assert_int_equal(strncmp(inbox, "_INBOX_kvt.", 11), 0);
+    assert_true(strlen(inbox) > 11 + 20);
+
+    aq_kv_getter_config cfg = {.timeout_ms = 2000, .max_in_flight = 4, .max_value_bytes = 64};
+    aq_kv_getter *kg = NULL;
+    assert_int_equal(aq_kv_getter_new(nc, js, BUCKET, &cfg, F.base, F.mb, &kg, &err), AQ_OK);
+    reads_begin(kg, 1, 1);
+    get(kg, 0, "pfx");
+    run_until_done(F.base);
+    assert_int_equal(R.r[0].status, AQ_OK);
+    reads_end();
+    aq_kv_getter_destroy(kg);
+    aq_queue_disconnect(nc, js);
+
+    natsMsg *m = NULL;
+    assert_int_equal(natsSubscription_NextMsg(&m, mine, 1000), NATS_OK);
+    assert_int_equal(strncmp(natsMsg_GetSubject(m), "_INBOX_kvt.", 11), 0);
+    natsMsg_Destroy(m);
+    /* Nothing of that connection went to "_INBOX.". */
+    assert_int_equal(natsSubscription_NextMsg(&m, other, 200), NATS_TIMEOUT);
+    natsSubscription_Destroy(mine);
+    natsSubscription_Destroy(other);
+
+    /* A prefix that is not a subject prefix is refused, naming it. */
+    const char *bad[] = {"", "a.*", "a.>", "a..b", ".a", "a.", "a b", "a\tb"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(aq_queue_check_inbox_prefix(bad[i], &err), AQ_CONFIG);
+        assert_non_null(strstr(err.msg, "nats_inbox_prefix"));
+    }
+    assert_int_equal(aq_queue_check_inbox_prefix("_INBOX", &err), AQ_OK);
+    assert_int_equal(aq_queue_check_inbox_prefix("tenant-a._INBOX_pub", &err), AQ_OK);
+    char longp[AQ_QUEUE_INBOX_PREFIX_MAX + 2];
+    memset(longp, 'x', sizeof(longp) - 1);
+    longp[sizeof(longp) - 1] = '\0';
+    assert_int_equal(aq_queue_check_inbox_prefix(longp, &err), AQ_CONFIG);
+    qc.nats_inbox_prefix = "a.*";
+    assert_int_equal(aq_queue_connect(&qc, NULL, &nc, &js, &err), AQ_CONFIG);
+    assert_non_null(strstr(err.msg, "nats_inbox_prefix \"a.*\""));
 }
 
 static void test_invalid_keys(void **state)
@@ -621,6 +682,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_found_missing_deleted_purged),
         cmocka_unit_test(test_invalid_keys),
+        cmocka_unit_test(test_inbox_prefix),
         cmocka_unit_test(test_many_in_flight),
         cmocka_unit_test(test_local_queue),
         cmocka_unit_test(test_value_cap),

@@ -162,7 +162,7 @@ Options `agentq init` understands (`agentq init --help`): the hook Job passes
 these from config as flags. tests/helm checks this list against the binary.
 */}}
 {{- define "agentq.initOptions" -}}
-nats_url nats_creds nats_user nats_timeout nats_tls_ca nats_tls_cert nats_tls_key
+nats_url nats_creds nats_user nats_timeout nats_inbox_prefix nats_tls_ca nats_tls_cert nats_tls_key
 task_stream task_subjects consumer dlq_stream dlq_subjects results_bucket replicas
 results_ttl dedup_window stream_max_msgs stream_max_bytes max_msg_size ack_wait
 max_deliver max_ack_pending dlq_max_age advisory_stream backstop_consumer
