@@ -33,7 +33,9 @@ static void on_fetched(void *ctx, natsMsg *msg)
     j->p = p;
     j->msg = msg;
     j->retry_after_ms = -1;
-    aq_buf_init(&j->request, p->cfg->max_prompt_bytes + REQUEST_BODY_SLACK);
+    /* Media travels base64-encoded: 4 bytes for every 3. */
+    aq_buf_init(&j->request, (size_t)p->cfg->max_prompt_bytes +
+                                 ((size_t)p->cfg->max_media_bytes + 2) / 3 * 4 + REQUEST_BODY_SLACK);
     aq_buf_init(&j->packed, (size_t)p->cfg->queue.max_msg_size);
     jsMsgMetaData *meta = NULL;
     if (natsMsg_GetMetaData(&meta, msg) == NATS_OK) {
@@ -253,6 +255,10 @@ aq_status aq_pipeline_start(struct event_base *base, const aq_worker_config *cfg
     p->limits.max_payload_bytes = (size_t)cfg->queue.max_msg_size;
     p->limits.max_prompt_bytes = (size_t)cfg->max_prompt_bytes;
     p->limits.max_tokens_cap = (uint32_t)cfg->max_tokens_cap;
+    p->limits.max_media_bytes = (size_t)cfg->max_media_bytes;
+    p->limits.max_tools = (size_t)cfg->agent_max_tools;
+    p->limits.max_steps_cap = (uint32_t)cfg->agent_max_steps_cap;
+    p->limits.max_tool_calls_cap = (uint32_t)cfg->agent_max_tool_calls_cap;
 #ifdef AQ_TEST_HOOKS
     p->crash_marker = getenv("AGENTQ_TEST_CRASH_MARKER");
 #endif
