@@ -159,7 +159,7 @@ static aq_status check_block_text(vctx *v, const char *path, const char *field, 
 static aq_status check_json_object(vctx *v, const char *path, const char *json, json_t **out)
 {
     json_error_t jerr;
-    json_t *root = json_loads(json, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *root = json_loads(json, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     if (!root)
         return invalid(v, "%s is not JSON: %s (line %d, column %d)", path, jerr.text, jerr.line,
                        jerr.column);
@@ -316,26 +316,25 @@ static bool has_tool_use(const Agentq__V1__Message *m, const char *id)
     return false;
 }
 
-/* The leading tool_result blocks of message `m` answer `id`. */
+/* A tool_result of message `m` answers `id` (that they come first is the
+ * next message's own check, with its own message). */
 static bool answers(const Agentq__V1__Message *m, const char *id)
 {
-    for (size_t k = 0; k < m->n_blocks; k++) {
-        if (!is_block(m->blocks[k], AGENTQ__V1__CONTENT_BLOCK__BLOCK_TOOL_RESULT))
-            return false;
-        if (strcmp(m->blocks[k]->tool_result->tool_use_id, id) == 0)
+    for (size_t k = 0; k < m->n_blocks; k++)
+        if (is_block(m->blocks[k], AGENTQ__V1__CONTENT_BLOCK__BLOCK_TOOL_RESULT) &&
+            strcmp(m->blocks[k]->tool_result->tool_use_id, id) == 0)
             return true;
-    }
     return false;
 }
 
-/* Blocks of messages[i] (`user` says its role), and how its tool use pairs
- * with the messages around it (the API's rule). Run after every block of the
- * task passed check_block, so ids and kinds are sound. */
+/* How the tool blocks of messages[i] pair with the messages around it (the
+ * API's rule): its tool_results come first and answer the previous message's
+ * tool_use, once each; its tool_use ids are distinct. Run after every block
+ * of the task passed check_block, so ids and kinds are sound. */
 static aq_status check_pairing(vctx *v, const Agentq__V1__Task *t, size_t i)
 {
     const Agentq__V1__Message *m = t->messages[i];
     const Agentq__V1__Message *prev = i > 0 ? t->messages[i - 1] : NULL;
-    const Agentq__V1__Message *next = i + 1 < t->n_messages ? t->messages[i + 1] : NULL;
     bool other_seen = false;
     for (size_t j = 0; j < m->n_blocks; j++) {
         const Agentq__V1__ContentBlock *b = m->blocks[j];
@@ -373,6 +372,21 @@ static aq_status check_pairing(vctx *v, const Agentq__V1__Task *t, size_t i)
                 strcmp(m->blocks[k]->tool_use->id, id) == 0)
                 return invalid(v, "messages[%zu].blocks[%zu].tool_use.id \"%s\" repeats blocks[%zu]",
                                i, j, id, k);
+    }
+    return AQ_OK;
+}
+
+/* Every tool_use of messages[i] is answered by the next message (run after
+ * check_pairing passed for every message: its messages say more). */
+static aq_status check_answered(vctx *v, const Agentq__V1__Task *t, size_t i)
+{
+    const Agentq__V1__Message *m = t->messages[i];
+    const Agentq__V1__Message *next = i + 1 < t->n_messages ? t->messages[i + 1] : NULL;
+    for (size_t j = 0; j < m->n_blocks; j++) {
+        const Agentq__V1__ContentBlock *b = m->blocks[j];
+        if (!is_block(b, AGENTQ__V1__CONTENT_BLOCK__BLOCK_TOOL_USE))
+            continue;
+        const char *id = b->tool_use->id;
         if (!next || strcmp(next->role, "user") != 0 || !answers(next, id))
             return invalid(v,
                            "messages[%zu].blocks[%zu].tool_use \"%s\" is not answered: the next "
@@ -519,6 +533,9 @@ aq_status aq_task_validate(const Agentq__V1__Task *t, const aq_task_limits *lim,
     }
     for (size_t i = 0; i < t->n_messages; i++)
         if (t->messages[i]->n_blocks > 0 && (st = check_pairing(&v, t, i)) != AQ_OK)
+            return st;
+    for (size_t i = 0; i < t->n_messages; i++)
+        if (t->messages[i]->n_blocks > 0 && (st = check_answered(&v, t, i)) != AQ_OK)
             return st;
     if (v.tool_blocks && t->n_tools == 0)
         return aq_err_set(err, AQ_TASK_INVALID,
