@@ -315,10 +315,12 @@ static void test_input_tokens_count_blocks_and_tools(void **state)
 {
     (void)state;
     aq_route *r = router(RULES, "", NULL);
-    static char schema[200040];
-    memcpy(schema, "{\"type\":\"object\",\"description\":\"", 33);
-    memset(schema + 33, 'x', 200000);
-    memcpy(schema + 200033, "\"}", 3);
+    static char schema[200064];
+    const char *head = "{\"type\":\"object\",\"description\":\"";
+    size_t h = strlen(head);
+    memcpy(schema, head, h);
+    memset(schema + h, 'x', 200000);
+    memcpy(schema + h + 200000, "\"}", 3);
     Agentq__V1__TextBlock tb = AGENTQ__V1__TEXT_BLOCK__INIT;
     tb.text = (char *)"short question";
     Agentq__V1__ContentBlock b = AGENTQ__V1__CONTENT_BLOCK__INIT, *bp = &b;
