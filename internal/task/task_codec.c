@@ -91,6 +91,70 @@ bool aq_task_document_type_valid(const char *media_type)
     return in_list(media_type, types);
 }
 
+/* A varint at p[*i..n); false when it runs off the end or over 10 bytes. */
+static bool wire_varint(const uint8_t *p, size_t n, size_t *i, uint64_t *v)
+{
+    *v = 0;
+    for (unsigned shift = 0; shift < 70 && *i < n; shift += 7) {
+        uint8_t b = p[(*i)++];
+        *v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80))
+            return true;
+    }
+    return false;
+}
+
+/* -1: too deep; 0: fine or not parseable (unpack decides). */
+static int wire_depth(const ProtobufCMessageDescriptor *d, const uint8_t *p, size_t n,
+                      unsigned depth, unsigned max)
+{
+    if (depth > max)
+        return -1;
+    size_t i = 0;
+    while (i < n) {
+        uint64_t key, len;
+        if (!wire_varint(p, n, &i, &key))
+            return 0;
+        switch (key & 7) {
+        case 0:
+            if (!wire_varint(p, n, &i, &len))
+                return 0;
+            break;
+        case 1:
+            if (n - i < 8)
+                return 0;
+            i += 8;
+            break;
+        case 5:
+            if (n - i < 4)
+                return 0;
+            i += 4;
+            break;
+        case 2: {
+            if (!wire_varint(p, n, &i, &len) || len > n - i)
+                return 0;
+            const ProtobufCFieldDescriptor *f =
+                key >> 3 <= UINT32_MAX
+                    ? protobuf_c_message_descriptor_get_field(d, (unsigned)(key >> 3))
+                    : NULL;
+            if (f && f->type == PROTOBUF_C_TYPE_MESSAGE &&
+                wire_depth(f->descriptor, p + i, (size_t)len, depth + 1, max) < 0)
+                return -1;
+            i += (size_t)len;
+            break;
+        }
+        default: return 0; /* groups and nonsense: unpack refuses them */
+        }
+    }
+    return 0;
+}
+
+bool aq_task_nesting_ok(const ProtobufCMessageDescriptor *desc, const void *data, size_t len,
+                        unsigned max_depth)
+{
+    return wire_depth(desc, data, len, 1, max_depth) == 0;
+}
+
 aq_status aq_task_unpack(const void *data, size_t len, const aq_task_limits *lim,
                          Agentq__V1__Task **out, aq_err *err)
 {

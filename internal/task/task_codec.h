@@ -69,6 +69,17 @@ bool aq_task_tool_name_valid(const char *name);
 bool aq_task_image_type_valid(const char *media_type);
 bool aq_task_document_type_valid(const char *media_type);
 
+/* Whether the protobuf message `desc` in data[0..len) nests messages at most
+ * `max_depth` deep (the top level is depth 1). ContentBlock is recursive
+ * (tool_result.content holds ContentBlocks) and protobuf-c unpacks with
+ * recursion and no depth limit: a 1 MB task nesting 100,000 tool_results
+ * overflows the stack. A walk over the wire format guided by the descriptor,
+ * itself bounded by max_depth; bytes that do not parse are left for unpack to
+ * refuse (true). Meant to run before unpacking untrusted bytes. */
+#define AQ_TASK_NESTING_MAX 16 /* Task > Message > ContentBlock > ToolResultBlock > ContentBlock > ... */
+bool aq_task_nesting_ok(const ProtobufCMessageDescriptor *desc, const void *data, size_t len,
+                        unsigned max_depth);
+
 /* Unpack the protobuf (AQ_TASK_DECODE, or AQ_TOO_BIG over the payload cap). */
 aq_status aq_task_unpack(const void *data, size_t len, const aq_task_limits *lim,
                          Agentq__V1__Task **out, aq_err *err);

@@ -1400,6 +1400,58 @@ static void test_blocks_round_trip(void **state)
     aq_buf_free(&b);
 }
 
+/* ContentBlock nests through tool_result.content: protobuf-c unpacks that
+ * recursively without a limit (100,000 levels, under 1 MB, overflow an 8 MB
+ * stack). The wire walk finds the depth without recursing past its bound. */
+static size_t wrap(uint8_t *buf, size_t len, uint8_t tag, uint8_t *tmp)
+{
+    size_t h = 0;
+    tmp[h++] = tag;
+    size_t v = len;
+    do {
+        uint8_t b = v & 0x7f;
+        v >>= 7;
+        tmp[h++] = (uint8_t)(b | (v ? 0x80 : 0));
+    } while (v);
+    memmove(buf + h, buf, len);
+    memcpy(buf, tmp, h);
+    return len + h;
+}
+
+static void test_nesting_depth(void **state)
+{
+    (void)state;
+    const size_t levels = 2000;
+    uint8_t *buf = malloc(1 << 20), tmp[16];
+    assert_non_null(buf);
+    size_t len = 0;
+    /* Inside out: ContentBlock{tool_result(5): ToolResultBlock{content(2): ...}} */
+    for (size_t i = 0; i < levels; i++) {
+        len = wrap(buf, len, 2 << 3 | 2, tmp);
+        len = wrap(buf, len, 5 << 3 | 2, tmp);
+    }
+    len = wrap(buf, len, 3 << 3 | 2, tmp);  /* Message.blocks */
+    len = wrap(buf, len, 7 << 3 | 2, tmp);  /* Task.messages */
+    assert_false(aq_task_nesting_ok(&agentq__v1__task__descriptor, buf, len, AQ_TASK_NESTING_MAX));
+    free(buf);
+
+    /* Every real task is far from the bound: the fixture's conversation. */
+    afix a;
+    afix_init(&a);
+    aq_buf b;
+    aq_err err;
+    aq_buf_init(&b, 1 << 20);
+    assert_int_equal(aq_task_pack(&a.f.task, &b, &err), AQ_OK);
+    assert_true(aq_task_nesting_ok(&agentq__v1__task__descriptor, b.data, b.len, AQ_TASK_NESTING_MAX));
+    /* depth 5: Task > Message > ContentBlock > ToolResultBlock > ContentBlock > TextBlock is 6 */
+    assert_false(aq_task_nesting_ok(&agentq__v1__task__descriptor, b.data, b.len, 5));
+    assert_true(aq_task_nesting_ok(&agentq__v1__task__descriptor, b.data, b.len, 6));
+    /* bytes that do not parse are unpack's to refuse */
+    assert_true(aq_task_nesting_ok(&agentq__v1__task__descriptor, "\xff\xff\xff", 3, 2));
+    assert_true(aq_task_nesting_ok(&agentq__v1__task__descriptor, "", 0, 1));
+    aq_buf_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1439,6 +1491,7 @@ int main(void)
         cmocka_unit_test(test_agent_run_fields),
         cmocka_unit_test(test_enum_names),
         cmocka_unit_test(test_blocks_round_trip),
+        cmocka_unit_test(test_nesting_depth),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
