@@ -150,7 +150,9 @@ static aq_status read_block(json_t *v, const char *path, json_task *jt,
                           "%s must be an object with one of text, image, document, tool_use or "
                           "tool_result",
                           path);
-    json_object_foreach(v, kind, body) break;
+    void *it = json_object_iter(v);
+    kind = json_object_iter_key(it);
+    body = json_object_iter_value(it);
     if (!json_is_object(body))
         return aq_err_set(err, AQ_TASK_INVALID, "%s.%s must be an object", path, kind);
     if (strcmp(kind, "text") == 0) {
