@@ -120,6 +120,20 @@ else
     bad "text blocks: exit $rc: $r"
 fi
 
+# ---- agentq submit --file: blocks in JSON (media as base64) ----
+cat > "$T/blocks.jsonl" <<'J'
+{"id": "cb-jsonl", "type": "it", "messages": [{"role": "user", "blocks": [{"text": {"text": "Say hi"}}]}]}
+{"id": "cb-jsonl-bad", "type": "it", "messages": [{"role": "user", "blocks": [{"image": {"source": {"media_type": "image/png", "data": "not base64!"}}}]}]}
+J
+rc=0; agentq submit --file "$T/blocks.jsonl" > "$T/submit.out" 2> "$T/submit.err" || rc=$?
+if [ "$rc" -eq 1 ] && grep -q 'messages\[0\]\.blocks\[0\]\.image\.source\.data is not base64' "$T/submit.err"; then
+    ok "agentq submit --file refuses a bad block with its path: $(grep -m1 'not base64' "$T/submit.err")"
+else
+    bad "agentq submit --file: exit $rc, stderr: $(head -c 400 "$T/submit.err")"
+fi
+rc=0; r=$(agentq wait --timeout=20s cb-jsonl 2>&1) || rc=$?
+[ "$rc" -eq 0 ] && ok "a JSONL task with blocks completes" || bad "JSONL task with blocks: exit $rc: $r"
+
 # ---- valid, and need the simulator's tool-use work ----
 # sim_skip RESULT: true when the simulator refused what it does not know yet.
 sim_skip() { jq -e '.status == "STATUS_FAILED" and .error.class == "http_400"' <<< "$1" > /dev/null; }
