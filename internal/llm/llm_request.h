@@ -18,9 +18,12 @@
 
 /* Append the JSON body for an already-validated `task` to `out`:
  *   "model", "max_tokens", "system" (if non-empty), "messages" (task->messages
- *   in order as {"role","content":string}; or, with no messages, one user
- *   message holding task->prompt), "temperature" (if present),
- *   "stop_sequences" (if any), "metadata":{"user_id": tenant} (if non-empty).
+ *   in order as {"role","content":string}, or with "content":[blocks] for a
+ *   message with blocks; or, with no messages, one user message holding
+ *   task->prompt), "temperature" (if present), "stop_sequences" (if any),
+ *   "metadata":{"user_id": tenant} (if non-empty), then "tools" and
+ *   "tool_choice" (aq_llm_request_build_parts). A task without blocks and
+ *   tools gets the body it got before content blocks existed.
  *
  * `out`'s cap bounds the body: a body that would not fit fails with AQ_TOO_BIG
  * and a message that says so. On any failure `out` is left as it was.
