@@ -155,14 +155,24 @@ else
     bad "tool conversation: exit $rc: $r"
 fi
 
-pb_task "id: \"cb-tools\" type: \"it\" prompt: \"What is the weather in Paris?\" $TOOL" \
-    | raw_publish --subject agentq.tasks.it --msg-id cb-tools --stdin > /dev/null
+TOOLS_TASK="type: \"it\" prompt: \"What is the weather in Paris?\" $TOOL cache_policy: CACHE_POLICY_OPT_IN"
+pb_task "id: \"cb-tools\" $TOOLS_TASK" | raw_publish --subject agentq.tasks.it --msg-id cb-tools --stdin > /dev/null
 rc=0; r=$(agentq wait --timeout=20s cb-tools 2>&1) || rc=$?
 if [ "$rc" -eq 0 ] && jq -e '.stop_reason == "tool_use"' <<< "$r" > /dev/null; then
     # Until the agent loop runs tools: one call, COMPLETED, tool_use blocks in content.
     if jq -e '.status == "STATUS_COMPLETED" and ([.content[] | select(.tool_use.name == "get_weather")] | length >= 1)
               and ([.content[].tool_use.input_json // empty | fromjson | type] | all(. == "object"))' <<< "$r" > /dev/null; then
         ok "a task with tools: COMPLETED, stop_reason tool_use, tool_use blocks in content: $(jq -c .content <<< "$r" | head -c 200)"
+        # The same request again: answered by the response cache, blocks included.
+        pb_task "id: \"cb-tools-again\" $TOOLS_TASK" \
+            | raw_publish --subject agentq.tasks.it --msg-id cb-tools-again --stdin > /dev/null
+        rc=0; r2=$(agentq wait --timeout=20s cb-tools-again 2>&1) || rc=$?
+        if [ "$rc" -eq 0 ] && jq -e '.cache_hit' <<< "$r2" > /dev/null \
+            && [ "$(jq -c '[.content, .stop_reason, .output]' <<< "$r2")" = "$(jq -c '[.content, .stop_reason, .output]' <<< "$r")" ]; then
+            ok "the cached answer of a task with tools keeps its content blocks"
+        else
+            bad "cache hit of a task with tools: exit $rc: $r2 (first: $r)"
+        fi
     else
         bad "task with tools answered tool_use but the Result's content is wrong: $r"
     fi
