@@ -773,6 +773,12 @@ aq_status aq_result_pack(const Agentq__V1__Result *res, aq_buf *out, aq_err *err
 
 aq_status aq_result_unpack(const void *data, size_t len, Agentq__V1__Result **out, aq_err *err)
 {
+    /* Result.content nests like a task's blocks: refuse what would overflow
+     * the stack in protobuf-c (a cache entry or result anyone could write). */
+    if (!aq_task_nesting_ok(&agentq__v1__result__descriptor, data, len, AQ_TASK_NESTING_MAX))
+        return aq_err_set(err, AQ_TASK_DECODE,
+                          "value (%zu bytes) nests messages deeper than %d levels", len,
+                          AQ_TASK_NESTING_MAX);
     Agentq__V1__Result *r = agentq__v1__result__unpack(NULL, len, data);
     if (!r)
         return aq_err_set(err, AQ_TASK_DECODE,

@@ -1403,16 +1403,22 @@ static void test_blocks_round_trip(void **state)
 /* ContentBlock nests through tool_result.content: protobuf-c unpacks that
  * recursively without a limit (100,000 levels, under 1 MB, overflow an 8 MB
  * stack). The wire walk finds the depth without recursing past its bound. */
-static size_t wrap(uint8_t *buf, size_t len, uint8_t tag, uint8_t *tmp)
+static size_t put_varint(uint8_t *p, size_t v)
 {
     size_t h = 0;
-    tmp[h++] = tag;
-    size_t v = len;
     do {
         uint8_t b = v & 0x7f;
         v >>= 7;
-        tmp[h++] = (uint8_t)(b | (v ? 0x80 : 0));
+        p[h++] = (uint8_t)(b | (v ? 0x80 : 0));
     } while (v);
+    return h;
+}
+
+/* buf[0..len) becomes one length-delimited field with key `key`. */
+static size_t wrap(uint8_t *buf, size_t len, size_t key, uint8_t *tmp)
+{
+    size_t h = put_varint(tmp, key);
+    h += put_varint(tmp + h, len);
     memmove(buf + h, buf, len);
     memcpy(buf, tmp, h);
     return len + h;
@@ -1430,6 +1436,18 @@ static void test_nesting_depth(void **state)
         len = wrap(buf, len, 2 << 3 | 2, tmp);
         len = wrap(buf, len, 5 << 3 | 2, tmp);
     }
+    /* As a Result's content: refused by aq_result_unpack, no crash. */
+    size_t rlen = len;
+    uint8_t *rbuf = malloc(rlen + 16);
+    assert_non_null(rbuf);
+    memcpy(rbuf, buf, rlen);
+    rlen = wrap(rbuf, rlen, 22 << 3 | 2, tmp); /* Result.content */
+    Agentq__V1__Result *res = NULL;
+    aq_err rerr;
+    assert_int_equal(aq_result_unpack(rbuf, rlen, &res, &rerr), AQ_TASK_DECODE);
+    assert_non_null(strstr(rerr.msg, "nests messages deeper than 16 levels"));
+    assert_null(res);
+    free(rbuf);
     len = wrap(buf, len, 3 << 3 | 2, tmp);  /* Message.blocks */
     len = wrap(buf, len, 7 << 3 | 2, tmp);  /* Task.messages */
     assert_false(aq_task_nesting_ok(&agentq__v1__task__descriptor, buf, len, AQ_TASK_NESTING_MAX));
