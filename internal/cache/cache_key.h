@@ -22,14 +22,33 @@
  *         (distinct floats are distinct decimals in the request body)
  *     'Q' 8-byte count of stop sequences, then 'Z' each, in order (order can
  *         change which sequence a tie reports)
+ *   content blocks: a message with blocks adds, after its 'C' (""),
+ *     'K' 8-byte count of blocks, then per block its kind and fields:
+ *       't' "" 'C' text
+ *       'i' "" then the source     'd' "" 'H' title, then the source
+ *           source: 'm' media_type 'D' data (raw bytes) 'L' url
+ *       'u' "" 'I' id 'A' name 'J' input_json (as sent: a different spelling
+ *           of the same JSON is only a miss)
+ *       'r' "" 'I' tool_use_id 'E' is_error (1 byte) 'K' count, then its
+ *           content blocks the same way
+ *   then, only when the task has tools (the request's "tools"):
+ *     'U' 8-byte count of tools, then per tool 'A' name 'G' description
+ *         'J' input_schema_json
+ *     'O' when the request sends tool_choice: 4-byte type, 'A' name,
+ *         'W' disable_parallel_tool_use (1 byte)
  *
  * Every variable part is length-prefixed, so no two different requests have
  * the same encoding (system "ab" + prompt "c" differs from system "a" +
- * prompt "bc"). Fields added to the request later (tools, tool_choice,
- * top_p, ...) are appended with new tags and the version bumped, so entries
- * written by older workers are not read as answers to different requests.
+ * prompt "bc"). Content blocks and tools are encoded only when a task has
+ * them, with tags no older encoding holds: a task without them keeps its v1
+ * key (the cache survives the upgrade) and no task with them shares a key
+ * with one without. Other fields added to the request later (top_p, ...) are
+ * appended with new tags the same way, or the version is bumped when the
+ * meaning of an existing field changes.
  *
  * Left out on purpose, because the model's answer does not depend on them:
+ * max_steps, max_tool_calls, ceiling_action and session_id (they shape a run,
+ * not one answer: an agent run keys each step by its own conversation),
  * the prompt-caching mark (cache_control only changes billing and latency:
  * the model sees the same tokens), metadata.user_id (the tenant is scoped
  * separately above), the task's metadata map (never sent), ids, deadlines
@@ -43,6 +62,7 @@
 
 #include "agentq/v1/task.pb-c.h"
 #include "core/status.h"
+#include "llm/llm_request.h"
 
 #define AQ_CACHE_KEY_HEX 64 /* lowercase hex characters of a key (a valid KV key) */
 #define AQ_CACHE_KEY_VERSION "agentq-cache-key/v1"
@@ -71,5 +91,11 @@ aq_cache_plan aq_cache_plan_for(const Agentq__V1__Task *task);
  * max_tokens 0; AQ_NOMEM when OpenSSL fails. */
 aq_status aq_cache_key(const Agentq__V1__Task *task, const char *model, uint32_t max_tokens,
                        bool share_tenants, char out[AQ_CACHE_KEY_HEX + 1], aq_err *err);
+
+/* The key of any request's pieces (an agent run's step: its conversation so
+ * far), scoped to parts->user_id (the tenant) unless `share_tenants`. The
+ * same key as aq_cache_key for a task's own pieces. */
+aq_status aq_cache_key_parts(const aq_llm_request_parts *parts, bool share_tenants,
+                             char out[AQ_CACHE_KEY_HEX + 1], aq_err *err);
 
 #endif

@@ -3,6 +3,8 @@
 #include "core/text.h"
 
 #include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -149,13 +151,56 @@ static aq_status token_count(json_t *usage, const char *key, int required, uint3
     return AQ_OK;
 }
 
-static aq_status parse_content(json_t *content, aq_buf *text, uint32_t *n_tool_use, aq_err *err)
+static char *dup_n(const char *s, size_t n)
+{
+    char *d = malloc(n + 1);
+    if (d) {
+        memcpy(d, s, n);
+        d[n] = '\0';
+    }
+    return d;
+}
+
+/* A tool_use block's id, name and input (re-encoded compactly). */
+static aq_status parse_tool_use(json_t *blk, size_t i, aq_llm_block *b, aq_err *err)
+{
+    static const char *const keys[] = {"id", "name"};
+    char **dst[] = {&b->id, &b->name};
+    b->type = AQ_LLM_BLOCK_TOOL_USE;
+    for (size_t k = 0; k < 2; k++) {
+        json_t *v = json_object_get(blk, keys[k]);
+        if (!json_is_string(v) || json_string_length(v) == 0)
+            return aq_err_set(err, AQ_LLM_BAD_RESPONSE,
+                              "response content[%zu] (tool_use) has no string \"%s\"", i, keys[k]);
+        if (json_string_length(v) > AQ_LLM_FIELD_MAX)
+            return aq_err_set(err, AQ_LLM_BAD_RESPONSE,
+                              "response content[%zu].%s is over the %u-byte cap", i, keys[k],
+                              AQ_LLM_FIELD_MAX);
+        if (!(*dst[k] = dup_n(json_string_value(v), json_string_length(v))))
+            return aq_err_set(err, AQ_NOMEM, "out of memory parsing the response");
+    }
+    json_t *input = json_object_get(blk, "input");
+    if (!json_is_object(input))
+        return aq_err_set(err, AQ_LLM_BAD_RESPONSE,
+                          "response content[%zu] (tool_use) \"input\" is not an object", i);
+    if (!(b->input_json = json_dumps(input, JSON_COMPACT)))
+        return aq_err_set(err, AQ_NOMEM, "out of memory parsing the response");
+    if (strlen(b->input_json) > AQ_LLM_TOOL_INPUT_MAX)
+        return aq_err_set(err, AQ_LLM_BAD_RESPONSE,
+                          "response content[%zu] (tool_use) input is over the %u-byte cap", i,
+                          AQ_LLM_TOOL_INPUT_MAX);
+    return AQ_OK;
+}
+
+static aq_status parse_content(json_t *content, aq_buf *text, aq_llm_response *r, aq_err *err)
 {
     size_t n = json_array_size(content);
     if (n > AQ_LLM_BLOCKS_MAX)
         return aq_err_set(err, AQ_LLM_BAD_RESPONSE,
                           "response has %zu content blocks, over the cap of %u", n,
                           AQ_LLM_BLOCKS_MAX);
+    if (n > 0 && !(r->blocks = calloc(n, sizeof(*r->blocks))))
+        return aq_err_set(err, AQ_NOMEM, "out of memory parsing the response");
     for (size_t i = 0; i < n; i++) {
         json_t *blk = json_array_get(content, i);
         if (!json_is_object(blk))
@@ -171,15 +216,24 @@ static aq_status parse_content(json_t *content, aq_buf *text, uint32_t *n_tool_u
             if (!json_is_string(tx))
                 return aq_err_set(err, AQ_LLM_BAD_RESPONSE,
                                   "response content[%zu].text is not a string", i);
-            aq_status st = aq_buf_append(text, json_string_value(tx), json_string_length(tx));
+            size_t off = text->len, len = json_string_length(tx);
+            aq_status st = aq_buf_append(text, json_string_value(tx), len);
             if (st == AQ_NOMEM)
                 return aq_err_set(err, AQ_NOMEM, "out of memory parsing the response");
             if (st != AQ_OK)
                 return aq_err_set(err, AQ_LLM_BAD_RESPONSE, "response text is over the cap");
+            if (len > 0) /* an empty text block is not kept (the API refuses it back) */
+                r->blocks[r->n_blocks++] = (aq_llm_block){AQ_LLM_BLOCK_TEXT, off, len, NULL, NULL, NULL};
         } else if (strcmp(t, "tool_use") == 0) {
-            (*n_tool_use)++;
+            if (++r->n_tool_use > AQ_LLM_TOOL_USES_MAX)
+                return aq_err_set(err, AQ_LLM_BAD_RESPONSE,
+                                  "response has more than %u tool_use blocks (the cap)",
+                                  AQ_LLM_TOOL_USES_MAX);
+            aq_status st = parse_tool_use(blk, i, &r->blocks[r->n_blocks++], err);
+            if (st != AQ_OK)
+                return st;
         }
-        /* thinking, redacted_thinking, server tool blocks, future types: not text */
+        /* thinking, redacted_thinking, server tool blocks, future types: not kept */
     }
     return AQ_OK;
 }
@@ -260,7 +314,7 @@ aq_status aq_llm_response_parse(const char *body, size_t len, aq_llm_response *o
         (st = opt_string(root, "stop_sequence", &r.stop_sequence, err)) != AQ_OK)
         goto out;
 
-    if ((st = parse_content(content, &text, &r.n_tool_use, err)) != AQ_OK)
+    if ((st = parse_content(content, &text, &r, err)) != AQ_OK)
         goto out;
     if (!text.data && (st = aq_buf_append(&text, "", 0)) != AQ_OK) {
         /* a zero cap (len 0) cannot happen here: len > 0 was checked */
@@ -287,7 +341,136 @@ void aq_llm_response_free(aq_llm_response *r)
     free(r->text);
     free(r->stop_reason);
     free(r->stop_sequence);
+    for (size_t i = 0; i < r->n_blocks; i++) {
+        free(r->blocks[i].id);
+        free(r->blocks[i].name);
+        free(r->blocks[i].input_json);
+    }
+    free(r->blocks);
     memset(r, 0, sizeof(*r));
+}
+
+/* ---- the answer as agentq.v1.ContentBlock ------------------------------- */
+
+aq_status aq_llm_response_content(const aq_llm_response *r, aq_llm_content *c, aq_err *err)
+{
+    memset(c, 0, sizeof(*c));
+    size_t n = r ? r->n_blocks : 0;
+    if (n == 0)
+        return AQ_OK;
+    /* One text block that is the whole (NUL-free) text is borrowed; others
+     * are copied, NUL-terminated, into the arena. */
+    bool borrow = n == 1 && r->blocks[0].type == AQ_LLM_BLOCK_TEXT && r->blocks[0].text_off == 0 &&
+                  r->blocks[0].text_len == r->text_len && r->text;
+    size_t arena = 0;
+    for (size_t i = 0; i < n && !borrow; i++)
+        if (r->blocks[i].type == AQ_LLM_BLOCK_TEXT)
+            arena += r->blocks[i].text_len + 1;
+    size_t size = n * (sizeof(Agentq__V1__ContentBlock *) + sizeof(Agentq__V1__ContentBlock) +
+                       sizeof(Agentq__V1__TextBlock) + sizeof(Agentq__V1__ToolUseBlock)) +
+                  arena;
+    char *mem = malloc(size);
+    if (!mem)
+        return aq_err_set(err, AQ_NOMEM, "out of memory converting the answer's blocks");
+    Agentq__V1__ContentBlock **ptrs = (Agentq__V1__ContentBlock **)mem;
+    Agentq__V1__ContentBlock *cb = (Agentq__V1__ContentBlock *)(ptrs + n);
+    Agentq__V1__TextBlock *tb = (Agentq__V1__TextBlock *)(cb + n);
+    Agentq__V1__ToolUseBlock *ub = (Agentq__V1__ToolUseBlock *)(tb + n);
+    char *at = (char *)(ub + n);
+    for (size_t i = 0; i < n; i++) {
+        const aq_llm_block *b = &r->blocks[i];
+        agentq__v1__content_block__init(&cb[i]);
+        ptrs[i] = &cb[i];
+        if (b->type == AQ_LLM_BLOCK_TEXT) {
+            agentq__v1__text_block__init(&tb[i]);
+            if (borrow) {
+                tb[i].text = r->text;
+            } else {
+                memcpy(at, r->text + b->text_off, b->text_len);
+                at[b->text_len] = '\0';
+                tb[i].text = at;
+                at += b->text_len + 1;
+            }
+            cb[i].block_case = AGENTQ__V1__CONTENT_BLOCK__BLOCK_TEXT;
+            cb[i].text = &tb[i];
+        } else {
+            agentq__v1__tool_use_block__init(&ub[i]);
+            ub[i].id = b->id;
+            ub[i].name = b->name;
+            ub[i].input_json = b->input_json;
+            cb[i].block_case = AGENTQ__V1__CONTENT_BLOCK__BLOCK_TOOL_USE;
+            cb[i].tool_use = &ub[i];
+        }
+    }
+    c->blocks = ptrs;
+    c->n_blocks = n;
+    c->mem = mem;
+    return AQ_OK;
+}
+
+void aq_llm_content_free(aq_llm_content *c)
+{
+    if (!c)
+        return;
+    free(c->mem);
+    memset(c, 0, sizeof(*c));
+}
+
+aq_status aq_llm_response_set_content(aq_llm_response *r, Agentq__V1__ContentBlock *const *blocks,
+                                      size_t n, aq_err *err)
+{
+    aq_llm_response nr;
+    aq_buf text;
+    aq_status st = AQ_OK;
+    memset(&nr, 0, sizeof(nr));
+    aq_buf_init(&text, SIZE_MAX);
+    if (n > 0 && !(nr.blocks = calloc(n, sizeof(*nr.blocks)))) {
+        st = aq_err_set(err, AQ_NOMEM, "out of memory restoring the answer's blocks");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const Agentq__V1__ContentBlock *b = blocks[i];
+        if (b && b->block_case == AGENTQ__V1__CONTENT_BLOCK__BLOCK_TEXT && b->text &&
+            *b->text->text) {
+            size_t off = text.len, len = strlen(b->text->text);
+            if (aq_buf_append(&text, b->text->text, len) != AQ_OK) {
+                st = aq_err_set(err, AQ_NOMEM, "out of memory restoring the answer's blocks");
+                goto out;
+            }
+            nr.blocks[nr.n_blocks++] = (aq_llm_block){AQ_LLM_BLOCK_TEXT, off, len, NULL, NULL, NULL};
+        } else if (b && b->block_case == AGENTQ__V1__CONTENT_BLOCK__BLOCK_TOOL_USE && b->tool_use) {
+            aq_llm_block *nb = &nr.blocks[nr.n_blocks++];
+            nb->type = AQ_LLM_BLOCK_TOOL_USE;
+            nr.n_tool_use++;
+            if (!(nb->id = strdup(b->tool_use->id)) || !(nb->name = strdup(b->tool_use->name)) ||
+                !(nb->input_json = strdup(b->tool_use->input_json))) {
+                st = aq_err_set(err, AQ_NOMEM, "out of memory restoring the answer's blocks");
+                goto out;
+            }
+        }
+    }
+    if (!text.data && aq_buf_append(&text, "", 0) != AQ_OK) {
+        st = aq_err_set(err, AQ_NOMEM, "out of memory restoring the answer's blocks");
+        goto out;
+    }
+    /* Install: the new text and blocks, the rest of r as it was. */
+    free(r->text);
+    for (size_t i = 0; i < r->n_blocks; i++) {
+        free(r->blocks[i].id);
+        free(r->blocks[i].name);
+        free(r->blocks[i].input_json);
+    }
+    free(r->blocks);
+    r->text = aq_buf_take(&text, &r->text_len);
+    r->blocks = nr.blocks;
+    r->n_blocks = nr.n_blocks;
+    r->n_tool_use = nr.n_tool_use;
+    nr.blocks = NULL;
+    nr.n_blocks = 0;
+out:
+    aq_llm_response_free(&nr);
+    aq_buf_free(&text);
+    return st;
 }
 
 /* ---- error answers ------------------------------------------------------ */

@@ -273,6 +273,10 @@ aq_status aq_pipeline_start(struct event_base *base, const aq_worker_config *cfg
     p->limits.max_payload_bytes = (size_t)cfg->queue.max_msg_size;
     p->limits.max_prompt_bytes = (size_t)cfg->max_prompt_bytes;
     p->limits.max_tokens_cap = (uint32_t)cfg->max_tokens_cap;
+    p->limits.max_media_bytes = (size_t)cfg->max_media_bytes;
+    p->limits.max_tools = (size_t)cfg->agent_max_tools;
+    p->limits.max_steps_cap = (uint32_t)cfg->agent_max_steps_cap;
+    p->limits.max_tool_calls_cap = (uint32_t)cfg->agent_max_tool_calls_cap;
     p->request_body_cap = aq_llm_request_body_cap(&p->limits);
 #ifdef AQ_TEST_HOOKS
     p->crash_marker = getenv("AGENTQ_TEST_CRASH_MARKER");

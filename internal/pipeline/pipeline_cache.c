@@ -34,9 +34,11 @@ static char *dup_or_null(const char *s)
     return s && *s ? strdup(s) : NULL;
 }
 
-/* Make `text` (and the rest) the job's answer, served without a call. */
+/* Make `text` (and the rest) the job's answer, served without a call. An
+ * answer with blocks (tool_use) takes them too: `text` is then their text. */
 static bool take_answer(job *j, const char *text, size_t text_len, const char *model,
-                        const char *stop_reason, const char *request_id)
+                        const char *stop_reason, const char *request_id,
+                        Agentq__V1__ContentBlock *const *blocks, size_t n_blocks)
 {
     aq_llm_response r = {0};
     r.text = malloc(text_len + 1);
@@ -49,6 +51,10 @@ static bool take_answer(job *j, const char *text, size_t text_len, const char *m
     memcpy(r.text, text, text_len);
     r.text[text_len] = '\0';
     r.text_len = text_len;
+    if (n_blocks > 0 && aq_llm_response_set_content(&r, blocks, n_blocks, NULL) != AQ_OK) {
+        aq_llm_response_free(&r);
+        return false;
+    }
     aq_llm_response_free(&j->response);
     j->response = r;
     j->have_response = true;
@@ -93,7 +99,8 @@ static void on_cache_read(aq_kv_read *rd)
         if (aq_result_unpack(natsMsg_GetData(rd->msg), (size_t)natsMsg_GetDataLength(rd->msg), &r,
                              &err) == AQ_OK &&
             r->status == AGENTQ__V1__STATUS__STATUS_COMPLETED && !r->fallback_used && r->output)
-            hit = take_answer(j, r->output, strlen(r->output), r->model, r->stop_reason, r->request_id);
+            hit = take_answer(j, r->output, strlen(r->output), r->model, r->stop_reason,
+                              r->request_id, r->content, r->n_content);
         else
             aq_job_log(AQ_LOG_WARN, j, "cache entry is not a usable answer: calling the model",
                        r ? NULL : &err);
@@ -156,14 +163,19 @@ void aq_job_cache_share(job *j)
         aq_ptrmap_take(&p->cache_leaders, (void *)(uintptr_t)j->cache_hash);
     j->cache_leads = false;
     job *w;
+    aq_llm_content content = {0};
+    if (j->sharers && j->response.n_tool_use > 0 &&
+        aq_llm_response_content(&j->response, &content, NULL) != AQ_OK)
+        content.n_blocks = 0; /* the waiters then call alone */
     while ((w = j->sharers)) {
         unlink_sharer(w);
         w->stage = STAGE_QUEUED;
         /* An answer of the fallback model only for those that allow it. */
         if ((j->fallback_used && !w->task->allow_fallback) ||
+            (j->response.n_tool_use > 0 && content.n_blocks == 0) ||
             !take_answer(w, j->response.text ? j->response.text : "", j->response.text_len,
                          j->response.model ? j->response.model : j->model, j->response.stop_reason,
-                         j->request_id)) {
+                         j->request_id, content.blocks, content.n_blocks)) {
             call_alone(w);
             continue;
         }
@@ -172,6 +184,7 @@ void aq_job_cache_share(job *j)
         aq_job_log(AQ_LOG_DEBUG, w, "answered by an identical request's call", NULL);
         aq_job_complete(w);
     }
+    aq_llm_content_free(&content);
 }
 
 static void on_cache_stored(void *ctx, aq_status st, uint64_t seq, const aq_err *err)

@@ -14,7 +14,7 @@ static void publish_dead_letter(job *j);
 /* ---- store, then settle (loop thread) ---- */
 
 static void fill_result(const job *j, Agentq__V1__Result *r, Agentq__V1__Usage *u,
-                        Agentq__V1__Error *e)
+                        Agentq__V1__Error *e, aq_llm_content *content)
 {
     const aq_pipeline *p = j->p;
     const Agentq__V1__Task *t = j->task;
@@ -43,6 +43,16 @@ static void fill_result(const job *j, Agentq__V1__Result *r, Agentq__V1__Usage *
         r->stop_reason = j->response.stop_reason ? j->response.stop_reason : (char *)"";
         if (j->response.model)
             r->model = j->response.model;
+        /* The answer's blocks when it is more than text, or the task has
+         * tools. Until the agent loop runs tools, a task with tools is one
+         * call: its Result is COMPLETED with stop_reason tool_use and the
+         * tool_use blocks here (temporary). A failed conversion leaves
+         * content empty, `output` still holds the text. */
+        if ((t->n_tools > 0 || j->response.n_tool_use > 0) &&
+            aq_llm_response_content(&j->response, content, NULL) == AQ_OK) {
+            r->content = content->blocks;
+            r->n_content = content->n_blocks;
+        }
     }
     if (j->have_response && !j->cache_hit) { /* a hit billed nothing: no usage */
         agentq__v1__usage__init(u);
@@ -138,10 +148,13 @@ void aq_job_store_result(job *j)
     aq_err err;
     char subject[512], rev[32];
     natsMsg *m = NULL;
+    aq_llm_content content = {0};
 
     j->stage = STAGE_STORING;
-    fill_result(j, &r, &u, &e);
-    if (aq_result_pack(&r, &j->packed, &err) != AQ_OK) {
+    fill_result(j, &r, &u, &e, &content);
+    aq_status packed = aq_result_pack(&r, &j->packed, &err);
+    aq_llm_content_free(&content);
+    if (packed != AQ_OK) {
         /* Only a huge output can do this. Storing it without its text would
          * be a silent loss: fail the task, loudly, with a small Result. */
         aq_err_prefix(&err, "result for the bucket (max_msg_size)");
@@ -152,6 +165,7 @@ void aq_job_store_result(job *j)
             return;
         }
         r.output = (char *)"";
+        r.n_content = 0;
         aq_result_pack(&r, &j->packed, &err);
     }
     aq_job_cache_store(j);

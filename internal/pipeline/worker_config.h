@@ -43,7 +43,11 @@ typedef struct aq_worker_config {
     int64_t max_response_bytes;
     /* task caps */
     int64_t max_prompt_bytes;
+    int64_t max_media_bytes;
     int64_t max_tokens_cap;
+    int64_t agent_max_tools;
+    int64_t agent_max_steps_cap;
+    int64_t agent_max_tool_calls_cap;
     /* flow */
     int64_t concurrency;
     int64_t fetch_batch;

@@ -113,7 +113,7 @@ static aq_status walk(scan *s, const ProtobufCMessageDescriptor *desc, const uin
     return AQ_OK;
 }
 
-aq_status aq_wire_find_nul(const ProtobufCMessageDescriptor *desc, const uint8_t *data, size_t len,
+aq_status aq_wire_scan(const ProtobufCMessageDescriptor *desc, const uint8_t *data, size_t len,
                            int *found, aq_wire_nul *nul, aq_err *err)
 {
     scan s = {.top = desc, .base = data, .len = len, .nul = nul, .err = err};

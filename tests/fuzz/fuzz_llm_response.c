@@ -5,7 +5,10 @@
  *
  * Invariants beyond "no crash, no leak, no UB":
  *  - parse: `out` is written only on success; the text is NUL-terminated at
- *    text_len, which is at most the body length;
+ *    text_len, which is at most the body length; every text block lies
+ *    inside the text, every tool_use block has an id, a name and an input
+ *    that is a JSON object; the blocks survive the trip to ContentBlocks and
+ *    back (what the pipeline stores and the response cache restores);
  *  - classify: returns the status it stores and the status the documented
  *    table gives for the HTTP code;
  *  - every error message (both functions) is valid UTF-8 without control
@@ -15,6 +18,8 @@
 #include "fuzz.h"
 
 #include <string.h>
+
+#include <jansson.h>
 
 #include "core/text.h"
 #include "llm/llm_response.h"
@@ -64,6 +69,40 @@ static aq_status expected_class(long code, aq_status got)
     return AQ_HTTP_UNEXPECTED;
 }
 
+static void check_blocks(const aq_llm_response *r)
+{
+    uint32_t tool_uses = 0;
+    for (size_t i = 0; i < r->n_blocks; i++) {
+        const aq_llm_block *b = &r->blocks[i];
+        if (b->type == AQ_LLM_BLOCK_TEXT) {
+            FUZZ_CHECK(b->text_len > 0 && b->text_off + b->text_len <= r->text_len);
+            continue;
+        }
+        FUZZ_CHECK(b->type == AQ_LLM_BLOCK_TOOL_USE);
+        FUZZ_CHECK(b->id && *b->id && b->name && *b->name && b->input_json);
+        json_t *in = json_loads(b->input_json, 0, NULL);
+        FUZZ_CHECK(json_is_object(in));
+        json_decref(in);
+        tool_uses++;
+    }
+    FUZZ_CHECK(tool_uses == r->n_tool_use);
+    aq_llm_content c;
+    aq_err err;
+    if (aq_llm_response_content(r, &c, &err) != AQ_OK)
+        return; /* out of memory only */
+    FUZZ_CHECK(c.n_blocks == r->n_blocks);
+    aq_llm_response back;
+    memset(&back, 0, sizeof(back));
+    if (aq_llm_response_set_content(&back, c.blocks, c.n_blocks, &err) == AQ_OK) {
+        FUZZ_CHECK(back.n_tool_use == r->n_tool_use);
+        /* text without NULs comes back as it was */
+        if (strlen(r->text) == r->text_len)
+            FUZZ_CHECK(strcmp(back.text, r->text) == 0);
+    }
+    aq_llm_response_free(&back);
+    aq_llm_content_free(&c);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size == 0)
@@ -84,6 +123,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FUZZ_CHECK(r.text_len <= len);
         FUZZ_CHECK(r.text[r.text_len] == '\0');
         FUZZ_CHECK(strlen(r.text) <= r.text_len);
+        check_blocks(&r);
         aq_llm_response_free(&r);
     } else {
         FUZZ_CHECK(st == AQ_LLM_BAD_RESPONSE || st == AQ_NOMEM);

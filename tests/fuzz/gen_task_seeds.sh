@@ -77,4 +77,51 @@ nest='text { text: "deep" }'
 for _ in $(seq 40); do nest="tool_result { tool_use_id: \"t\" content { $nest } }"; done
 enc nested-too-deep <<T
 id: "t14" type: "x" messages { role: "user" blocks { $nest } }
+# Agent runs: content blocks and tools.
+enc valid-tool-conversation <<'T'
+id: "run-1" type: "agent" tenant: "acme" system: "Use the tools."
+messages { role: "user" blocks { text { text: "Weather where this was taken?" } }
+           blocks { image { source { media_type: "image/png" data: "\211PNG\r\n\032\n\000\000" } } }
+           blocks { document { source { url: "https://example.com/r.pdf" } title: "Report" } } }
+messages { role: "assistant" blocks { text { text: "Checking." } }
+           blocks { tool_use { id: "toolu_1" name: "get_weather" input_json: "{\"city\":\"Paris\"}" } }
+           blocks { tool_use { id: "toolu_2" name: "get_time" input_json: "{}" } } }
+messages { role: "user"
+           blocks { tool_result { tool_use_id: "toolu_1" content { text { text: "18C" } } } }
+           blocks { tool_result { tool_use_id: "toolu_2" is_error: true } }
+           blocks { document { source { media_type: "text/plain" data: "notes" } } } }
+tools { name: "get_weather" description: "Weather of a city"
+        input_schema_json: "{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"}},\"required\":[\"city\"]}" }
+tools { name: "get_time" input_schema_json: "{\"type\":\"object\"}" }
+tool_choice { type: TOOL_CHOICE_TYPE_ANY disable_parallel_tool_use: true }
+max_steps: 10 max_tool_calls: 20 ceiling_action: CEILING_ACTION_FINAL session_id: "sess-1"
+T
+enc invalid-tool-result-unanswered <<'T'
+id: "run-2" type: "agent"
+messages { role: "user" blocks { text { text: "hi" } } }
+messages { role: "assistant" blocks { tool_use { id: "toolu_1" name: "f" input_json: "{}" } } }
+messages { role: "user" blocks { text { text: "first" } } blocks { tool_result { tool_use_id: "toolu_9" } } }
+tools { name: "f" input_schema_json: "{\"type\":\"object\"}" }
+T
+enc invalid-tool-use-in-user-turn <<'T'
+id: "run-3" type: "agent"
+messages { role: "user" blocks { tool_use { id: "toolu_1" name: "f" input_json: "{}" } } }
+tools { name: "f" input_schema_json: "{\"type\":\"object\"}" }
+T
+enc invalid-tool-bad-schema <<'T'
+id: "run-4" type: "agent" prompt: "p"
+tools { name: "f" input_schema_json: "{\"type\":\"string\"}" }
+tools { name: "f" input_schema_json: "not json" }
+T
+enc invalid-image-media-type <<'T'
+id: "run-5" type: "agent"
+messages { role: "user" blocks { image { source { media_type: "image/bmp" data: "BM" url: "ftp://x" } } } }
+T
+enc invalid-nested-tool-result <<'T'
+id: "run-6" type: "agent"
+messages { role: "user" blocks { tool_result { tool_use_id: "a" content { tool_result { tool_use_id: "b" content { text { text: "deep" } } } } } } }
+tools { name: "f" input_schema_json: "{\"type\":\"object\"}" }
+T
+enc invalid-tool-choice-unknown <<'T'
+id: "run-7" type: "agent" prompt: "p" tool_choice { type: TOOL_CHOICE_TYPE_TOOL name: "missing" }
 T

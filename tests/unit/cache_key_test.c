@@ -325,6 +325,192 @@ static void test_errors(void **state)
     assert_int_equal(aq_cache_key(&b.t, MODEL, 1, false, NULL, &err), AQ_INVALID_ARG);
 }
 
+/* ---- content blocks and tools ---- */
+
+typedef struct agent_task {
+    Agentq__V1__Task t;
+    Agentq__V1__Message m[3], *mp[3];
+    Agentq__V1__ContentBlock b[5], *m0[2], *m1[1], *m2[1], *rc[1];
+    Agentq__V1__TextBlock tb[2];
+    Agentq__V1__ImageBlock ib;
+    Agentq__V1__MediaSource src;
+    Agentq__V1__ToolUseBlock ub;
+    Agentq__V1__ToolResultBlock rb;
+    Agentq__V1__Tool tools[2], *tp[2];
+    Agentq__V1__ToolChoice tc;
+} agent_task;
+
+static void agent_task_init(agent_task *a)
+{
+    memset(a, 0, sizeof(*a));
+    agentq__v1__task__init(&a->t);
+    a->t.id = "t-1";
+    a->t.type = "agent";
+    a->t.tenant = "acme";
+    a->t.temperature_presence_case = AGENTQ__V1__TASK__TEMPERATURE_PRESENCE_TEMPERATURE;
+    for (int i = 0; i < 3; i++) {
+        agentq__v1__message__init(&a->m[i]);
+        a->mp[i] = &a->m[i];
+    }
+    for (int i = 0; i < 5; i++)
+        agentq__v1__content_block__init(&a->b[i]);
+    for (int i = 0; i < 2; i++) {
+        agentq__v1__text_block__init(&a->tb[i]);
+        agentq__v1__tool__init(&a->tools[i]);
+        a->tp[i] = &a->tools[i];
+    }
+    agentq__v1__image_block__init(&a->ib);
+    agentq__v1__media_source__init(&a->src);
+    agentq__v1__tool_use_block__init(&a->ub);
+    agentq__v1__tool_result_block__init(&a->rb);
+    agentq__v1__tool_choice__init(&a->tc);
+    a->m[0].role = "user";
+    a->tb[0].text = "Weather here?";
+    a->b[0].block_case = AGENTQ__V1__CONTENT_BLOCK__BLOCK_TEXT;
+    a->b[0].text = &a->tb[0];
+    a->src.media_type = "image/png";
+    a->src.data.data = (uint8_t *)"png!";
+    a->src.data.len = 4;
+    a->ib.source = &a->src;
+    a->b[1].block_case = AGENTQ__V1__CONTENT_BLOCK__BLOCK_IMAGE;
+    a->b[1].image = &a->ib;
+    a->m0[0] = &a->b[0];
+    a->m0[1] = &a->b[1];
+    a->m[0].blocks = a->m0;
+    a->m[0].n_blocks = 2;
+    a->m[1].role = "assistant";
+    a->ub.id = "toolu_1";
+    a->ub.name = "get_weather";
+    a->ub.input_json = "{\"city\":\"Paris\"}";
+    a->b[2].block_case = AGENTQ__V1__CONTENT_BLOCK__BLOCK_TOOL_USE;
+    a->b[2].tool_use = &a->ub;
+    a->m1[0] = &a->b[2];
+    a->m[1].blocks = a->m1;
+    a->m[1].n_blocks = 1;
+    a->m[2].role = "user";
+    a->tb[1].text = "18C";
+    a->b[3].block_case = AGENTQ__V1__CONTENT_BLOCK__BLOCK_TEXT;
+    a->b[3].text = &a->tb[1];
+    a->rc[0] = &a->b[3];
+    a->rb.tool_use_id = "toolu_1";
+    a->rb.content = a->rc;
+    a->rb.n_content = 1;
+    a->b[4].block_case = AGENTQ__V1__CONTENT_BLOCK__BLOCK_TOOL_RESULT;
+    a->b[4].tool_result = &a->rb;
+    a->m2[0] = &a->b[4];
+    a->m[2].blocks = a->m2;
+    a->m[2].n_blocks = 1;
+    a->t.messages = a->mp;
+    a->t.n_messages = 3;
+    a->tools[0].name = "get_weather";
+    a->tools[0].description = "Weather of a city";
+    a->tools[0].input_schema_json = "{\"type\":\"object\"}";
+    a->tools[1].name = "get_time";
+    a->tools[1].input_schema_json = "{\"type\":\"object\"}";
+    a->t.tools = a->tp;
+    a->t.n_tools = 2;
+}
+
+static void agent_key(const agent_task *a, char *out)
+{
+    aq_err err;
+    if (aq_cache_key(&a->t, MODEL, 256, false, out, &err) != AQ_OK)
+        fail_msg("aq_cache_key: %s", err.msg);
+}
+
+/* Tasks that differ only in their tools, tool_choice or a block field have
+ * different keys; fields that do not change the request keep it. */
+static void test_blocks_and_tools_change_the_key(void **state)
+{
+    (void)state;
+    agent_task a;
+    char base[AQ_CACHE_KEY_HEX + 1], k[AQ_CACHE_KEY_HEX + 1];
+    agent_task_init(&a);
+    agent_key(&a, base);
+    agent_key(&a, k);
+    assert_string_equal(k, base);
+
+#define CHANGED(stmt)                                                                              \
+    do {                                                                                           \
+        agent_task_init(&a);                                                                       \
+        stmt;                                                                                      \
+        agent_key(&a, k);                                                                          \
+        if (strcmp(k, base) == 0)                                                                  \
+            fail_msg("key unchanged by: %s", #stmt);                                               \
+    } while (0)
+    CHANGED(a.t.n_tools = 1);                                  /* one tool fewer */
+    CHANGED(a.t.n_tools = 0);                                  /* no tools at all */
+    CHANGED(a.tools[1].name = "get_date");
+    CHANGED(a.tools[0].description = "Weather");
+    CHANGED(a.tools[1].input_schema_json = "{\"type\":\"object\",\"required\":[]}");
+    CHANGED((a.t.tool_choice = &a.tc, a.tc.type = AGENTQ__V1__TOOL_CHOICE_TYPE__TOOL_CHOICE_TYPE_ANY));
+    CHANGED((a.t.tool_choice = &a.tc, a.tc.disable_parallel_tool_use = true));
+    CHANGED((a.t.tool_choice = &a.tc, a.tc.type = AGENTQ__V1__TOOL_CHOICE_TYPE__TOOL_CHOICE_TYPE_TOOL,
+             a.tc.name = "get_time"));
+    CHANGED(a.tb[0].text = "Weather there?");
+    CHANGED(a.src.data.len = 3);
+    CHANGED(a.src.media_type = "image/gif");
+    CHANGED((a.src.data.len = 0, a.src.url = "https://example.com/p.png"));
+    CHANGED(a.ub.input_json = "{\"city\":\"Lyon\"}");
+    CHANGED(a.ub.id = "toolu_2");
+    CHANGED(a.rb.is_error = true);
+    CHANGED(a.rb.n_content = 0);
+    CHANGED(a.tb[1].text = "19C");
+    CHANGED(a.m[0].n_blocks = 1);                              /* the image dropped */
+    CHANGED((a.m0[0] = &a.b[1], a.m0[1] = &a.b[0]));            /* block order */
+#undef CHANGED
+
+    /* auto without options is what no tool_choice sends: the same key */
+    agent_task_init(&a);
+    a.t.tool_choice = &a.tc;
+    agent_key(&a, k);
+    assert_string_equal(k, base);
+    /* run settings shape a run, not an answer */
+    a.t.max_steps = 7;
+    a.t.max_tool_calls = 9;
+    a.t.ceiling_action = AGENTQ__V1__CEILING_ACTION__CEILING_ACTION_FINAL;
+    a.t.session_id = "s-1";
+    agent_key(&a, k);
+    assert_string_equal(k, base);
+
+    /* text as a block is not the same request as text as a string */
+    spec s = BASE;
+    char plain[AQ_CACHE_KEY_HEX + 1];
+    s.prompt = NULL;
+    s.roles[0] = "user";
+    s.contents[0] = "Weather here?";
+    s.n_messages = 1;
+    s.n_stops = 0;
+    key_of(&s, MODEL, 256, false, plain);
+    agent_task_init(&a);
+    a.t.system = "Be brief.";
+    a.t.n_messages = 1;
+    a.m[0].n_blocks = 1;
+    a.t.n_tools = 0;
+    agent_key(&a, k);
+    assert_string_not_equal(k, plain);
+}
+
+/* The key of a request's pieces (an agent step) is the task's key. */
+static void test_key_of_parts(void **state)
+{
+    (void)state;
+    agent_task a;
+    agent_task_init(&a);
+    char k1[AQ_CACHE_KEY_HEX + 1], k2[AQ_CACHE_KEY_HEX + 1];
+    agent_key(&a, k1);
+    aq_llm_request_parts p;
+    aq_llm_request_parts_from_task(&a.t, MODEL, 256, &p);
+    aq_err err;
+    assert_int_equal(aq_cache_key_parts(&p, false, k2, &err), AQ_OK);
+    assert_string_equal(k1, k2);
+    /* a grown conversation: another key */
+    p.n_messages = 1;
+    assert_int_equal(aq_cache_key_parts(&p, false, k2, &err), AQ_OK);
+    assert_string_not_equal(k1, k2);
+    assert_int_equal(aq_cache_key_parts(NULL, false, k2, &err), AQ_INVALID_ARG);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -336,6 +522,8 @@ int main(void)
         cmocka_unit_test(test_tenant_scope_and_sharing),
         cmocka_unit_test(test_plan),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_blocks_and_tools_change_the_key),
+        cmocka_unit_test(test_key_of_parts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

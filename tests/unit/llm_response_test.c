@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/buf.h"
 #include "llm/llm_response.h"
 
 #define OK_USAGE "\"usage\":{\"input_tokens\":12,\"output_tokens\":34," \
@@ -397,6 +398,158 @@ static void test_not_json_message_is_clean_utf8(void **state)
     }
 }
 
+/* ---- content blocks ---- */
+
+static void test_blocks_kept_in_order(void **state)
+{
+    (void)state;
+    const char *body =
+        "{\"type\":\"message\",\"content\":["
+        "{\"type\":\"thinking\",\"thinking\":\"hmm\",\"signature\":\"x\"},"
+        "{\"type\":\"text\",\"text\":\"I will look.\"},"
+        "{\"type\":\"text\",\"text\":\"\"},"
+        "{\"type\":\"tool_use\",\"id\":\"toolu_1\",\"name\":\"get_weather\","
+        "\"input\":{ \"city\" : \"Paris\", \"days\": [1, 2.5], \"deep\": {\"a\": null}}},"
+        "{\"type\":\"tool_use\",\"id\":\"toolu_2\",\"name\":\"get_time\",\"input\":{}}],"
+        "\"stop_reason\":\"tool_use\"," OK_USAGE "}";
+    aq_llm_response r;
+    aq_err err;
+    assert_int_equal(parse(body, &r, &err), AQ_OK);
+    assert_int_equal(r.n_tool_use, 2);
+    assert_int_equal(r.n_blocks, 3); /* thinking and the empty text are not kept */
+    assert_int_equal(r.blocks[0].type, AQ_LLM_BLOCK_TEXT);
+    assert_int_equal(r.blocks[0].text_off, 0);
+    assert_int_equal(r.blocks[0].text_len, 12);
+    assert_int_equal(r.blocks[1].type, AQ_LLM_BLOCK_TOOL_USE);
+    assert_string_equal(r.blocks[1].id, "toolu_1");
+    assert_string_equal(r.blocks[1].name, "get_weather");
+    /* re-encoded compactly, key order kept */
+    assert_string_equal(r.blocks[1].input_json,
+                        "{\"city\":\"Paris\",\"days\":[1,2.5],\"deep\":{\"a\":null}}");
+    assert_string_equal(r.blocks[2].input_json, "{}");
+
+    /* as agentq.v1.ContentBlock */
+    aq_llm_content c;
+    assert_int_equal(aq_llm_response_content(&r, &c, &err), AQ_OK);
+    assert_int_equal(c.n_blocks, 3);
+    assert_int_equal(c.blocks[0]->block_case, AGENTQ__V1__CONTENT_BLOCK__BLOCK_TEXT);
+    assert_string_equal(c.blocks[0]->text->text, "I will look.");
+    assert_int_equal(c.blocks[1]->block_case, AGENTQ__V1__CONTENT_BLOCK__BLOCK_TOOL_USE);
+    assert_string_equal(c.blocks[1]->tool_use->id, "toolu_1");
+    assert_string_equal(c.blocks[2]->tool_use->name, "get_time");
+    /* packable as a Message (the agent loop's assistant turn) */
+    Agentq__V1__Message m = AGENTQ__V1__MESSAGE__INIT;
+    m.role = (char *)"assistant";
+    m.blocks = c.blocks;
+    m.n_blocks = c.n_blocks;
+    size_t n = agentq__v1__message__get_packed_size(&m);
+    uint8_t *buf = malloc(n);
+    agentq__v1__message__pack(&m, buf);
+    Agentq__V1__Message *back = agentq__v1__message__unpack(NULL, n, buf);
+    assert_non_null(back);
+    assert_string_equal(back->blocks[1]->tool_use->input_json, r.blocks[1].input_json);
+    agentq__v1__message__free_unpacked(back, NULL);
+    free(buf);
+
+    /* and back (a cached answer) */
+    aq_llm_response r2 = {0};
+    assert_int_equal(aq_llm_response_set_content(&r2, c.blocks, c.n_blocks, &err), AQ_OK);
+    assert_string_equal(r2.text, "I will look.");
+    assert_int_equal(r2.n_blocks, 3);
+    assert_int_equal(r2.n_tool_use, 2);
+    assert_string_equal(r2.blocks[2].id, "toolu_2");
+    aq_llm_content_free(&c);
+    aq_llm_response_free(&r);
+    aq_llm_response_free(&r2);
+}
+
+static void test_content_of_text_answers(void **state)
+{
+    (void)state;
+    aq_llm_response r;
+    aq_err err;
+    aq_llm_content c;
+    /* one text block: borrowed, no copy */
+    assert_int_equal(parse("{\"content\":[{\"type\":\"text\",\"text\":\"hello\"}]," OK_USAGE "}", &r,
+                           &err),
+                     AQ_OK);
+    assert_int_equal(aq_llm_response_content(&r, &c, &err), AQ_OK);
+    assert_int_equal(c.n_blocks, 1);
+    assert_ptr_equal(c.blocks[0]->text->text, r.text);
+    aq_llm_content_free(&c);
+    aq_llm_response_free(&r);
+    /* several: each its own string, output their concatenation */
+    assert_int_equal(parse("{\"content\":[{\"type\":\"text\",\"text\":\"ab\"},{\"type\":\"text\","
+                           "\"text\":\"cd\"}]," OK_USAGE "}",
+                           &r, &err),
+                     AQ_OK);
+    assert_string_equal(r.text, "abcd");
+    assert_int_equal(aq_llm_response_content(&r, &c, &err), AQ_OK);
+    assert_string_equal(c.blocks[0]->text->text, "ab");
+    assert_string_equal(c.blocks[1]->text->text, "cd");
+    aq_llm_content_free(&c);
+    aq_llm_response_free(&r);
+    /* no content at all */
+    assert_int_equal(parse("{\"content\":[]," OK_USAGE "}", &r, &err), AQ_OK);
+    assert_int_equal(r.n_blocks, 0);
+    assert_int_equal(aq_llm_response_content(&r, &c, &err), AQ_OK);
+    assert_int_equal(c.n_blocks, 0);
+    assert_null(c.blocks);
+    aq_llm_content_free(&c);
+    aq_llm_content_free(NULL);
+    aq_llm_response_free(&r);
+}
+
+static void test_stop_reasons_of_agents(void **state)
+{
+    (void)state;
+    static const char *const reasons[] = {"tool_use", "pause_turn", "refusal", "end_turn"};
+    for (size_t i = 0; i < 4; i++) {
+        char body[256];
+        snprintf(body, sizeof(body),
+                 "{\"content\":[{\"type\":\"text\",\"text\":\"x\"}],\"stop_reason\":\"%s\"," OK_USAGE "}",
+                 reasons[i]);
+        aq_llm_response r;
+        aq_err err;
+        assert_int_equal(parse(body, &r, &err), AQ_OK);
+        assert_string_equal(r.stop_reason, reasons[i]);
+        aq_llm_response_free(&r);
+    }
+}
+
+static void test_malformed_tool_use(void **state)
+{
+    (void)state;
+    expect_bad("{\"content\":[{\"type\":\"tool_use\",\"name\":\"n\",\"input\":{}}]," OK_USAGE "}",
+               "content[0] (tool_use) has no string \"id\"");
+    expect_bad("{\"content\":[{\"type\":\"tool_use\",\"id\":\"\",\"name\":\"n\",\"input\":{}}]," OK_USAGE "}",
+               "has no string \"id\"");
+    expect_bad("{\"content\":[{\"type\":\"text\",\"text\":\"a\"},{\"type\":\"tool_use\",\"id\":\"t\","
+               "\"name\":7,\"input\":{}}]," OK_USAGE "}",
+               "content[1] (tool_use) has no string \"name\"");
+    expect_bad("{\"content\":[{\"type\":\"tool_use\",\"id\":\"t\",\"name\":\"n\"}]," OK_USAGE "}",
+               "content[0] (tool_use) \"input\" is not an object");
+    expect_bad("{\"content\":[{\"type\":\"tool_use\",\"id\":\"t\",\"name\":\"n\",\"input\":[1]}]," OK_USAGE "}",
+               "\"input\" is not an object");
+    /* over the caps */
+    size_t big = AQ_LLM_TOOL_INPUT_MAX + 64;
+    char *body = malloc(big + 256);
+    int n = snprintf(body, 256, "{\"content\":[{\"type\":\"tool_use\",\"id\":\"t\",\"name\":\"n\",\"input\":{\"a\":\"");
+    memset(body + n, 'x', big);
+    snprintf(body + n + big, 256, "\"}}]," OK_USAGE "}");
+    expect_bad(body, "input is over the");
+    free(body);
+    aq_buf many;
+    aq_buf_init(&many, 1 << 20);
+    aq_buf_append_str(&many, "{\"content\":[");
+    for (unsigned i = 0; i <= AQ_LLM_TOOL_USES_MAX; i++)
+        aq_buf_printf(&many, "%s{\"type\":\"tool_use\",\"id\":\"t%u\",\"name\":\"n\",\"input\":{}}",
+                      i ? "," : "", i);
+    aq_buf_append_str(&many, "]," OK_USAGE "}");
+    expect_bad(many.data, "tool_use blocks (the cap)");
+    aq_buf_free(&many);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -412,6 +565,10 @@ int main(void)
         cmocka_unit_test(test_error_bodies_not_json_or_empty),
         cmocka_unit_test(test_error_message_truncated_and_cleaned),
         cmocka_unit_test(test_not_json_message_is_clean_utf8),
+        cmocka_unit_test(test_blocks_kept_in_order),
+        cmocka_unit_test(test_content_of_text_answers),
+        cmocka_unit_test(test_stop_reasons_of_agents),
+        cmocka_unit_test(test_malformed_tool_use),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

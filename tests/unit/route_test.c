@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "llm/llm_request.h"
 #include "route/route.h"
 
 #define RULES                                                                   \
@@ -308,6 +309,49 @@ static void test_router_config_errors(void **state)
     }
 }
 
+/* A task's input_tokens (what the pipeline routes on) counts its content
+ * blocks and its tools: a big tool schema can move a task to the "long" rule. */
+static void test_input_tokens_count_blocks_and_tools(void **state)
+{
+    (void)state;
+    aq_route *r = router(RULES, "", NULL);
+    static char schema[200064];
+    const char *head = "{\"type\":\"object\",\"description\":\"";
+    size_t h = strlen(head);
+    memcpy(schema, head, h);
+    memset(schema + h, 'x', 200000);
+    memcpy(schema + h + 200000, "\"}", 3);
+    Agentq__V1__TextBlock tb = AGENTQ__V1__TEXT_BLOCK__INIT;
+    tb.text = (char *)"short question";
+    Agentq__V1__ContentBlock b = AGENTQ__V1__CONTENT_BLOCK__INIT, *bp = &b;
+    b.block_case = AGENTQ__V1__CONTENT_BLOCK__BLOCK_TEXT;
+    b.text = &tb;
+    Agentq__V1__Message m = AGENTQ__V1__MESSAGE__INIT, *mp = &m;
+    m.role = (char *)"user";
+    m.blocks = &bp;
+    m.n_blocks = 1;
+    Agentq__V1__Task t = AGENTQ__V1__TASK__INIT;
+    t.type = (char *)"chat";
+    t.messages = &mp;
+    t.n_messages = 1;
+    aq_route_task rt = {"chat", "", NULL, aq_llm_task_input_tokens(&t), 4096};
+    aq_route_choice c;
+    aq_err err;
+    assert_int_equal(rt.input_tokens, 4); /* the block's 14 bytes */
+    assert_int_equal(aq_route_choose(r, &rt, &c, &err), AQ_OK);
+    assert_string_equal(c.rule, "default");
+    Agentq__V1__Tool tool = AGENTQ__V1__TOOL__INIT, *tp = &tool;
+    tool.name = (char *)"search";
+    tool.input_schema_json = schema;
+    t.tools = &tp;
+    t.n_tools = 1;
+    rt.input_tokens = aq_llm_task_input_tokens(&t);
+    assert_true(rt.input_tokens >= 50000);
+    assert_int_equal(aq_route_choose(r, &rt, &c, &err), AQ_OK);
+    assert_string_equal(c.rule, "long");
+    aq_route_destroy(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -318,6 +362,7 @@ int main(void)
         cmocka_unit_test(test_rules_introspection),
         cmocka_unit_test(test_parse_errors),
         cmocka_unit_test(test_router_config_errors),
+        cmocka_unit_test(test_input_tokens_count_blocks_and_tools),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

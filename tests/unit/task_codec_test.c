@@ -835,6 +835,641 @@ static void test_limits_default(void **state)
     assert_true(lim.max_field_bytes > 0);
 }
 
+/* ---- content blocks, tools (agent runs) ---- */
+
+/* A conversation with tool use on top of tfix: a user turn with text and an
+ * image, an assistant turn with text and two tool_use blocks, a user turn
+ * answering both and adding a document; two tools. Every piece is reachable
+ * so a test can break exactly one rule. */
+typedef struct afix {
+    tfix f;
+    Agentq__V1__Message m[3];
+    Agentq__V1__Message *mp[4];
+    Agentq__V1__ContentBlock b[12];
+    Agentq__V1__ContentBlock *m0[2], *m1[3], *m2[3], *rc0[1], *rc1[1];
+    Agentq__V1__TextBlock tb[5];
+    Agentq__V1__ImageBlock ib;
+    Agentq__V1__DocumentBlock db;
+    Agentq__V1__MediaSource src[2];
+    Agentq__V1__ToolUseBlock ub[2];
+    Agentq__V1__ToolResultBlock rb[2];
+    Agentq__V1__Tool tools[3];
+    Agentq__V1__Tool *tp[3];
+    Agentq__V1__ToolChoice tc;
+} afix;
+
+static const uint8_t PNG[] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0};
+
+static void set_text(Agentq__V1__ContentBlock *b, Agentq__V1__TextBlock *tb, const char *text)
+{
+    agentq__v1__content_block__init(b);
+    agentq__v1__text_block__init(tb);
+    tb->text = (char *)text;
+    b->block_case = AGENTQ__V1__CONTENT_BLOCK__BLOCK_TEXT;
+    b->text = tb;
+}
+
+static void afix_init(afix *a)
+{
+    memset(a, 0, sizeof(*a));
+    fix_init(&a->f, false);
+    Agentq__V1__Task *t = &a->f.task;
+    t->prompt = "";
+    for (int i = 0; i < 3; i++) {
+        agentq__v1__message__init(&a->m[i]);
+        a->mp[i] = &a->m[i];
+    }
+    /* messages[0]: user, text + image */
+    a->m[0].role = "user";
+    set_text(&a->b[0], &a->tb[0], "What is the weather in Paris? Here is the sky.");
+    agentq__v1__content_block__init(&a->b[1]);
+    agentq__v1__image_block__init(&a->ib);
+    agentq__v1__media_source__init(&a->src[0]);
+    a->src[0].media_type = "image/png";
+    a->src[0].data.data = (uint8_t *)PNG;
+    a->src[0].data.len = sizeof(PNG);
+    a->ib.source = &a->src[0];
+    a->b[1].block_case = AGENTQ__V1__CONTENT_BLOCK__BLOCK_IMAGE;
+    a->b[1].image = &a->ib;
+    a->m0[0] = &a->b[0];
+    a->m0[1] = &a->b[1];
+    a->m[0].n_blocks = 2;
+    a->m[0].blocks = a->m0;
+    /* messages[1]: assistant, text + two tool_use */
+    a->m[1].role = "assistant";
+    set_text(&a->b[2], &a->tb[1], "Let me check.");
+    static const char *const ids[] = {"toolu_1", "toolu_2"};
+    static const char *const names[] = {"get_weather", "get_time"};
+    static const char *const inputs[] = {"{\"city\":\"Paris\"}", "{\"tz\": \"Europe/Paris\"}"};
+    for (int k = 0; k < 2; k++) {
+        Agentq__V1__ContentBlock *b = &a->b[3 + k];
+        agentq__v1__content_block__init(b);
+        agentq__v1__tool_use_block__init(&a->ub[k]);
+        a->ub[k].id = (char *)ids[k];
+        a->ub[k].name = (char *)names[k];
+        a->ub[k].input_json = (char *)inputs[k];
+        b->block_case = AGENTQ__V1__CONTENT_BLOCK__BLOCK_TOOL_USE;
+        b->tool_use = &a->ub[k];
+    }
+    a->m1[0] = &a->b[2];
+    a->m1[1] = &a->b[3];
+    a->m1[2] = &a->b[4];
+    a->m[1].n_blocks = 3;
+    a->m[1].blocks = a->m1;
+    /* messages[2]: user, two tool_result + a document */
+    a->m[2].role = "user";
+    set_text(&a->b[5], &a->tb[2], "18C, clear");
+    set_text(&a->b[6], &a->tb[3], "14:00");
+    a->rc0[0] = &a->b[5];
+    a->rc1[0] = &a->b[6];
+    for (int k = 0; k < 2; k++) {
+        Agentq__V1__ContentBlock *b = &a->b[7 + k];
+        agentq__v1__content_block__init(b);
+        agentq__v1__tool_result_block__init(&a->rb[k]);
+        a->rb[k].tool_use_id = (char *)ids[k];
+        a->rb[k].n_content = 1;
+        a->rb[k].content = k == 0 ? a->rc0 : a->rc1;
+        b->block_case = AGENTQ__V1__CONTENT_BLOCK__BLOCK_TOOL_RESULT;
+        b->tool_result = &a->rb[k];
+    }
+    agentq__v1__content_block__init(&a->b[9]);
+    agentq__v1__document_block__init(&a->db);
+    agentq__v1__media_source__init(&a->src[1]);
+    a->src[1].url = "https://example.com/report.pdf";
+    a->db.source = &a->src[1];
+    a->db.title = "Report";
+    a->b[9].block_case = AGENTQ__V1__CONTENT_BLOCK__BLOCK_DOCUMENT;
+    a->b[9].document = &a->db;
+    a->m2[0] = &a->b[7];
+    a->m2[1] = &a->b[8];
+    a->m2[2] = &a->b[9];
+    a->m[2].n_blocks = 3;
+    a->m[2].blocks = a->m2;
+    t->n_messages = 3;
+    t->messages = a->mp;
+    /* tools */
+    for (int k = 0; k < 3; k++) {
+        agentq__v1__tool__init(&a->tools[k]);
+        a->tp[k] = &a->tools[k];
+    }
+    a->tools[0].name = "get_weather";
+    a->tools[0].description = "Current weather of a city";
+    a->tools[0].input_schema_json =
+        "{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"}},\"required\":[\"city\"]}";
+    a->tools[1].name = "get_time";
+    a->tools[1].input_schema_json = "{\"type\": \"object\"}";
+    a->tools[2].name = "spare-tool_3";
+    a->tools[2].input_schema_json = "{\"type\":\"object\",\"properties\":{}}";
+    t->n_tools = 3;
+    t->tools = a->tp;
+    agentq__v1__tool_choice__init(&a->tc);
+}
+
+static void expect_ok(afix *a)
+{
+    aq_err err;
+    aq_err_clear(&err);
+    aq_status st = aq_task_validate(&a->f.task, &a->f.lim, &err);
+    if (st != AQ_OK)
+        fail_msg("validate failed: %s", err.msg);
+}
+
+static void test_blocks_valid(void **state)
+{
+    (void)state;
+    afix a;
+    afix_init(&a);
+    expect_ok(&a);
+    /* tool_result content may be empty; is_error is free; text may follow */
+    a.rb[1].n_content = 0;
+    a.rb[1].is_error = true;
+    expect_ok(&a);
+    /* a document with data: PDF, or text/plain (UTF-8) */
+    a.src[1].url = "";
+    a.src[1].media_type = "text/plain";
+    a.src[1].data.data = (uint8_t *)"plain \xc3\xa9";
+    a.src[1].data.len = 8;
+    expect_ok(&a);
+    a.src[1].media_type = "application/pdf";
+    a.src[1].data.data = (uint8_t *)"%PDF\xff";
+    a.src[1].data.len = 5;
+    expect_ok(&a);
+    /* an image by URL; every allowed image type */
+    static const char *const types[] = {"image/jpeg", "image/png", "image/gif", "image/webp"};
+    for (size_t i = 0; i < 4; i++) {
+        a.src[0].media_type = (char *)types[i];
+        expect_ok(&a);
+    }
+    a.src[0].data.len = 0;
+    a.src[0].media_type = "";
+    a.src[0].url = "http://example.com/sky.png";
+    expect_ok(&a);
+    /* a conversation that ends with the tool results (an agent run's shape) */
+    a.f.task.n_messages = 3;
+    a.m[2].n_blocks = 2;
+    expect_ok(&a);
+}
+
+static void test_blocks_message_shape(void **state)
+{
+    (void)state;
+    afix a;
+    afix_init(&a);
+    a.m[0].content = "both";
+    expect_invalid(&a.f, AQ_TASK_INVALID, "messages[0]: set content or blocks, not both");
+    afix_init(&a);
+    a.m[0].n_blocks = 0;
+    expect_invalid(&a.f, AQ_TASK_INVALID, "messages[0].content is empty");
+    afix_init(&a);
+    agentq__v1__content_block__init(&a.b[0]); /* no kind set */
+    expect_invalid(&a.f, AQ_TASK_INVALID, "messages[0].blocks[0] is empty");
+    afix_init(&a);
+    a.tb[0].text = "";
+    expect_invalid(&a.f, AQ_TASK_INVALID, "messages[0].blocks[0].text.text is empty");
+    afix_init(&a);
+    a.tb[1].text = "bad \xff";
+    expect_invalid(&a.f, AQ_TASK_INVALID, "messages[1].blocks[0].text.text is not valid UTF-8");
+    afix_init(&a);
+    a.tb[3].text = "bad \xc3";
+    expect_invalid(&a.f, AQ_TASK_INVALID,
+                   "messages[2].blocks[1].tool_result.content[0].text.text is not valid UTF-8");
+    afix_init(&a);
+    a.f.lim.max_blocks = 9; /* the fixture has 10, nested ones included */
+    expect_invalid(&a.f, AQ_TASK_INVALID, "more than 9 content blocks");
+    a.f.lim.max_blocks = 10;
+    expect_ok(&a);
+}
+
+static void test_blocks_roles(void **state)
+{
+    (void)state;
+    afix a;
+    /* tool_use in a user turn */
+    afix_init(&a);
+    a.m0[1] = &a.b[3];
+    expect_invalid(&a.f, AQ_TASK_INVALID,
+                   "messages[0].blocks[1].tool_use is only allowed in assistant messages");
+    /* tool_result in an assistant turn */
+    afix_init(&a);
+    a.m1[0] = &a.b[7];
+    expect_invalid(&a.f, AQ_TASK_INVALID,
+                   "messages[1].blocks[0].tool_result is only allowed in user messages");
+    /* images and documents: user turns only */
+    afix_init(&a);
+    a.m1[0] = &a.b[1];
+    expect_invalid(&a.f, AQ_TASK_INVALID, "messages[1].blocks[0].image is only allowed in user");
+    afix_init(&a);
+    a.m1[0] = &a.b[9];
+    expect_invalid(&a.f, AQ_TASK_INVALID, "messages[1].blocks[0].document is only allowed");
+    /* tool_result content: text, image or document only (bounds the nesting) */
+    afix_init(&a);
+    a.rc0[0] = &a.b[8];
+    expect_invalid(&a.f, AQ_TASK_INVALID,
+                   "messages[2].blocks[0].tool_result.content[0] must be a text, image or document");
+    afix_init(&a);
+    a.rc0[0] = &a.b[3];
+    expect_invalid(&a.f, AQ_TASK_INVALID, "must be a text, image or document");
+    /* an image inside a tool_result is fine */
+    afix_init(&a);
+    a.rc0[0] = &a.b[1];
+    expect_ok(&a);
+}
+
+static void test_blocks_tool_pairing(void **state)
+{
+    (void)state;
+    afix a;
+    /* a tool_result after another block */
+    afix_init(&a);
+    a.m2[0] = &a.b[9];
+    a.m2[1] = &a.b[7];
+    a.m2[2] = &a.b[8];
+    expect_invalid(&a.f, AQ_TASK_INVALID,
+                   "messages[2].blocks[1].tool_result must come before any other block");
+    /* an answer to an id the previous message does not have */
+    afix_init(&a);
+    a.rb[1].tool_use_id = "toolu_9";
+    expect_invalid(&a.f, AQ_TASK_INVALID,
+                   "messages[2].blocks[1].tool_result.tool_use_id \"toolu_9\" answers no tool_use "
+                   "of messages[1]");
+    /* every tool_use answered: drop the second result */
+    afix_init(&a);
+    a.m2[1] = &a.b[9];
+    a.m[2].n_blocks = 2;
+    expect_invalid(&a.f, AQ_TASK_INVALID,
+                   "messages[1].blocks[2].tool_use \"toolu_2\" is not answered");
+    /* the conversation may not end on unanswered tool_use */
+    afix_init(&a);
+    a.f.task.n_messages = 2;
+    expect_invalid(&a.f, AQ_TASK_INVALID, "messages[1].blocks[1].tool_use \"toolu_1\" is not answered");
+    /* the same id answered twice */
+    afix_init(&a);
+    a.rb[1].tool_use_id = "toolu_1";
+    expect_invalid(&a.f, AQ_TASK_INVALID, "tool_use_id \"toolu_1\" repeats blocks[0]");
+    /* two tool_use with one id */
+    afix_init(&a);
+    a.ub[1].id = "toolu_1";
+    expect_invalid(&a.f, AQ_TASK_INVALID, "messages[1].blocks[2].tool_use.id \"toolu_1\" repeats");
+    /* a tool_result in the first message answers nothing */
+    afix_init(&a);
+    a.m0[0] = &a.b[7];
+    expect_invalid(&a.f, AQ_TASK_INVALID, "answers no tool_use: it is in the first message");
+    /* a tool_result whose previous message is a user message */
+    afix_init(&a);
+    a.m[1].role = "user";
+    a.m1[1] = &a.b[0];
+    a.m1[2] = &a.b[0];
+    expect_invalid(&a.f, AQ_TASK_INVALID, "answers no tool_use of messages[1]");
+    /* tool blocks need tools (the API's rule) */
+    afix_init(&a);
+    a.f.task.n_tools = 0;
+    expect_invalid(&a.f, AQ_TASK_INVALID, "defines no tools");
+}
+
+static void test_blocks_tool_use_fields(void **state)
+{
+    (void)state;
+    afix a;
+    afix_init(&a);
+    a.ub[0].id = "";
+    expect_invalid(&a.f, AQ_TASK_INVALID, "messages[1].blocks[1].tool_use.id must be");
+    a.ub[0].id = "toolu 1";
+    expect_invalid(&a.f, AQ_TASK_INVALID, "messages[1].blocks[1].tool_use.id must be");
+    afix_init(&a);
+    a.ub[1].name = "get.time";
+    expect_invalid(&a.f, AQ_TASK_INVALID, "messages[1].blocks[2].tool_use.name must match");
+    afix_init(&a);
+    a.ub[0].input_json = "[1,2]";
+    expect_invalid(&a.f, AQ_TASK_INVALID,
+                   "messages[1].blocks[1].tool_use.input_json is not a JSON object");
+    a.ub[0].input_json = "{\"city\":";
+    expect_invalid(&a.f, AQ_TASK_INVALID, "messages[1].blocks[1].tool_use.input_json is not JSON");
+    a.ub[0].input_json = "";
+    expect_invalid(&a.f, AQ_TASK_INVALID, "tool_use.input_json is not JSON");
+    a.ub[0].input_json = "{\"a\":1,\"a\":2}";
+    expect_invalid(&a.f, AQ_TASK_INVALID, "tool_use.input_json is not JSON");
+    afix_init(&a);
+    a.rb[0].tool_use_id = "";
+    expect_invalid(&a.f, AQ_TASK_INVALID, "messages[2].blocks[0].tool_result.tool_use_id must be");
+}
+
+static void test_blocks_media(void **state)
+{
+    (void)state;
+    afix a;
+    afix_init(&a);
+    a.ib.source = NULL;
+    expect_invalid(&a.f, AQ_TASK_INVALID, "messages[0].blocks[1].image.source is missing");
+    afix_init(&a);
+    a.src[0].url = "https://example.com/x.png";
+    expect_invalid(&a.f, AQ_TASK_INVALID, "messages[0].blocks[1].image.source: set data or url, not both");
+    afix_init(&a);
+    a.src[0].data.len = 0;
+    expect_invalid(&a.f, AQ_TASK_INVALID, "image.source has neither data nor url");
+    afix_init(&a);
+    a.src[0].media_type = "";
+    expect_invalid(&a.f, AQ_TASK_INVALID, "image.source.media_type is required with data");
+    a.src[0].media_type = "image/bmp";
+    expect_invalid(&a.f, AQ_TASK_INVALID,
+                   "messages[0].blocks[1].image.source.media_type \"image/bmp\" is not image/jpeg");
+    a.src[0].media_type = "application/pdf"; /* a document type on an image */
+    expect_invalid(&a.f, AQ_TASK_INVALID, "is not image/jpeg, image/png, image/gif or image/webp");
+    afix_init(&a);
+    a.src[1].url = "ftp://example.com/r.pdf";
+    expect_invalid(&a.f, AQ_TASK_INVALID, "messages[2].blocks[2].document.source.url must be");
+    a.src[1].url = "https://example.com/a b.pdf";
+    expect_invalid(&a.f, AQ_TASK_INVALID, "document.source.url must be");
+    a.src[1].url = "https://";
+    expect_invalid(&a.f, AQ_TASK_INVALID, "document.source.url must be");
+    afix_init(&a);
+    a.src[1].url = "";
+    a.src[1].media_type = "image/png"; /* an image type on a document */
+    a.src[1].data.data = (uint8_t *)"x";
+    a.src[1].data.len = 1;
+    expect_invalid(&a.f, AQ_TASK_INVALID, "is not application/pdf or text/plain");
+    a.src[1].media_type = "text/plain";
+    a.src[1].data.data = (uint8_t *)"\xff";
+    expect_invalid(&a.f, AQ_TASK_INVALID, "document.source.data is text/plain but not valid UTF-8");
+    afix_init(&a);
+    a.db.title = "bad \xff";
+    expect_invalid(&a.f, AQ_TASK_INVALID, "messages[2].blocks[2].document.title is not valid UTF-8");
+}
+
+static void test_blocks_count_against_caps(void **state)
+{
+    (void)state;
+    afix a;
+    afix_init(&a);
+    /* media: the image's bytes against max_media_bytes */
+    a.f.lim.max_media_bytes = sizeof(PNG);
+    expect_ok(&a);
+    a.f.lim.max_media_bytes = sizeof(PNG) - 1;
+    expect_invalid(&a.f, AQ_PROMPT_TOO_LARGE, "media is 10 bytes");
+    /* prompt bytes: everything a publisher sends as text */
+    afix_init(&a);
+    size_t total = strlen(a.f.task.system);
+    for (int i = 0; i < 4; i++)
+        total += strlen(a.tb[i].text);
+    for (int k = 0; k < 2; k++)
+        total += strlen(a.ub[k].name) + strlen(a.ub[k].input_json);
+    total += strlen(a.db.title);
+    for (int k = 0; k < 3; k++)
+        total += strlen(a.tools[k].name) + strlen(a.tools[k].description) +
+                 strlen(a.tools[k].input_schema_json);
+    a.f.lim.max_prompt_bytes = total;
+    expect_ok(&a);
+    a.f.lim.max_prompt_bytes = total - 1;
+    expect_invalid(&a.f, AQ_PROMPT_TOO_LARGE, "over the cap");
+}
+
+static void test_tools_rules(void **state)
+{
+    (void)state;
+    afix a;
+    afix_init(&a);
+    a.tools[2].name = "bad name";
+    expect_invalid(&a.f, AQ_TASK_INVALID, "tools[2].name must match ^[a-zA-Z0-9_-]{1,64}$");
+    char long_name[66];
+    memset(long_name, 'a', 65);
+    long_name[65] = '\0';
+    a.tools[2].name = long_name;
+    expect_invalid(&a.f, AQ_TASK_INVALID, "tools[2].name must match");
+    long_name[64] = '\0';
+    expect_ok(&a);
+    a.tools[2].name = "";
+    expect_invalid(&a.f, AQ_TASK_INVALID, "tools[2].name must match");
+    a.tools[2].name = "get_weather";
+    expect_invalid(&a.f, AQ_TASK_INVALID, "tools[2].name \"get_weather\" repeats tools[0]");
+    afix_init(&a);
+    a.f.lim.max_tools = 2;
+    expect_invalid(&a.f, AQ_TASK_INVALID, "3 tools, over the cap of 2");
+    afix_init(&a);
+    a.tools[1].input_schema_json = "";
+    expect_invalid(&a.f, AQ_TASK_INVALID, "tools[1].input_schema_json is empty");
+    a.tools[1].input_schema_json = "{\"type\":";
+    expect_invalid(&a.f, AQ_TASK_INVALID, "tools[1].input_schema_json is not JSON");
+    a.tools[1].input_schema_json = "\"object\"";
+    expect_invalid(&a.f, AQ_TASK_INVALID, "tools[1].input_schema_json is not a JSON object");
+    a.tools[1].input_schema_json = "{\"type\":\"string\"}";
+    expect_invalid(&a.f, AQ_TASK_INVALID, "tools[1].input_schema_json must have \"type\": \"object\"");
+    a.tools[1].input_schema_json = "{\"properties\":{}}";
+    expect_invalid(&a.f, AQ_TASK_INVALID, "must have \"type\": \"object\"");
+    afix_init(&a);
+    a.f.lim.max_tool_schema_bytes = strlen(a.tools[0].input_schema_json) - 1;
+    expect_invalid(&a.f, AQ_TASK_INVALID, "tools[0].input_schema_json is");
+    afix_init(&a);
+    a.tools[0].description = "bad \xff";
+    expect_invalid(&a.f, AQ_TASK_INVALID, "tools[0].description is not valid UTF-8");
+    /* tools without any tool blocks in the messages: a plain prompt */
+    afix_init(&a);
+    tfix f;
+    fix_init(&f, false);
+    f.task.n_tools = 1;
+    f.task.tools = a.tp;
+    aq_err err;
+    assert_int_equal(aq_task_validate(&f.task, &f.lim, &err), AQ_OK);
+}
+
+/* The hook internal/tool's JSON Schema validator plugs into. */
+static int schema_checks;
+static aq_status refuse_minimum(const char *schema, aq_err *err)
+{
+    schema_checks++;
+    if (strstr(schema, "minimum"))
+        return aq_err_set(err, AQ_TASK_INVALID, "/properties/n/minimum must be a number");
+    return AQ_OK;
+}
+
+static void test_tools_schema_hook(void **state)
+{
+    (void)state;
+    afix a;
+    afix_init(&a);
+    a.f.lim.check_tool_schema = refuse_minimum;
+    schema_checks = 0;
+    expect_ok(&a);
+    assert_int_equal(schema_checks, 3);
+    a.tools[1].input_schema_json = "{\"type\":\"object\",\"properties\":{\"n\":{\"minimum\":\"x\"}}}";
+    expect_invalid(&a.f, AQ_TASK_INVALID,
+                   "tools[1].input_schema_json: /properties/n/minimum must be a number");
+}
+
+static void test_tool_choice_rules(void **state)
+{
+    (void)state;
+    afix a;
+    afix_init(&a);
+    a.f.task.tool_choice = &a.tc;
+    expect_ok(&a); /* auto */
+    a.tc.disable_parallel_tool_use = true;
+    expect_ok(&a);
+    a.tc.type = AGENTQ__V1__TOOL_CHOICE_TYPE__TOOL_CHOICE_TYPE_ANY;
+    expect_ok(&a);
+    a.tc.type = AGENTQ__V1__TOOL_CHOICE_TYPE__TOOL_CHOICE_TYPE_NONE;
+    expect_ok(&a);
+    a.tc.type = AGENTQ__V1__TOOL_CHOICE_TYPE__TOOL_CHOICE_TYPE_TOOL;
+    expect_invalid(&a.f, AQ_TASK_INVALID, "tool_choice.name is required with type tool");
+    a.tc.name = "get_time";
+    expect_ok(&a);
+    a.tc.name = "no_such_tool";
+    expect_invalid(&a.f, AQ_TASK_INVALID, "tool_choice.name must be one of the task's tools");
+    a.tc.type = AGENTQ__V1__TOOL_CHOICE_TYPE__TOOL_CHOICE_TYPE_ANY;
+    expect_invalid(&a.f, AQ_TASK_INVALID, "tool_choice.name is only for type tool (type is any)");
+    a.tc.name = "";
+    a.tc.type = (Agentq__V1__ToolChoiceType)7;
+    expect_invalid(&a.f, AQ_TASK_INVALID, "tool_choice.type 7 is unknown");
+    /* any / tool need tools */
+    tfix f;
+    fix_init(&f, false);
+    f.task.tool_choice = &a.tc;
+    a.tc.type = AGENTQ__V1__TOOL_CHOICE_TYPE__TOOL_CHOICE_TYPE_ANY;
+    expect_invalid(&f, AQ_TASK_INVALID, "tool_choice.type any needs tools: the task has none");
+    a.tc.type = AGENTQ__V1__TOOL_CHOICE_TYPE__TOOL_CHOICE_TYPE_TOOL;
+    a.tc.name = "x";
+    expect_invalid(&f, AQ_TASK_INVALID, "tool_choice.type tool needs tools");
+}
+
+static void test_agent_run_fields(void **state)
+{
+    (void)state;
+    tfix f;
+    fix_init(&f, false);
+    aq_err err;
+    f.task.ceiling_action = AGENTQ__V1__CEILING_ACTION__CEILING_ACTION_FINAL;
+    f.task.session_id = "sess-1_a=b.c";
+    f.task.max_steps = f.lim.max_steps_cap;
+    f.task.max_tool_calls = f.lim.max_tool_calls_cap;
+    assert_int_equal(aq_task_validate(&f.task, &f.lim, &err), AQ_OK);
+    f.task.ceiling_action = (Agentq__V1__CeilingAction)3;
+    expect_invalid(&f, AQ_TASK_INVALID, "ceiling_action 3 is unknown");
+    f.task.ceiling_action = AGENTQ__V1__CEILING_ACTION__CEILING_ACTION_FAIL;
+    f.task.session_id = "a..b";
+    expect_invalid(&f, AQ_TASK_INVALID, "session_id must be 1-128 characters");
+    f.task.session_id = "has space";
+    expect_invalid(&f, AQ_TASK_INVALID, "session_id must be");
+    f.task.session_id = "";
+    f.task.max_steps = f.lim.max_steps_cap + 1;
+    expect_invalid(&f, AQ_TASK_INVALID, "max_steps 101 is over the cap of 100");
+    f.task.max_steps = 0;
+    f.task.max_tool_calls = f.lim.max_tool_calls_cap + 1;
+    expect_invalid(&f, AQ_TASK_INVALID, "max_tool_calls 1001 is over the cap of 1000");
+}
+
+static void test_enum_names(void **state)
+{
+    (void)state;
+    Agentq__V1__ToolChoiceType tc;
+    Agentq__V1__CeilingAction ca;
+    assert_string_equal(aq_task_tool_choice_name(AGENTQ__V1__TOOL_CHOICE_TYPE__TOOL_CHOICE_TYPE_UNSPECIFIED), "auto");
+    assert_string_equal(aq_task_tool_choice_name((Agentq__V1__ToolChoiceType)9), "unknown");
+    assert_true(aq_task_tool_choice_parse("tool", &tc));
+    assert_int_equal(tc, AGENTQ__V1__TOOL_CHOICE_TYPE__TOOL_CHOICE_TYPE_TOOL);
+    assert_true(aq_task_tool_choice_parse("TOOL_CHOICE_TYPE_NONE", &tc));
+    assert_int_equal(tc, AGENTQ__V1__TOOL_CHOICE_TYPE__TOOL_CHOICE_TYPE_NONE);
+    assert_false(aq_task_tool_choice_parse("required", &tc));
+    assert_string_equal(aq_task_ceiling_action_name(AGENTQ__V1__CEILING_ACTION__CEILING_ACTION_FINAL), "final");
+    assert_true(aq_task_ceiling_action_parse("CEILING_ACTION_FAIL", &ca));
+    assert_int_equal(ca, AGENTQ__V1__CEILING_ACTION__CEILING_ACTION_FAIL);
+    assert_false(aq_task_ceiling_action_parse("stop", &ca));
+    assert_true(aq_task_tool_name_valid("a-Z_0"));
+    assert_false(aq_task_tool_name_valid("a=b"));
+    assert_false(aq_task_tool_name_valid(NULL));
+}
+
+/* The wire round trip of a conversation with every block kind. */
+static void test_blocks_round_trip(void **state)
+{
+    (void)state;
+    afix a;
+    afix_init(&a);
+    a.f.task.tool_choice = &a.tc;
+    a.tc.type = AGENTQ__V1__TOOL_CHOICE_TYPE__TOOL_CHOICE_TYPE_TOOL;
+    a.tc.name = "get_time";
+    aq_buf b;
+    aq_err err;
+    aq_buf_init(&b, 1 << 20);
+    assert_int_equal(aq_task_pack(&a.f.task, &b, &err), AQ_OK);
+    Agentq__V1__Task *t = NULL;
+    assert_int_equal(aq_task_unpack(b.data, b.len, &a.f.lim, &t, &err), AQ_OK);
+    assert_int_equal(aq_task_validate(t, &a.f.lim, &err), AQ_OK);
+    assert_int_equal(t->messages[0]->blocks[1]->image->source->data.len, sizeof(PNG));
+    assert_memory_equal(t->messages[0]->blocks[1]->image->source->data.data, PNG, sizeof(PNG));
+    assert_string_equal(t->messages[2]->blocks[1]->tool_result->content[0]->text->text, "14:00");
+    assert_string_equal(t->tool_choice->name, "get_time");
+    aq_task_free(t);
+    aq_buf_free(&b);
+}
+
+/* ContentBlock nests through tool_result.content: protobuf-c unpacks that
+ * recursively without a limit (100,000 levels, under 1 MB, overflow an 8 MB
+ * stack). The wire walk finds the depth without recursing past its bound. */
+static size_t put_varint(uint8_t *p, size_t v)
+{
+    size_t h = 0;
+    do {
+        uint8_t b = v & 0x7f;
+        v >>= 7;
+        p[h++] = (uint8_t)(b | (v ? 0x80 : 0));
+    } while (v);
+    return h;
+}
+
+/* buf[0..len) becomes one length-delimited field with key `key`. */
+static size_t wrap(uint8_t *buf, size_t len, size_t key, uint8_t *tmp)
+{
+    size_t h = put_varint(tmp, key);
+    h += put_varint(tmp + h, len);
+    memmove(buf + h, buf, len);
+    memcpy(buf, tmp, h);
+    return len + h;
+}
+
+static void test_nesting_depth(void **state)
+{
+    (void)state;
+    const size_t levels = 2000;
+    uint8_t *buf = malloc(1 << 20), tmp[16];
+    assert_non_null(buf);
+    size_t len = 0;
+    /* Inside out: ContentBlock{tool_result(5): ToolResultBlock{content(2): ...}} */
+    for (size_t i = 0; i < levels; i++) {
+        len = wrap(buf, len, 2 << 3 | 2, tmp);
+        len = wrap(buf, len, 5 << 3 | 2, tmp);
+    }
+    /* As a Result's content: refused by aq_result_unpack, no crash. */
+    size_t rlen = len;
+    uint8_t *rbuf = malloc(rlen + 16);
+    assert_non_null(rbuf);
+    memcpy(rbuf, buf, rlen);
+    rlen = wrap(rbuf, rlen, 22 << 3 | 2, tmp); /* Result.content */
+    Agentq__V1__Result *res = NULL;
+    aq_err rerr;
+    assert_int_equal(aq_result_unpack(rbuf, rlen, &res, &rerr), AQ_TASK_DECODE);
+    assert_non_null(strstr(rerr.msg, "nested deeper than the limit"));
+    assert_null(res);
+    free(rbuf);
+    len = wrap(buf, len, 3 << 3 | 2, tmp);  /* Message.blocks */
+    len = wrap(buf, len, 7 << 3 | 2, tmp);  /* Task.messages */
+    aq_task_limits lim;
+    aq_task_limits_default(&lim);
+    Agentq__V1__Task *t = NULL;
+    assert_int_equal(aq_task_unpack(buf, len, &lim, &t, &rerr), AQ_TASK_DECODE);
+    assert_non_null(strstr(rerr.msg, "nested deeper than the limit"));
+    assert_null(t);
+    free(buf);
+
+    /* Every real task is far from the bound: the fixture's conversation. */
+    afix a;
+    afix_init(&a);
+    aq_buf b;
+    aq_err err;
+    aq_buf_init(&b, 1 << 20);
+    assert_int_equal(aq_task_pack(&a.f.task, &b, &err), AQ_OK);
+    assert_int_equal(aq_task_unpack(b.data, b.len, &lim, &t, &err), AQ_OK);
+    aq_task_free(t);
+    aq_buf_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -861,6 +1496,20 @@ int main(void)
         cmocka_unit_test(test_result_round_trip),
         cmocka_unit_test(test_result_status_name),
         cmocka_unit_test(test_limits_default),
+        cmocka_unit_test(test_blocks_valid),
+        cmocka_unit_test(test_blocks_message_shape),
+        cmocka_unit_test(test_blocks_roles),
+        cmocka_unit_test(test_blocks_tool_pairing),
+        cmocka_unit_test(test_blocks_tool_use_fields),
+        cmocka_unit_test(test_blocks_media),
+        cmocka_unit_test(test_blocks_count_against_caps),
+        cmocka_unit_test(test_tools_rules),
+        cmocka_unit_test(test_tools_schema_hook),
+        cmocka_unit_test(test_tool_choice_rules),
+        cmocka_unit_test(test_agent_run_fields),
+        cmocka_unit_test(test_enum_names),
+        cmocka_unit_test(test_blocks_round_trip),
+        cmocka_unit_test(test_nesting_depth),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -501,6 +501,209 @@ static void test_result_to_json(void **state)
     json_decref(j);
 }
 
+/* ---- agent runs: content blocks, tools ---- */
+
+static const char *const AGENT_TASK =
+    "{\"id\": \"run-1\", \"type\": \"agent\", \"tenant\": \"acme\","
+    " \"created_unix_ms\": 1600000000000,"
+    " \"messages\": ["
+    "  {\"role\": \"user\", \"blocks\": ["
+    "    {\"text\": {\"text\": \"Weather in the picture's city?\"}},"
+    "    {\"image\": {\"source\": {\"media_type\": \"image/png\", \"data\": \"iVBORw0KGgo=\"}}},"
+    "    {\"document\": {\"source\": {\"url\": \"https://example.com/r.pdf\"}, \"title\": \"R\"}}]},"
+    "  {\"role\": \"assistant\", \"blocks\": ["
+    "    {\"tool_use\": {\"id\": \"toolu_1\", \"name\": \"get_weather\","
+    "                    \"input_json\": \"{\\\"city\\\":\\\"Paris\\\"}\"}}]},"
+    "  {\"role\": \"user\", \"blocks\": ["
+    "    {\"tool_result\": {\"tool_use_id\": \"toolu_1\", \"is_error\": true,"
+    "                       \"content\": [{\"text\": {\"text\": \"timeout\"}}]}}]}],"
+    " \"tools\": [{\"name\": \"get_weather\", \"description\": \"Weather\","
+    "              \"input_schema_json\": \"{\\\"type\\\":\\\"object\\\"}\"},"
+    "             {\"name\": \"noop\", \"input_schema_json\": \"{\\\"type\\\":\\\"object\\\"}\"}],"
+    " \"tool_choice\": {\"type\": \"tool\", \"name\": \"noop\", \"disable_parallel_tool_use\": true},"
+    " \"max_steps\": 12, \"max_tool_calls\": 30, \"ceiling_action\": \"final\","
+    " \"session_id\": \"sess-9\"}";
+
+static void test_pack_agent_task(void **state)
+{
+    jfix *f = *state;
+    assert_int_equal(pack_text(f, AGENT_TASK), AQ_OK);
+    Agentq__V1__Task *t = unpack_out(f);
+    assert_int_equal(t->n_messages, 3);
+    Agentq__V1__ContentBlock **b0 = t->messages[0]->blocks;
+    assert_int_equal(t->messages[0]->n_blocks, 3);
+    assert_string_equal(b0[0]->text->text, "Weather in the picture's city?");
+    /* base64 decoded to the raw bytes (the PNG signature) */
+    assert_int_equal(b0[1]->image->source->data.len, 8);
+    assert_memory_equal(b0[1]->image->source->data.data, "\x89PNG\r\n\x1a\n", 8);
+    assert_string_equal(b0[2]->document->source->url, "https://example.com/r.pdf");
+    assert_string_equal(b0[2]->document->title, "R");
+    assert_string_equal(t->messages[1]->blocks[0]->tool_use->input_json, "{\"city\":\"Paris\"}");
+    Agentq__V1__ToolResultBlock *rb = t->messages[2]->blocks[0]->tool_result;
+    assert_string_equal(rb->tool_use_id, "toolu_1");
+    assert_true(rb->is_error);
+    assert_string_equal(rb->content[0]->text->text, "timeout");
+    assert_int_equal(t->n_tools, 2);
+    assert_string_equal(t->tools[1]->name, "noop");
+    assert_int_equal(t->tool_choice->type, AGENTQ__V1__TOOL_CHOICE_TYPE__TOOL_CHOICE_TYPE_TOOL);
+    assert_true(t->tool_choice->disable_parallel_tool_use);
+    assert_int_equal(t->max_steps, 12);
+    assert_int_equal(t->max_tool_calls, 30);
+    assert_int_equal(t->ceiling_action, AGENTQ__V1__CEILING_ACTION__CEILING_ACTION_FINAL);
+    assert_string_equal(t->session_id, "sess-9");
+
+    /* The JSON view packs back to the same bytes. */
+    json_t *j = aq_task_to_json(t);
+    assert_non_null(j);
+    json_t *img = json_object_get(json_array_get(json_object_get(json_array_get(
+                                                                     json_object_get(j, "messages"), 0),
+                                                                 "blocks"),
+                                                 1),
+                                  "image");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(img, "source"), "data")),
+                        "iVBORw0KGgo=");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(j, "tool_choice"), "type")),
+                        "tool");
+    assert_string_equal(json_string_value(json_object_get(j, "ceiling_action")), "final");
+    aq_buf again;
+    aq_buf_init(&again, 1 << 20);
+    aq_task_ref ref;
+    aq_err err;
+    assert_int_equal(aq_task_json_pack(j, &f->lim, NOW_MS, &again, &ref, &err), AQ_OK);
+    assert_int_equal(again.len, f->out.len);
+    assert_memory_equal(again.data, f->out.data, f->out.len);
+    aq_buf_free(&again);
+    json_decref(j);
+    aq_task_free(t);
+
+    /* the protobuf enum names are accepted too */
+    assert_int_equal(pack_text(f, "{\"id\":\"a\",\"type\":\"b\",\"prompt\":\"p\","
+                                  "\"tools\":[{\"name\":\"t\",\"input_schema_json\":\"{\\\"type\\\":\\\"object\\\"}\"}],"
+                                  "\"tool_choice\":{\"type\":\"TOOL_CHOICE_TYPE_ANY\"},"
+                                  "\"ceiling_action\":\"CEILING_ACTION_FAIL\"}"),
+                     AQ_OK);
+}
+
+static void test_agent_json_errors(void **state)
+{
+    jfix *f = *state;
+#define TASK_WITH(msgs) "{\"id\":\"a\",\"type\":\"b\",\"messages\":[{\"role\":\"user\",\"blocks\":[" msgs "]}]}"
+    expect_error(f, TASK_WITH("{\"picture\":{}}"), AQ_TASK_INVALID,
+                 "messages[0].blocks[0]: unknown block \"picture\"");
+    expect_error(f, TASK_WITH("{\"text\":{\"text\":\"a\"},\"image\":{}}"), AQ_TASK_INVALID,
+                 "messages[0].blocks[0] must be an object with one of");
+    expect_error(f, TASK_WITH("{\"text\":\"a\"}"), AQ_TASK_INVALID, "messages[0].blocks[0].text must be an object");
+    expect_error(f, TASK_WITH("{\"text\":{\"txt\":\"a\"}}"), AQ_TASK_INVALID, "unknown field \"txt\"");
+    expect_error(f, TASK_WITH("{\"image\":{\"source\":{\"media_type\":\"image/png\",\"data\":\"abc\"}}}"),
+                 AQ_TASK_INVALID, "messages[0].blocks[0].image.source.data is not base64");
+    expect_error(f, TASK_WITH("{\"image\":{\"source\":{\"media_type\":\"image/png\",\"data\":\"a!c=\"}}}"),
+                 AQ_TASK_INVALID, "image.source.data is not base64");
+    expect_error(f, TASK_WITH("{\"image\":{\"source\":{\"media_type\":\"image/png\",\"data\":7}}}"),
+                 AQ_TASK_INVALID, "image.source.data must be a base64 string");
+    expect_error(f, TASK_WITH("{\"tool_result\":{\"tool_use_id\":\"x\",\"content\":[{\"tool_result\":"
+                              "{\"tool_use_id\":\"y\",\"content\":[]}}]}}"),
+                 AQ_TASK_INVALID, "nest too deep");
+    expect_error(f, TASK_WITH("{\"tool_result\":{\"tool_use_id\":\"x\",\"is_error\":1}}"),
+                 AQ_TASK_INVALID, "tool_result.is_error must be true or false");
+    /* the validator's messages come through, with their paths */
+    expect_error(f, TASK_WITH("{\"image\":{\"source\":{\"media_type\":\"image/bmp\",\"data\":\"YWJj\"}}}"),
+                 AQ_TASK_INVALID, "messages[0].blocks[0].image.source.media_type \"image/bmp\"");
+    expect_error(f, "{\"id\":\"a\",\"type\":\"b\",\"prompt\":\"p\",\"tools\":[{\"name\":\"a b\"}]}",
+                 AQ_TASK_INVALID, "tools[0].name must match");
+    expect_error(f, "{\"id\":\"a\",\"type\":\"b\",\"prompt\":\"p\",\"tools\":[{\"nam\":\"x\"}]}",
+                 AQ_TASK_INVALID, "tools[0]: unknown field \"nam\"");
+    expect_error(f, "{\"id\":\"a\",\"type\":\"b\",\"prompt\":\"p\",\"tool_choice\":{\"type\":\"required\"}}",
+                 AQ_TASK_INVALID, "tool_choice.type must be");
+    expect_error(f, "{\"id\":\"a\",\"type\":\"b\",\"prompt\":\"p\",\"tool_choice\":{\"type\":\"any\"}}",
+                 AQ_TASK_INVALID, "tool_choice.type any needs tools");
+    expect_error(f, "{\"id\":\"a\",\"type\":\"b\",\"prompt\":\"p\",\"ceiling_action\":\"stop\"}",
+                 AQ_TASK_INVALID, "ceiling_action must be");
+    expect_error(f, "{\"id\":\"a\",\"type\":\"b\",\"prompt\":\"p\",\"max_steps\":-1}", AQ_TASK_INVALID,
+                 "max_steps must be an integer");
+    expect_error(f, "{\"id\":\"a\",\"type\":\"b\",\"prompt\":\"p\",\"max_steps\":1000}", AQ_TASK_INVALID,
+                 "max_steps 1000 is over the cap");
+    expect_error(f, "{\"id\":\"a\",\"type\":\"b\",\"prompt\":\"p\",\"session_id\":\"a b\"}", AQ_TASK_INVALID,
+                 "session_id must be");
+#undef TASK_WITH
+}
+
+static void test_agent_result_to_json(void **state)
+{
+    (void)state;
+    Agentq__V1__Result r = AGENTQ__V1__RESULT__INIT;
+    r.id = "run-1";
+    r.status = AGENTQ__V1__STATUS__STATUS_COMPLETED;
+    r.output = "Calling.";
+    r.stop_reason = "tool_use";
+    Agentq__V1__TextBlock tb = AGENTQ__V1__TEXT_BLOCK__INIT;
+    tb.text = "Calling.";
+    Agentq__V1__ToolUseBlock ub = AGENTQ__V1__TOOL_USE_BLOCK__INIT;
+    ub.id = "toolu_1";
+    ub.name = "get_weather";
+    ub.input_json = "{\"city\":\"Paris\"}";
+    Agentq__V1__ContentBlock b[2] = {AGENTQ__V1__CONTENT_BLOCK__INIT, AGENTQ__V1__CONTENT_BLOCK__INIT};
+    b[0].block_case = AGENTQ__V1__CONTENT_BLOCK__BLOCK_TEXT;
+    b[0].text = &tb;
+    b[1].block_case = AGENTQ__V1__CONTENT_BLOCK__BLOCK_TOOL_USE;
+    b[1].tool_use = &ub;
+    Agentq__V1__ContentBlock *bp[2] = {&b[0], &b[1]};
+    r.content = bp;
+    r.n_content = 2;
+    r.steps = 3;
+    r.tool_calls = 2;
+    Agentq__V1__ToolCallRecord tc = AGENTQ__V1__TOOL_CALL_RECORD__INIT, *tcp = &tc;
+    tc.id = "toolu_1";
+    tc.name = "get_weather";
+    tc.outcome = "timeout";
+    tc.latency_ms = 50;
+    tc.attempts = 2;
+    Agentq__V1__Usage u = AGENTQ__V1__USAGE__INIT;
+    u.input_tokens = 10;
+    u.cache_read_input_tokens = 90;
+    Agentq__V1__StepRecord s = AGENTQ__V1__STEP_RECORD__INIT, *sp = &s;
+    s.step = 1;
+    s.model = "claude-haiku-4-5";
+    s.usage = &u;
+    s.cost_micro_usd = 12;
+    s.latency_ms = 200;
+    s.stop_reason = "tool_use";
+    s.route_rule = "cheap";
+    s.final_at_ceiling = 1;
+    s.tool_calls = &tcp;
+    s.n_tool_calls = 1;
+    r.step_log = &sp;
+    r.n_step_log = 1;
+    r.transcript_key = "run-1";
+    r.session_id = "sess-9";
+    json_t *j = aq_result_to_json(&r);
+    char *text = json_dumps(json_object_get(j, "content"), JSON_COMPACT);
+    assert_string_equal(text, "[{\"text\":{\"text\":\"Calling.\"}},{\"tool_use\":{\"id\":\"toolu_1\","
+                              "\"name\":\"get_weather\",\"input_json\":\"{\\\"city\\\":\\\"Paris\\\"}\"}}]");
+    free(text);
+    text = json_dumps(json_object_get(j, "step_log"), JSON_COMPACT);
+    assert_string_equal(text,
+                        "[{\"step\":1,\"model\":\"claude-haiku-4-5\",\"usage\":{\"input_tokens\":10,"
+                        "\"output_tokens\":0,\"cache_creation_input_tokens\":0,"
+                        "\"cache_read_input_tokens\":90},\"cost_micro_usd\":12,\"latency_ms\":200,"
+                        "\"stop_reason\":\"tool_use\",\"route_rule\":\"cheap\",\"cache_hit\":false,"
+                        "\"final_at_ceiling\":true,\"tool_calls\":[{\"id\":\"toolu_1\",\"name\":"
+                        "\"get_weather\",\"outcome\":\"timeout\",\"latency_ms\":50,\"attempts\":2}]}]");
+    free(text);
+    assert_int_equal(json_integer_value(json_object_get(j, "steps")), 3);
+    assert_int_equal(json_integer_value(json_object_get(j, "tool_calls")), 2);
+    assert_string_equal(json_string_value(json_object_get(j, "transcript_key")), "run-1");
+    assert_string_equal(json_string_value(json_object_get(j, "session_id")), "sess-9");
+    json_decref(j);
+    /* a single call's Result prints none of them */
+    Agentq__V1__Result plain = AGENTQ__V1__RESULT__INIT;
+    j = aq_result_to_json(&plain);
+    static const char *const absent[] = {"content", "steps", "tool_calls", "step_log",
+                                         "transcript_key", "session_id"};
+    for (size_t i = 0; i < 6; i++)
+        assert_null(json_object_get(j, absent[i]));
+    json_decref(j);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -515,6 +718,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_output_buffer_cap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_task_to_json, setup, teardown),
         cmocka_unit_test_setup_teardown(test_result_to_json, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pack_agent_task, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_agent_json_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_agent_result_to_json, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

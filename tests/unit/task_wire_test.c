@@ -40,7 +40,7 @@ static void put_str(pb *p, uint32_t field, const char *s, size_t len) { put_byte
 
 static aq_status find(const pb *p, int *found, aq_wire_nul *nul, aq_err *err)
 {
-    return aq_wire_find_nul(&agentq__v1__task__descriptor, p->b, p->n, found, nul, err);
+    return aq_wire_scan(&agentq__v1__task__descriptor, p->b, p->n, found, nul, err);
 }
 
 static void test_clean_task_has_no_nul(void **state)
