@@ -96,6 +96,11 @@ static void attr_clear(trace_attr *a)
     free(a->key);
     if (a->type == AQ_ATTR_STRING)
         free(a->v.s);
+    if (a->type == AQ_ATTR_STRING_ARRAY) {
+        for (uint32_t i = 0; i < a->v.sa.n; i++)
+            free(a->v.sa.v[i]);
+        free(a->v.sa.v);
+    }
     memset(a, 0, sizeof(*a));
 }
 
@@ -117,13 +122,29 @@ static bool attr_fill(trace_attr *a, const aq_trace_attr *in, size_t slen)
     case AQ_ATTR_INT: a->v.i = in->v.i; break;
     case AQ_ATTR_DOUBLE: a->v.d = in->v.d; break;
     case AQ_ATTR_BOOL: a->v.b = in->v.b; break;
+    case AQ_ATTR_STRING_ARRAY: {
+        size_t n = in->v.sa.n < AQ_SPAN_ATTR_ARRAY_MAX ? in->v.sa.n : AQ_SPAN_ATTR_ARRAY_MAX;
+        if (n && !(a->v.sa.v = calloc(n, sizeof(char *))))
+            goto nomem;
+        for (size_t i = 0; i < n; i++) {
+            const char *e = in->v.sa.v[i] ? in->v.sa.v[i] : "";
+            if (!(a->v.sa.v[i] = copy_text(e, strlen(e), AQ_SPAN_ATTR_VALUE_MAX)))
+                goto nomem;
+            a->v.sa.n++;
+        }
+        break;
+    }
     }
     return true;
+nomem:
+    attr_clear(a);
+    return false;
 }
 
 static void set_attr(aq_span_rec *r, const aq_trace_attr *in, size_t slen)
 {
-    if (!in->key || !*in->key || (in->type == AQ_ATTR_STRING && !in->v.s))
+    if (!in->key || !*in->key || (in->type == AQ_ATTR_STRING && !in->v.s) ||
+        (in->type == AQ_ATTR_STRING_ARRAY && in->v.sa.n && !in->v.sa.v))
         return;
     size_t klen = strnlen(in->key, AQ_SPAN_ATTR_KEY_MAX); /* as the stored copy is cut */
     for (uint32_t i = 0; i < r->nattrs; i++) { /* a key set again: replaced */
@@ -197,6 +218,14 @@ void aq_span_set_bool(aq_span *s, const char *key, bool value)
     set_attr(s->rec, &a, 0);
 }
 
+void aq_span_set_str_array(aq_span *s, const char *key, const char *const *values, size_t n)
+{
+    if (!aq_span_recording(s))
+        return;
+    aq_trace_attr a = AQ_TATTR_STRS(key, values, n);
+    set_attr(s->rec, &a, 0);
+}
+
 void aq_span_set_attrs(aq_span *s, const aq_trace_attr *attrs, size_t n)
 {
     if (!aq_span_recording(s))
@@ -242,6 +271,7 @@ void aq_span_add_event(aq_span *s, const char *name, int64_t ts_ns, const aq_tra
     for (size_t i = 0; i < keep; i++) {
         const aq_trace_attr *in = &attrs[i];
         if (!in->key || !*in->key || (in->type == AQ_ATTR_STRING && !in->v.s) ||
+            (in->type == AQ_ATTR_STRING_ARRAY && in->v.sa.n && !in->v.sa.v) ||
             !attr_fill(&e->attrs[e->nattrs], in, in->type == AQ_ATTR_STRING ? strlen(in->v.s) : 0))
             e->dropped_attrs++;
         else

@@ -24,6 +24,7 @@
  * droppedAttributesCount; setting a key again replaces its value), keys
  * AQ_SPAN_ATTR_KEY_MAX bytes, string values AQ_SPAN_ATTR_VALUE_MAX bytes
  * (cut at a UTF-8 character boundary, invalid UTF-8 replaced by U+FFFD),
+ * AQ_SPAN_ATTR_ARRAY_MAX strings in an array attribute,
  * AQ_SPAN_MAX_EVENTS events of AQ_SPAN_EVENT_MAX_ATTRS attributes each
  * (more are counted as dropped), status message AQ_SPAN_STATUS_MAX bytes. */
 #ifndef AQ_TRACE_TRACE_H
@@ -41,6 +42,7 @@
 #define AQ_SPAN_MAX_ATTRS 64
 #define AQ_SPAN_ATTR_KEY_MAX 128
 #define AQ_SPAN_ATTR_VALUE_MAX 8192
+#define AQ_SPAN_ATTR_ARRAY_MAX 16
 #define AQ_SPAN_MAX_EVENTS 32
 #define AQ_SPAN_EVENT_MAX_ATTRS 16
 #define AQ_SPAN_STATUS_MAX 1024
@@ -58,7 +60,7 @@
 #define AQ_ATTR_GEN_AI_REQUEST_TEMPERATURE "gen_ai.request.temperature"
 #define AQ_ATTR_GEN_AI_RESPONSE_ID "gen_ai.response.id"
 #define AQ_ATTR_GEN_AI_RESPONSE_MODEL "gen_ai.response.model"
-/* a string array in the conventions; set here as the one stop_reason */
+/* a string array: aq_span_set_str_array(s, key, &stop_reason, 1) */
 #define AQ_ATTR_GEN_AI_RESPONSE_FINISH_REASONS "gen_ai.response.finish_reasons"
 /* For Anthropic, input_tokens INCLUDES the cache-read and cache-creation
  * tokens: input_tokens + cache_read_input_tokens + cache_creation_input_tokens
@@ -134,7 +136,13 @@ typedef struct aq_span {
     aq_span_rec *rec;     /* NULL: not recorded (every setter is a no-op) */
 } aq_span;
 
-typedef enum aq_attr_type { AQ_ATTR_STRING, AQ_ATTR_INT, AQ_ATTR_DOUBLE, AQ_ATTR_BOOL } aq_attr_type;
+typedef enum aq_attr_type {
+    AQ_ATTR_STRING,
+    AQ_ATTR_INT,
+    AQ_ATTR_DOUBLE,
+    AQ_ATTR_BOOL,
+    AQ_ATTR_STRING_ARRAY, /* e.g. gen_ai.response.finish_reasons */
+} aq_attr_type;
 
 /* An attribute passed in (events, aq_span_set_attrs): the strings are
  * copied, so they only need to live for the call. */
@@ -146,6 +154,10 @@ typedef struct aq_trace_attr {
         int64_t i;
         double d;
         bool b;
+        struct {
+            const char *const *v;
+            size_t n;
+        } sa;
     } v;
 } aq_trace_attr;
 
@@ -153,6 +165,8 @@ typedef struct aq_trace_attr {
 #define AQ_TATTR_INT(k, x) ((aq_trace_attr){.key = (k), .type = AQ_ATTR_INT, .v.i = (x)})
 #define AQ_TATTR_DOUBLE(k, x) ((aq_trace_attr){.key = (k), .type = AQ_ATTR_DOUBLE, .v.d = (x)})
 #define AQ_TATTR_BOOL(k, x) ((aq_trace_attr){.key = (k), .type = AQ_ATTR_BOOL, .v.b = (x)})
+#define AQ_TATTR_STRS(k, arr, count)                                                             \
+    ((aq_trace_attr){.key = (k), .type = AQ_ATTR_STRING_ARRAY, .v.sa = {(arr), (count)}})
 
 /* The resource every exported span carries: service.name is
  * AQ_TRACE_SERVICE_NAME; these become service.instance.id (the worker's
@@ -202,7 +216,8 @@ int64_t aq_trace_now_ns(void);
 
 /* Start a span. parent: the parent's context (a publisher's traceparent,
  * or another span's ctx); NULL or invalid: a new trace. ts: the tracestate
- * that came with the trace (recorded on the span; may be NULL). start_ns:
+ * that came with the trace (recorded on the span; may be NULL; pass the
+ * task's for each of its spans, as OpenTelemetry children inherit it). start_ns:
  * Unix ns, 0 = now. name is copied.
  * Tracer NULL (tracing off): nothing is recorded and s->ctx = *parent, so a
  * context passes through unchanged. Otherwise s->ctx gets the parent's
@@ -221,6 +236,9 @@ void aq_span_set_strn(aq_span *s, const char *key, const char *value, size_t len
 void aq_span_set_int(aq_span *s, const char *key, int64_t value);
 void aq_span_set_double(aq_span *s, const char *key, double value);
 void aq_span_set_bool(aq_span *s, const char *key, bool value);
+/* A string array (at most AQ_SPAN_ATTR_ARRAY_MAX values, each cut as a
+ * string value is), e.g. gen_ai.response.finish_reasons = ["end_turn"]. */
+void aq_span_set_str_array(aq_span *s, const char *key, const char *const *values, size_t n);
 void aq_span_set_attrs(aq_span *s, const aq_trace_attr *attrs, size_t n);
 /* An event at ts_ns (0 = now), e.g. a retry:
  *   aq_trace_attr a[] = {AQ_TATTR_INT(AQ_ATTR_HTTP_RESPONSE_STATUS_CODE, 429),

@@ -17,6 +17,10 @@ typedef struct trace_attr {
         int64_t i;
         double d;
         bool b;
+        struct {
+            char **v;
+            uint32_t n;
+        } sa;
     } v;
 } trace_attr;
 

@@ -35,7 +35,7 @@ static json_t *hex_id(const uint8_t *b, size_t n)
 }
 
 /* AnyValue: {"stringValue": s} | {"intValue": "n"} | {"doubleValue": x}
- * | {"boolValue": b}. Non-finite doubles are the strings proto3 JSON uses. */
+ * | {"boolValue": b} | {"arrayValue": {"values": [...]}}. Non-finite doubles are the strings proto3 JSON uses. */
 static json_t *any_value(const trace_attr *a)
 {
     json_t *v = json_object();
@@ -46,6 +46,23 @@ static json_t *any_value(const trace_attr *a)
     case AQ_ATTR_STRING: rc = json_object_set_new(v, "stringValue", json_string(a->v.s)); break;
     case AQ_ATTR_INT: rc = json_object_set_new(v, "intValue", int_string(a->v.i)); break;
     case AQ_ATTR_BOOL: rc = json_object_set_new(v, "boolValue", json_boolean(a->v.b)); break;
+    case AQ_ATTR_STRING_ARRAY: { /* {"arrayValue": {"values": [AnyValue...]}} */
+        json_t *arr = json_object(), *values = json_array();
+        rc = !arr || !values ? -1 : 0;
+        for (uint32_t i = 0; rc == 0 && i < a->v.sa.n; i++)
+            rc = json_array_append_new(values, json_pack("{s:s}", "stringValue", a->v.sa.v[i]));
+        if (rc == 0 && json_array_size(values) > 0) {
+            rc = json_object_set_new(arr, "values", values);
+            values = NULL;
+        }
+        json_decref(values);
+        if (rc == 0) {
+            rc = json_object_set_new(v, "arrayValue", arr);
+            arr = NULL;
+        }
+        json_decref(arr);
+        break;
+    }
     case AQ_ATTR_DOUBLE:
         if (isnan(a->v.d))
             rc = json_object_set_new(v, "doubleValue", json_string("NaN"));

@@ -433,6 +433,12 @@ static void test_otlp_json(void **state)
 
     /* a root span has no parentSpanId, and is not remote */
     aq_span_start(t, &task, "root", AQ_SPAN_INTERNAL, NULL, NULL, 5);
+    const char *reasons[AQ_SPAN_ATTR_ARRAY_MAX + 2];
+    for (size_t i = 0; i < AQ_SPAN_ATTR_ARRAY_MAX + 2; i++)
+        reasons[i] = i % 2 ? "max_tokens" : "end_turn";
+    aq_span_set_str_array(&task, AQ_ATTR_GEN_AI_RESPONSE_FINISH_REASONS, reasons, 2);
+    aq_span_set_str_array(&task, "empty", NULL, 0);
+    aq_span_set_str_array(&task, "capped", reasons, AQ_SPAN_ATTR_ARRAY_MAX + 2);
     aq_span_end(&task, 7);
     assert_int_equal(aq_tracer_take(t, recs, 2), 1);
     assert_int_equal(aq_tracer_encode(t, recs, 1, &text, &len, &err), AQ_OK);
@@ -441,7 +447,18 @@ static void test_otlp_json(void **state)
         json_object_get(json_array_get(json_object_get(json_array_get(json_object_get(got,
                         "resourceSpans"), 0), "scopeSpans"), 0), "spans"), 0);
     assert_null(json_object_get(span, "parentSpanId"));
-    assert_null(json_object_get(span, "attributes"));
+    json_t *arrays = json_pack(
+        "[{s:s, s:{s:{s:[{s:s}, {s:s}]}}}, {s:s, s:{s:{}}}]", "key",
+        "gen_ai.response.finish_reasons", "value", "arrayValue", "values", "stringValue",
+        "end_turn", "stringValue", "max_tokens", "key", "empty", "value", "arrayValue");
+    json_t *got_attrs = json_object_get(span, "attributes");
+    assert_int_equal(json_array_size(got_attrs), 3);
+    assert_true(json_equal(json_array_get(got_attrs, 0), json_array_get(arrays, 0)));
+    assert_true(json_equal(json_array_get(got_attrs, 1), json_array_get(arrays, 1)));
+    assert_int_equal(json_array_size(json_object_get(json_object_get(json_object_get(
+                         json_array_get(got_attrs, 2), "value"), "arrayValue"), "values")),
+                     AQ_SPAN_ATTR_ARRAY_MAX);
+    json_decref(arrays);
     assert_null(json_object_get(span, "status"));
     assert_int_equal(json_integer_value(json_object_get(span, "flags")), 0x101);
     assert_string_equal(json_string_value(json_object_get(span, "startTimeUnixNano")), "5");
