@@ -27,7 +27,7 @@ typedef struct aq_trace_config {
 /* Option rows for a config struct `T` that embeds aq_trace_config as `m`. */
 #define AQ_TRACE_OPTIONS(T, m)                                                                   \
     {"trace_endpoint", "AGENTQ_TRACE_ENDPOINT", AQ_OPT_URLS, "", 0, 0, offsetof(T, m.endpoint),   \
-     "OTLP/HTTP collector base URL; spans are POSTed to <url>/v1/traces as OTLP/JSON (empty: tracing off)"}, \
+     "OTLP/HTTP collector base URL; spans are POSTed to URL/v1/traces as OTLP/JSON (empty: tracing off)"}, \
     {"trace_headers", "AGENTQ_TRACE_HEADERS", AQ_OPT_SECRET, "", 0, 0, offsetof(T, m.headers),    \
      "headers of every export request, e.g. authorization=Bearer%20xyz,x-tenant=a (values percent-decoded; secret)"}, \
     {"trace_sample_ratio", "AGENTQ_TRACE_SAMPLE_RATIO", AQ_OPT_DOUBLE, "1", 0, 1,                 \

@@ -122,6 +122,14 @@ int main(int argc, char **argv)
         fprintf(stderr, "trace_emit: %s\n", err.msg);
         return 2;
     }
+    if (cli.help || cli.print_config) { /* the rows as the worker will show them */
+        if (cli.help)
+            aq_config_print_help(table, stdout);
+        else
+            aq_config_print(table, &o, stdout);
+        aq_config_free(table, &o);
+        return 0;
+    }
     const char *mode = cli.argi < argc ? argv[cli.argi] : "tree";
     aq_trace_resource res = {"trace-emit-1", "0.1.0-test"};
     if (aq_tracer_new(&o.trace, &res, &t, &err) != AQ_OK || !t) {
