@@ -41,6 +41,8 @@ struct aq_tracer {
     pthread_t thread;
     bool thread_started;
     CURL *curl;               /* the exporter thread's */
+    aq_span_rec **batch;      /* the exporter thread's: the batch being sent */
+    char *user_agent;
     unsigned short xsubi[3];  /* the exporter thread's jitter (erand48) */
 
     /* figures (atomics) */
@@ -209,6 +211,7 @@ static export_result post(aq_tracer *t, CURL *curl, const char *body, size_t len
     curl_easy_reset(curl);
     curl_easy_setopt(curl, CURLOPT_URL, t->url);
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, t->headers);
+    curl_easy_setopt(curl, CURLOPT_USERAGENT, t->user_agent);
     curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
     curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
     curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
@@ -344,7 +347,7 @@ static void *exporter_main(void *arg)
 {
     aq_tracer *t = arg;
     CURL *curl = t->curl;
-    aq_span_rec **batch = malloc(t->batch_size * sizeof(*batch));
+    aq_span_rec **batch = t->batch;
     pthread_mutex_lock(&t->mu);
     for (;;) {
         int64_t sleep_ms;
@@ -362,9 +365,7 @@ static void *exporter_main(void *arg)
         }
         if (t->stop && aq_mono_ms() >= t->deadline_mono_ms)
             break; /* out of time: the rest is dropped below */
-        size_t n = batch ? take_locked(t, batch, t->batch_size) : 0;
-        if (n == 0)
-            break;
+        size_t n = take_locked(t, batch, t->batch_size);
         pthread_mutex_unlock(&t->mu);
         uint64_t ok = export_batch(t, curl, batch, n);
         add(&t->exported, ok);
@@ -387,7 +388,6 @@ static void *exporter_main(void *arg)
     add(&t->dropped, left);
     pthread_cond_broadcast(&t->done);
     pthread_mutex_unlock(&t->mu);
-    free(batch);
     return NULL;
 }
 
@@ -549,8 +549,15 @@ aq_status aq_tracer_new_ex(const aq_trace_config *cfg, const aq_trace_resource *
     }
     if ((st = parse_headers(cfg->headers, &t->headers, err)) != AQ_OK)
         goto fail;
+    if (asprintf(&t->user_agent, "agentq-worker/%s (OTLP/HTTP JSON exporter)",
+                 res && res->version ? res->version : "unknown") < 0) {
+        t->user_agent = NULL; /* asprintf leaves it undefined */
+        st = aq_err_set(err, AQ_NOMEM, "out of memory");
+        goto fail;
+    }
     struct curl_slist *h = curl_slist_append(t->headers, "Content-Type: application/json");
     if (!h || !(t->ring = calloc(t->queue_cap, sizeof(*t->ring))) ||
+        !(t->batch = calloc(t->batch_size, sizeof(*t->batch))) ||
         (res && res->instance_id && !(t->instance_id = strdup(res->instance_id))) ||
         (res && res->version && !(t->version = strdup(res->version)))) {
         if (h)
@@ -668,6 +675,8 @@ void aq_tracer_destroy(aq_tracer *t)
     }
     curl_easy_cleanup(t->curl);
     free(t->ring);
+    free(t->batch);
+    free(t->user_agent);
     free(t->url);
     free(t->instance_id);
     free(t->version);

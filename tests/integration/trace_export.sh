@@ -75,7 +75,8 @@ echo "$out" | jq -e '.exported == 4 and .dropped == 0 and .failures == 2 and .fl
     fail "tree: expected 4 exported, 0 dropped, 2 failed requests: $out"
 jq -s -e 'length == 3 and (map(.status) == [503, 503, 200]) and all(.url == "/v1/traces"
           and .method == "POST" and .contentType == "application/json"
-          and .authorization == "Bearer s3cret-token" and .xTenant == "acme")' "$T/tree.req" > /dev/null ||
+          and .authorization == "Bearer s3cret-token" and .xTenant == "acme"
+          and (.userAgent | startswith("agentq-worker/0.1.0-test ")))' "$T/tree.req" > /dev/null ||
     fail "tree: requests were not 503, 503, 200 with the auth headers: $(cat "$T/tree.req")"
 TASK=$(echo "$out" | jq -r .task_span_id)
 jqs "$S" 'length == 4 and all(.traceId == "'$TID'")' "tree: not 4 spans under the publisher's trace id"

@@ -116,7 +116,8 @@ const server = http.createServer((req, res) => {
   req.on('end', () => {
     const n = ++requests;
     const entry = { n, method: req.method, url: req.url, contentType: req.headers['content-type'] || null,
-                    authorization: req.headers.authorization || null, xTenant: req.headers['x-tenant'] || null };
+                    authorization: req.headers.authorization || null, xTenant: req.headers['x-tenant'] || null,
+                    userAgent: req.headers['user-agent'] || null };
     if (req.method !== 'POST' || req.url !== '/v1/traces') {
       entry.status = 404;
       fs.appendFileSync(args.log, JSON.stringify(entry) + '\n');
