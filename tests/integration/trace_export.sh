@@ -13,7 +13,9 @@
 #   - a publisher that did not sample: nothing is sent; a malformed
 #     traceparent: a new trace;
 #   - a collector that is down: emitting 5000 spans returns quickly and the
-#     dropped counter counts what the bounded queue could not keep.
+#     dropped counter counts what the bounded queue could not keep;
+#   - a collector that never answers: the shutdown's timeout (1 s) cuts the
+#     request off (its own timeout is 10 s).
 # The pipeline does not emit spans yet: this tests the library.
 source "$(dirname "$0")/lib.sh"
 
@@ -173,5 +175,17 @@ echo "$out" | jq -e '.queue_full_after_emit >= 4850 and .queue_full_after_emit <
 echo "$out" | jq -e '.exported == 0 and .dropped == 5000 and .failures >= 1' > /dev/null ||
     fail "down: every span must be counted as dropped: $out"
 [ "$took_ms" -lt 8000 ] || fail "down: the run took ${took_ms} ms (shutdown must cut the retries off)"
+
+# ---- a collector that takes the request and never answers ----
+note "a collector that never answers: shutdown cuts the request off"
+start_receiver hang --hang 1
+start=$(date +%s%N)
+out=$("$EMIT" --trace_endpoint="$RECV_URL" --trace_batch_delay=10ms --flush=0 tree)
+took_ms=$(( ($(date +%s%N) - start) / 1000000 ))
+note "emit: $(echo "$out" | jq -c .); whole run ${took_ms} ms"
+echo "$out" | jq -e '.exported == 0 and .dropped == 4 and .failures == 1' > /dev/null ||
+    fail "hang: expected the batch dropped after one cut-off request: $out"
+[ "$took_ms" -lt 5000 ] || fail "hang: the run took ${took_ms} ms (the shutdown deadline is 1 s)"
+wait_until 5 test -s "$T/hang.req" || fail "hang: the receiver saw no request"
 
 echo "PASS: trace_export"

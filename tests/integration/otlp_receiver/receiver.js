@@ -15,10 +15,11 @@
 // a JSON line (ids back in hex, attributes as {key: value}) for jq.
 //
 //   node receiver.js --port-file F --out SPANS.jsonl --log REQUESTS.jsonl
-//                    [--fail N] [--fail-status 503] [--retry-after SECS]
+//                    [--fail N] [--fail-status 503] [--retry-after SECS] [--hang 1]
 // The first N requests are answered fail-status (with Retry-After when
 // given) without being read as spans. A body that fails the check is
-// answered 400 and an {"error": ...} line goes to --out.
+// answered 400 and an {"error": ...} line goes to --out. --hang 1: requests
+// are read and never answered (a collector that is stuck).
 'use strict';
 const fs = require('fs');
 const http = require('http');
@@ -123,6 +124,11 @@ const server = http.createServer((req, res) => {
       fs.appendFileSync(args.log, JSON.stringify(entry) + '\n');
       res.writeHead(404).end();
       return;
+    }
+    if (args.hang === '1') {
+      entry.status = 'hung';
+      fs.appendFileSync(args.log, JSON.stringify(entry) + '\n');
+      return; // never answered
     }
     if (failLeft > 0) {
       failLeft--;
