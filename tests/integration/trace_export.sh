@@ -14,6 +14,7 @@
 #     traceparent: a new trace;
 #   - a collector that is down: emitting 5000 spans returns quickly and the
 #     dropped counter counts what the bounded queue could not keep;
+#   - a 400 is not retried; a partial success's rejected spans count as dropped;
 #   - a collector that never answers: the shutdown's timeout (1 s) cuts the
 #     request off (its own timeout is 10 s).
 # The pipeline does not emit spans yet: this tests the library.
@@ -175,6 +176,18 @@ echo "$out" | jq -e '.queue_full_after_emit >= 4850 and .queue_full_after_emit <
 echo "$out" | jq -e '.exported == 0 and .dropped == 5000 and .failures >= 1' > /dev/null ||
     fail "down: every span must be counted as dropped: $out"
 [ "$took_ms" -lt 8000 ] || fail "down: the run took ${took_ms} ms (shutdown must cut the retries off)"
+
+# ---- answers that are not retried; a partial success ----
+note "a 400 drops the batch at once; a partial success counts its rejected spans as dropped"
+start_receiver bad --fail 1 --fail-status 400
+out=$("$EMIT" --trace_endpoint="$RECV_URL" --trace_batch_delay=10ms tree)
+echo "$out" | jq -e '.exported == 0 and .dropped == 4 and .failures == 1' > /dev/null || fail "400: $out"
+[ "$(wc -l < "$T/bad.req")" -eq 1 ] || fail "400: the batch was sent again: $(cat "$T/bad.req")"
+stop_receiver "$RECV_PID"
+start_receiver partial --reject 1
+out=$("$EMIT" --trace_endpoint="$RECV_URL" --trace_batch_delay=10ms tree)
+echo "$out" | jq -e '.exported == 3 and .dropped == 1 and .failures == 0' > /dev/null || fail "partial success: $out"
+stop_receiver "$RECV_PID"
 
 # ---- a collector that takes the request and never answers ----
 note "a collector that never answers: shutdown cuts the request off"

@@ -16,10 +16,12 @@
 //
 //   node receiver.js --port-file F --out SPANS.jsonl --log REQUESTS.jsonl
 //                    [--fail N] [--fail-status 503] [--retry-after SECS] [--hang 1]
+//                    [--reject N]
 // The first N requests are answered fail-status (with Retry-After when
 // given) without being read as spans. A body that fails the check is
 // answered 400 and an {"error": ...} line goes to --out. --hang 1: requests
-// are read and never answered (a collector that is stuck).
+// are read and never answered (a collector that is stuck). --reject N: a
+// 200 answer says partialSuccess.rejectedSpans = N (as a string, int64).
 'use strict';
 const fs = require('fs');
 const http = require('http');
@@ -153,7 +155,8 @@ const server = http.createServer((req, res) => {
     entry.spans = spans.length;
     fs.appendFileSync(args.out, spans.map((s) => JSON.stringify(s) + '\n').join(''));
     fs.appendFileSync(args.log, JSON.stringify(entry) + '\n');
-    res.writeHead(200, { 'Content-Type': 'application/json' }).end('{}');
+    const answer = args.reject ? { partialSuccess: { rejectedSpans: String(args.reject), errorMessage: 'test' } } : {};
+    res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify(answer));
   });
 });
 server.listen(0, '127.0.0.1', () => {
