@@ -3,7 +3,8 @@
 # configure and build.
 #   usage: scripts/setup.sh [--test] [--fuzz] [--deps-only] [BUILD_DIR] [CMAKE_ARGS...]
 #   --test       also install what the test suite uses (jq, curl, Go for the interop test,
-#                an HTTP/2 server and openssl for the TLS test)
+#                an HTTP/2 server and openssl for the TLS test, node and npm for the
+#                trace export test)
 #   --fuzz       also install clang and libFuzzer (scripts/fuzz.sh)
 #   --deps-only  install, do not configure or build
 set -euo pipefail
@@ -15,7 +16,7 @@ BUILD_PKGS=(build-essential cmake pkg-config
 TEST_PKGS=(jq curl procps python3-prometheus-client nghttp2-server openssl
            golang-go golang-github-nats-io-go-nats-dev golang-google-protobuf-dev protobuf-compiler
            golang-github-masterminds-sprig-dev golang-gopkg-yaml.v2-dev
-           golang-github-xeipuuv-gojsonschema-dev python3-yaml yamllint)
+           golang-github-xeipuuv-gojsonschema-dev python3-yaml yamllint nodejs)
 FUZZ_PKGS=(clang libclang-rt-14-dev)
 
 want=("${BUILD_PKGS[@]}")
@@ -29,6 +30,9 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
+# npm for the trace_export test's OpenTelemetry packages: Debian ships it as
+# its own package, other builds of nodejs bring it along.
+[[ " ${want[*]} " == *" nodejs "* ]] && ! command -v npm > /dev/null && want+=(npm)
 missing=()
 for p in "${want[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
