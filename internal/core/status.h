@@ -44,6 +44,7 @@ typedef enum aq_disposition {
     X(EXPIRED,             "expired",             AQ_DISP_PERMANENT,   "task deadline passed") \
     X(OVER_BUDGET,         "budget_exceeded",     AQ_DISP_PERMANENT,   "the tenant's daily budget is spent") \
     X(STEP_LIMIT,          "step_limit",          AQ_DISP_PERMANENT,   "an agent run reached max_steps, max_tool_calls or its deadline") \
+    X(TOOL_FAILED,         "tool_failed",         AQ_DISP_PERMANENT,   "a tool call of an agent run failed permanently") \
     X(SESSION_BUSY,        "session_busy",        AQ_DISP_DEFER,       "another task of the session is running") \
     X(MAX_DELIVERIES,      "max_deliveries",      AQ_DISP_PERMANENT,   "delivered MaxDeliver times without being settled (crashes a worker?)") \
     /* provider answers */                                                                   \

@@ -206,7 +206,7 @@ static void cut_short(aq_pipeline *p)
     /* Calls and waits end now; reads and writes have a callback coming, which
      * settles them (write_failed hands back once cut_short is set). */
     hand_back(p, STAGE_BIT(STAGE_QUEUED) | STAGE_BIT(STAGE_FOLLOWING) | STAGE_BIT(STAGE_SHARING) |
-                     STAGE_BIT(STAGE_CALLING) | STAGE_BIT(STAGE_WAITING),
+                     STAGE_BIT(STAGE_CALLING) | STAGE_BIT(STAGE_WAITING) | STAGE_BIT(STAGE_TOOLS),
               "shutdown grace over: task handed back");
 }
 
@@ -231,6 +231,10 @@ void aq_pipeline_shutdown(aq_pipeline *p)
     /* Tasks waiting to retry are not calls in flight: hand them back now,
      * with what is left of their wait, rather than hold them through the grace. */
     hand_back(p, STAGE_BIT(STAGE_WAITING), "shutting down: waiting task handed back");
+    /* Agent runs waiting for tools too: their checkpoint holds every step so
+     * far, and a call repeated by the next delivery has the same
+     * idempotency key. */
+    hand_back(p, STAGE_BIT(STAGE_TOOLS), "shutting down: agent run waiting for tools handed back");
     struct timeval tv = {p->cfg->shutdown_grace_ms / 1000, (p->cfg->shutdown_grace_ms % 1000) * 1000};
     evtimer_add(p->grace_timer, &tv);
     aq_pipeline_maybe_finish(p);
@@ -339,6 +343,8 @@ aq_status aq_pipeline_start(struct event_base *base, const aq_worker_config *cfg
     }
     if ((st = aq_spend_start(p, err)) != AQ_OK)
         goto fail;
+    if ((st = aq_agent_start(p, err)) != AQ_OK)
+        goto fail;
 
     aq_llm_client_config lc = {
         .base_url = cfg->base_url,
@@ -419,10 +425,12 @@ void aq_pipeline_destroy(aq_pipeline *p)
     /* Reads not completed are dropped: no job may hear from them again. */
     aq_kv_getter_destroy(p->results_get);
     aq_kv_getter_destroy(p->cache_get);
+    aq_kv_getter_destroy(p->runs_get);
     /* Anything still owned goes back to the stream for redelivery. */
     p->stopping = p->finished = true; /* releasing must not try to leave the loop */
     while (p->jobs)
         aq_job_settle(p->jobs, SETTLE_NAK, 0);
+    aq_agent_stop(p); /* tool calls still out complete (cancelled) */
     aq_fetcher_destroy(p->fetcher);
     if (p->nc)
         natsConnection_FlushTimeout(p->nc, FLUSH_TIMEOUT_MS);

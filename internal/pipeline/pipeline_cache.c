@@ -65,6 +65,15 @@ static bool take_answer(job *j, const char *text, size_t text_len, const char *m
     return true;
 }
 
+/* The answer is the job's: a single task completes, an agent run goes on. */
+static void answered(job *j)
+{
+    if (j->agent)
+        aq_agent_answered(j);
+    else
+        aq_job_complete(j);
+}
+
 static void unlink_sharer(job *w)
 {
     job *l = w->sharing_with;
@@ -117,7 +126,7 @@ static void on_cache_read(aq_kv_read *rd)
     aq_wm_cache(p->wm, AQ_WM_CACHE_HIT);
     aq_job_log(AQ_LOG_DEBUG, j, "answered from the response cache", NULL);
     aq_job_cache_share(j);
-    aq_job_complete(j);
+    answered(j);
 }
 
 bool aq_job_cache_lookup(job *j)
@@ -126,7 +135,11 @@ bool aq_job_cache_lookup(job *j)
     aq_err err;
 
     j->cache = aq_cache_plan_for(j->task);
-    if (j->cache.write &&
+    if (j->agent && (j->cache.read || j->cache.write) && !aq_agent_cache_key(j, &err)) {
+        aq_job_log(AQ_LOG_WARN, j, "no cache key: the response cache is skipped", &err);
+        j->cache.read = j->cache.write = false;
+    }
+    else if (j->cache.write &&
         aq_cache_key(j->task, j->model, j->max_tokens, p->cfg->cache_share_tenants, j->cache_key,
                      &err) != AQ_OK) {
         aq_job_log(AQ_LOG_WARN, j, "no cache key: the response cache is skipped", &err);
@@ -182,7 +195,7 @@ void aq_job_cache_share(job *j)
         w->fallback_used = j->fallback_used;
         aq_wm_cache(p->wm, AQ_WM_CACHE_HIT);
         aq_job_log(AQ_LOG_DEBUG, w, "answered by an identical request's call", NULL);
-        aq_job_complete(w);
+        answered(w);
     }
     aq_llm_content_free(&content);
 }

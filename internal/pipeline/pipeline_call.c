@@ -56,9 +56,12 @@ static bool follow_if_in_flight(job *j)
 
 static void on_llm_done(void *ctx, const aq_llm_call_result *res);
 
+/* The body of the call: the task's, or the agent run's current step's. */
 static aq_status build_request(job *j, aq_err *err)
 {
     aq_buf_reset(&j->request); /* a fallback rebuilds it for another model */
+    if (j->agent)
+        return aq_agent_build_request(j, err);
     return aq_llm_request_build_opts(j->task, j->model, j->max_tokens, &j->p->request_opts,
                                      &j->request, err);
 }
@@ -103,15 +106,27 @@ static void price_answer(job *j)
 void aq_job_begin(job *j)
 {
     aq_pipeline *p = j->p;
-    aq_err err;
-    aq_status st;
     const Agentq__V1__Task *t = j->task;
 
     maybe_crash_for_test(j);
     if (follow_if_in_flight(j))
         return;
     j->max_tokens = t->max_tokens ? t->max_tokens : (uint32_t)p->cfg->default_max_tokens;
-    aq_route_task rt = {t->type, t->tenant, t->model, aq_llm_task_input_tokens(t), j->max_tokens};
+    if (t->n_tools > 0) { /* an agent run: its steps come back to aq_job_step */
+        aq_agent_begin(j);
+        return;
+    }
+    aq_job_step(j, aq_llm_task_input_tokens(t));
+}
+
+void aq_job_step(job *j, int64_t input_tokens)
+{
+    aq_pipeline *p = j->p;
+    aq_err err;
+    aq_status st;
+    const Agentq__V1__Task *t = j->task;
+
+    aq_route_task rt = {t->type, t->tenant, t->model, input_tokens, j->max_tokens};
     aq_route_choice choice;
     if ((st = aq_route_choose(p->router, &rt, &choice, &err)) != AQ_OK) {
         aq_job_fail(j, st, &err);
@@ -119,6 +134,7 @@ void aq_job_begin(job *j)
     }
     j->model = choice.model;
     j->route_rule = choice.rule;
+    j->fallback_used = false;
     aq_wm_routed(p->wm, j->model, j->route_rule);
     if ((st = build_request(j, &err)) != AQ_OK) {
         if (aq_status_disposition(st) == AQ_DISP_PERMANENT) {
@@ -204,7 +220,9 @@ void aq_job_call(job *j)
         return;
     }
     int64_t now = aq_now_unix_ms();
-    if (t->deadline_unix_ms && now > t->deadline_unix_ms) {
+    /* An agent run checks its deadline itself (aq_run_next), which lets
+     * the last call of ceiling_action final go past it. */
+    if (t->deadline_unix_ms && now > t->deadline_unix_ms && !j->agent) {
         aq_err_set(&err, AQ_EXPIRED, "deadline passed %lld ms before the %s",
                    (long long)(now - t->deadline_unix_ms),
                    j->calls ? "next attempt" : "task started");
@@ -297,6 +315,10 @@ static void on_llm_done(void *ctx, const aq_llm_call_result *res)
                  j->response.usage.output_tokens, j->response.usage.cache_creation_input_tokens,
                  j->response.usage.cache_read_input_tokens);
     aq_wm_cost(j->p->wm, job_type(j), j->model, j->task->tenant, (int64_t)j->cost_micro_usd);
+    if (j->agent) {
+        aq_agent_answered(j);
+        return;
+    }
     aq_job_cache_share(j);
     aq_job_complete(j);
 }

@@ -193,6 +193,7 @@ static void job_release(job *j)
     if (j->leads)
         aq_ptrmap_take(&p->leaders, (void *)(uintptr_t)j->id_hash);
     aq_job_cache_leave(j);
+    aq_agent_release(j);
     if (j->timer)
         event_free(j->timer);
     aq_job_budget_wait_over(j, p);

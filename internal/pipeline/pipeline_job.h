@@ -7,6 +7,7 @@
  *                     failure), settle (ack, term or hand back), release
  *   pipeline_spend.c  the tenants' daily spending budgets: reserve before a
  *                     call, settle after it, defer or fail when spent
+ *   pipeline_agent.c  agent runs: checkpoints, the step loop, tool calls
  * Everything here runs on the loop thread unless it says otherwise. */
 #ifndef AQ_PIPELINE_JOB_H
 #define AQ_PIPELINE_JOB_H
@@ -49,6 +50,7 @@ typedef enum job_stage {
     STAGE_CALLING,   /* LLM call in flight (cancellable) */
     STAGE_WAITING,   /* retry, deferral or rate-budget timer before the next call */
     STAGE_STORING,   /* (cb) result or dead letter being written */
+    STAGE_TOOLS,     /* an agent run waiting for its tool calls (pipeline_agent.c) */
 } job_stage;
 
 typedef enum settle_how { SETTLE_ACK, SETTLE_TERM, SETTLE_NAK } settle_how;
@@ -131,6 +133,10 @@ typedef struct job {
     void (*timer_fn)(struct job *);
     int64_t wake_mono_ms;
     int store_tries;
+
+    /* An agent run (a task with tools): its state, NULL for every other
+     * task (pipeline_agent.c). */
+    struct job_agent *agent;
 } job;
 
 struct aq_pipeline {
@@ -146,6 +152,9 @@ struct aq_pipeline {
     aq_publisher *pub;
     aq_kv_getter *results_get; /* stored Results (redeliveries, lost compare-and-set) */
     aq_kv_getter *cache_get;   /* the response cache */
+    aq_kv_getter *runs_get;    /* agent run checkpoints (NULL: no runs bucket) */
+    struct aq_tool_dispatcher *tools; /* agent runs' tool calls */
+    size_t runs_in_flight;     /* agent runs owned */
     char cache_prefix[256];    /* "$KV.<cache bucket>." */
     aq_ptrmap cache_leaders;   /* cache key hash -> job leading that request */
     aq_llm_client *llm;
@@ -214,6 +223,9 @@ void aq_job_settle(job *j, settle_how how, int64_t nak_delay_ms);
 
 /* pipeline_call.c */
 void aq_job_begin(job *j);
+/* Route (by `input_tokens` and the task), build the request, then the
+ * cache or the call: a single task's one call, an agent run's every step. */
+void aq_job_step(job *j, int64_t input_tokens);
 void aq_job_call(job *j);
 void aq_job_budget_wait_over(job *j, aq_pipeline *p);
 bool aq_job_try_fallback(job *j);
@@ -236,6 +248,24 @@ void aq_job_spend_settle(job *j, const aq_llm_call_result *res);
  * reservation; a held one is charged its bound when a call is in flight
  * (cut off: it may be billed), else nothing. */
 void aq_job_spend_release(job *j);
+/* pipeline_agent.c */
+/* Creates the runs getter and the tool dispatcher once connected. */
+aq_status aq_agent_start(aq_pipeline *p, aq_err *err);
+/* With the loop stopped, after every job is released. */
+void aq_agent_stop(aq_pipeline *p);
+/* A task with tools, admitted: load its checkpoint and run it. */
+void aq_agent_begin(job *j);
+/* The request of the run's current step into j->request. */
+aq_status aq_agent_build_request(job *j, aq_err *err);
+/* The cache key of the run's current step into j->cache_key. */
+bool aq_agent_cache_key(job *j, aq_err *err);
+/* The model answered the step (j->response): record, checkpoint, go on. */
+void aq_agent_answered(job *j);
+/* Fill the run's part of the Result; false when j is no agent run. */
+bool aq_agent_fill_result(job *j, Agentq__V1__Result *r, Agentq__V1__Usage *u);
+/* The job is going away (tool calls still out finish on their own). */
+void aq_agent_release(job *j);
+
 /* pipeline_cache.c */
 /* After routing: answer from the cache, or wait for an identical request
  * in flight. true: the cache took the job (it calls aq_job_call on a miss). */

@@ -69,6 +69,8 @@ static void fill_result(const job *j, Agentq__V1__Result *r, Agentq__V1__Usage *
         e->http_status = (int32_t)(j->http_status >= 400 ? j->http_status : 0);
         r->error = e;
     }
+    if (j->agent) /* an agent run: its answer, sums and steps */
+        aq_agent_fill_result((job *)j, r, u);
 }
 
 /* A write could not be confirmed: try again while we still own the message;

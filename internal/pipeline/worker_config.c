@@ -7,6 +7,7 @@
 #include "core/log.h"
 #include "core/text.h"
 #include "cost/cost.h"
+#include "agent/agent_config.h"
 #include "fleet/fleet_snapshot.h"
 #include "ratelimit/ratelimit.h"
 #include "route/route.h"
@@ -158,6 +159,18 @@ aq_status aq_worker_config_check(const aq_worker_config *cfg, aq_err *err)
     if ((st = aq_budget_action_parse(cfg->budget_action, &action, err)) != AQ_OK)
         return aq_err_set(err, AQ_CONFIG, "budget_action: '%s' is not defer or fail",
                           cfg->budget_action ? cfg->budget_action : "");
+    bool final;
+    if (!aq_agent_ceiling_action_parse(cfg->agent_ceiling_action, &final))
+        return aq_err_set(err, AQ_CONFIG, "agent_ceiling_action: '%s' is not fail or final",
+                          cfg->agent_ceiling_action ? cfg->agent_ceiling_action : "");
+    if (cfg->agent_max_steps > cfg->agent_max_steps_cap ||
+        cfg->agent_max_tool_calls > cfg->agent_max_tool_calls_cap)
+        return aq_err_set(err, AQ_CONFIG,
+                          "agent_max_steps (%lld) and agent_max_tool_calls (%lld) must not exceed "
+                          "agent_max_steps_cap (%lld) and agent_max_tool_calls_cap (%lld)",
+                          (long long)cfg->agent_max_steps, (long long)cfg->agent_max_tool_calls,
+                          (long long)cfg->agent_max_steps_cap,
+                          (long long)cfg->agent_max_tool_calls_cap);
     aq_log_level level;
     if (aq_log_level_parse(cfg->log_level, &level) != AQ_OK)
         return aq_err_set(err, AQ_CONFIG, "log_level: '%s' is not debug, info, warn or error",

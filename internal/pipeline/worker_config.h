@@ -48,6 +48,13 @@ typedef struct aq_worker_config {
     int64_t agent_max_tools;
     int64_t agent_max_steps_cap;
     int64_t agent_max_tool_calls_cap;
+    /* agent runs (internal/agent) */
+    char *runs_bucket;
+    int64_t runs_ttl_ms;      /* the bucket's TTL: agentq init sets it */
+    int64_t runs_max_bytes;   /* largest checkpoint */
+    int64_t agent_max_steps;  /* defaults of tasks that set none */
+    int64_t agent_max_tool_calls;
+    char *agent_ceiling_action; /* "fail" or "final" */
     /* flow */
     int64_t concurrency;
     int64_t fetch_batch;

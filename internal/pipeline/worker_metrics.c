@@ -31,8 +31,19 @@ enum {
     F_BUDGET,
     F_BUDGET_LIMIT,
     F_BUILD_INFO,
+    F_AGENT_RUNS,
+    F_AGENT_STEPS,
+    F_AGENT_TOOL_CALLS,
+    F_AGENT_CEILING,
+    F_AGENT_CHECKPOINTS,
+    F_TOOL_CALLS,
+    F_TOOL_DURATION,
+    F_TOOL_SCHEMA,
     F_COUNT
 };
+
+/* Model calls and tool calls of one run. */
+static const double count_buckets[] = {1, 2, 3, 5, 8, 13, 21, 34, 55, 100, 200, 500};
 
 #define C AQ_METRIC_COUNTER
 #define G AQ_METRIC_GAUGE
@@ -87,6 +98,27 @@ static const aq_metric_desc families[F_COUNT] = {
                         G, 1, {"tenant"}, {TENANT_CAP_MARK}, NULL, 0},
     [F_BUILD_INFO] = {"agentq_build_info", "Always 1: the worker's version and name.", G, 2,
                       {"version", "worker"}, {1, 1}, NULL, 0},
+    [F_AGENT_RUNS] = {"agentq_agent_runs_in_flight", "Agent runs this worker owns.", G, 0, {0}, {0},
+                      NULL, 0},
+    [F_AGENT_STEPS] = {"agentq_agent_run_steps", "Model calls of each agent run that ended here.", H,
+                       0, {0}, {0}, count_buckets, sizeof(count_buckets) / sizeof(count_buckets[0])},
+    [F_AGENT_TOOL_CALLS] = {"agentq_agent_run_tool_calls",
+                            "Tool calls of each agent run that ended here.", H, 0, {0}, {0},
+                            count_buckets, sizeof(count_buckets) / sizeof(count_buckets[0])},
+    [F_AGENT_CEILING] = {"agentq_agent_runs_at_ceiling_total",
+                         "Agent runs that ended at a ceiling (max_steps, max_tool_calls, deadline), by action (fail, final).",
+                         C, 1, {"action"}, {2}, NULL, 0},
+    [F_AGENT_CHECKPOINTS] = {"agentq_agent_checkpoints_total",
+                             "Agent run checkpoints written (KV agentq-runs).", C, 0, {0}, {0},
+                             NULL, 0},
+    [F_TOOL_CALLS] = {"agentq_tool_calls_total", "Tool calls of agent runs, by tool and outcome.", C,
+                      2, {"tool", "outcome"}, {AQ_WM_MAX_TOOLS, 16}, NULL, 0},
+    [F_TOOL_DURATION] = {"agentq_tool_call_duration_seconds",
+                         "Seconds of one tool call (all its attempts), by tool.", H, 1, {"tool"},
+                         {AQ_WM_MAX_TOOLS}, aq_metrics_buckets_llm, 0},
+    [F_TOOL_SCHEMA] = {"agentq_tool_schema_violations_total",
+                       "Tool inputs that did not match their input_schema (not dispatched), by tool.",
+                       C, 1, {"tool"}, {AQ_WM_MAX_TOOLS}, NULL, 0},
 };
 
 static const char *const outcome_names[AQ_WM_OUTCOME_COUNT] = {"completed", "failed",
@@ -122,7 +154,7 @@ aq_status aq_wm_new(aq_metrics *reg, const aq_wm_config *cfg, aq_worker_metrics 
         for (size_t l = 0; l < d.n_labels; l++)
             if (d.caps[l] == TENANT_CAP_MARK)
                 d.caps[l] = tenants;
-        if (d.type == AQ_METRIC_HISTOGRAM)
+        if (d.type == AQ_METRIC_HISTOGRAM && d.n_buckets == 0)
             d.n_buckets = d.buckets == aq_metrics_buckets_task ? aq_metrics_buckets_task_n
                                                                : aq_metrics_buckets_llm_n;
         if ((st = aq_metrics_family(reg, &d, &wm->f[i], err)) != AQ_OK)
@@ -371,4 +403,44 @@ void aq_wm_totals_get(const aq_worker_metrics *wm, aq_wm_totals *out)
         return;
     }
     *out = wm->totals;
+}
+
+/* ---- agent runs ---- */
+
+void aq_wm_agent_runs(aq_worker_metrics *wm, int64_t runs)
+{
+    if (wm)
+        aq_mfamily_set(wm->f[F_AGENT_RUNS], NULL, (double)runs);
+}
+
+void aq_wm_agent_checkpoint(aq_worker_metrics *wm)
+{
+    if (wm)
+        aq_mfamily_add(wm->f[F_AGENT_CHECKPOINTS], NULL, 1);
+}
+
+void aq_wm_agent_run_ended(aq_worker_metrics *wm, uint32_t steps, uint32_t tool_calls,
+                           const char *ceiling_action)
+{
+    if (!wm)
+        return;
+    aq_mfamily_observe(wm->f[F_AGENT_STEPS], NULL, (double)steps);
+    aq_mfamily_observe(wm->f[F_AGENT_TOOL_CALLS], NULL, (double)tool_calls);
+    if (ceiling_action)
+        aq_mfamily_add(wm->f[F_AGENT_CEILING], AQ_LV(ceiling_action), 1);
+}
+
+void aq_wm_tool_call(aq_worker_metrics *wm, const char *tool, const char *outcome, double seconds)
+{
+    if (!wm)
+        return;
+    aq_mfamily_add(wm->f[F_TOOL_CALLS], AQ_LV(tool, outcome), 1);
+    if (seconds >= 0)
+        aq_mfamily_observe(wm->f[F_TOOL_DURATION], AQ_LV(tool), seconds);
+}
+
+void aq_wm_tool_schema_violation(aq_worker_metrics *wm, const char *tool)
+{
+    if (wm)
+        aq_mfamily_add(wm->f[F_TOOL_SCHEMA], AQ_LV(tool), 1);
 }

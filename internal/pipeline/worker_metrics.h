@@ -31,6 +31,7 @@ struct aq_queue_probe;
 #define AQ_WM_MAX_CODES 32        /* distinct HTTP status codes */
 #define AQ_WM_MAX_RULES 64        /* distinct routing rules */
 #define AQ_WM_MAX_KEYS 64         /* API key indexes */
+#define AQ_WM_MAX_TOOLS 64        /* distinct tool names (task-supplied); more: tool="_other" */
 
 typedef struct aq_worker_metrics aq_worker_metrics;
 
@@ -100,6 +101,21 @@ void aq_wm_cost(aq_worker_metrics *wm, const char *type, const char *model, cons
                 int64_t micro_usd);
 /* A task routed to `model` by routing rule `rule`. */
 void aq_wm_routed(aq_worker_metrics *wm, const char *model, const char *rule);
+
+/* ---- agent runs ---- */
+
+/* agentq_agent_runs_in_flight. */
+void aq_wm_agent_runs(aq_worker_metrics *wm, int64_t runs);
+/* A checkpoint written. */
+void aq_wm_agent_checkpoint(aq_worker_metrics *wm);
+/* A run ended (DONE or FAILED) with these counts; `ceiling_action` "fail" or
+ * "final" when it ended at a ceiling, else NULL. */
+void aq_wm_agent_run_ended(aq_worker_metrics *wm, uint32_t steps, uint32_t tool_calls,
+                           const char *ceiling_action);
+/* One tool call ended with `outcome` (ToolCallRecord.outcome); `seconds` < 0:
+ * never dispatched (not observed in the latency histogram). */
+void aq_wm_tool_call(aq_worker_metrics *wm, const char *tool, const char *outcome, double seconds);
+void aq_wm_tool_schema_violation(aq_worker_metrics *wm, const char *tool);
 
 /* ---- limits and budgets ---- */
 

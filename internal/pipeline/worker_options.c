@@ -4,6 +4,7 @@
  * the two share (aq_config_load_shared). */
 #include "worker_config.h"
 
+#include "agent/agent_config.h"
 #include "budget/budget_config.h"
 #include "cache/cache_config.h"
 #include "fleet/fleet_snapshot.h"
@@ -81,6 +82,16 @@ const aq_option aq_worker_options[] = {
      offsetof(W, agent_max_steps_cap), "largest max_steps (model calls of an agent run) a task may ask for"},
     {"agent_max_tool_calls_cap", "AGENTQ_AGENT_MAX_TOOL_CALLS_CAP", AQ_OPT_INT, "1000", 1, 1000000,
      offsetof(W, agent_max_tool_calls_cap), "largest max_tool_calls (tool calls of an agent run) a task may ask for"},
+    /* The runs bucket's rows are agent_config.h's (shared with agentq init
+     * and agentq run show); the limits' caps are the rows above. */
+    AQ_AGENT_RUNS_OPTIONS(W, runs_bucket, runs_ttl_ms, runs_max_bytes),
+    {"agent_max_steps", "AGENTQ_AGENT_MAX_STEPS", AQ_OPT_INT, "25", 1, 100000,
+     offsetof(W, agent_max_steps), "model calls of an agent run whose task sets no max_steps (at most agent_max_steps_cap)"},
+    {"agent_max_tool_calls", "AGENTQ_AGENT_MAX_TOOL_CALLS", AQ_OPT_INT, "50", 0, 1000000,
+     offsetof(W, agent_max_tool_calls), "tool calls of an agent run whose task sets no max_tool_calls (at most agent_max_tool_calls_cap)"},
+    {"agent_ceiling_action", "AGENTQ_AGENT_CEILING_ACTION", AQ_OPT_STRING, "fail", 0, 0,
+     offsetof(W, agent_ceiling_action),
+     "an agent run at max_steps, max_tool_calls or its deadline whose task does not say: fail (FAILED, class step_limit) or final (one last model call without tools)"},
     {"concurrency", "AGENTQ_CONCURRENCY", AQ_OPT_INT, "256", 1, 100000, offsetof(W, concurrency),
      "tasks owned by this worker at once (LLM calls in flight at most)"},
     {"fetch_batch", "AGENTQ_FETCH_BATCH", AQ_OPT_INT, "256", 1, 10000, offsetof(W, fetch_batch),

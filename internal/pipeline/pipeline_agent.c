@@ -1,0 +1,800 @@
+/* Agent runs in the pipeline (loop thread): a task with tools is a run of
+ * steps, model call -> tool calls -> model call ..., its state checkpointed
+ * in the KV bucket agentq-runs (internal/agent) so that a redelivery resumes
+ * where the last delivery stopped.
+ *
+ *   aq_job_begin -> aq_agent_begin: read the checkpoint (runs getter)
+ *     absent: a new run; present: resume from it
+ *   advance: aq_run_next says what comes next
+ *     CALL_MODEL / CALL_FINAL  aq_job_step: the single call's own path (route
+ *                              per step, response cache for deterministic
+ *                              steps, spending budget, rate budget, retries
+ *                              and 429/529 deferrals in place), with the
+ *                              step's request (aq_agent_build_request)
+ *       -> aq_agent_answered: aq_run_apply_answer, save, then advance
+ *     DISPATCH_TOOLS           each input checked against its tool's schema
+ *                              (a violation is an is_error result, never
+ *                              dispatched), the others dispatched at once
+ *                              (internal/tool) with the idempotency key;
+ *                              each result recorded; the batch complete:
+ *                              save, then advance
+ *     DONE                     aq_job_complete: the Result (from the run),
+ *                              compare-and-set, ack
+ *     FAIL                     aq_job_fail: dead letter + FAILED Result
+ *
+ * Every save is a compare-and-set on the checkpoint's revision, and nothing
+ * goes on before its acknowledgement: a step whose answer (or tool results)
+ * is stored is never asked (or run) again. A save that finds another
+ * revision (another delivery advanced the run) reloads and goes on from
+ * what is stored; a save that was not confirmed is sent again with the same
+ * revision (if the first one landed, the second conflicts and the reload
+ * finds it).
+ *
+ * Tool calls keep the task owned (the pipeline's progress timer sends
+ * in-progress acks for every job). A run whose job goes away while its
+ * calls are out (shutdown hand-back, a permanent failure of one call) leaves
+ * its agent state behind until the last call's completion frees it. */
+#include "pipeline_job.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent/agent_config.h"
+#include "agent/agent_event.h"
+#include "agent/agent_run.h"
+#include "agent/agent_store.h"
+#include "core/clock.h"
+#ifdef AQ_HAVE_TOOL /* TEMPORARY until internal/tool is merged */
+#include "tool/tool_dispatch.h"
+#include "tool/tool_schema.h"
+#else
+typedef struct aq_tool_schema aq_tool_schema;
+typedef struct aq_tool_call aq_tool_call;
+typedef void (*aq_tool_done_fn)(aq_tool_call *call);
+typedef enum { AQ_TOOL_OK, AQ_TOOL_ERROR, AQ_TOOL_TIMEOUT, AQ_TOOL_NO_RESPONDERS, AQ_TOOL_PERMANENT_FAILURE } aq_tool_outcome;
+struct aq_tool_call { const char *name, *input; size_t input_len; const char *idempotency_key, *task_id, *tenant; uint32_t step; int64_t deadline_unix_ms; aq_tool_done_fn done; void *ctx; aq_tool_outcome outcome; bool is_error; char *content_json; uint32_t attempts; int64_t latency_ms; aq_err err; };
+static aq_status aq_tool_dispatcher_new(void *a, const void *b, void *c, void *d, struct aq_tool_dispatcher **e, aq_err *err) { (void)a; (void)b; (void)c; (void)d; (void)err; *e = NULL; return AQ_OK; }
+static void aq_tool_dispatcher_destroy(void *d) { (void)d; }
+static void aq_tool_call_clear(aq_tool_call *c) { free(c->content_json); c->content_json = NULL; }
+static void aq_tool_schema_destroy(aq_tool_schema *s) { (void)s; }
+static aq_status aq_tool_schema_compile(const char *j, size_t n, aq_tool_schema **o, aq_err *err) { (void)j; (void)n; *o = (aq_tool_schema *)1; (void)err; return AQ_OK; }
+static aq_status aq_tool_schema_validate(const aq_tool_schema *s, const char *j, size_t n, aq_err *err) { (void)s; (void)j; (void)n; (void)err; return AQ_OK; }
+static aq_status aq_tool_call_start(void *d, aq_tool_call *c, aq_err *err) { (void)d; (void)c; return aq_err_set(err, AQ_CONFIG, "no tool dispatch in this build"); }
+static const char *aq_tool_outcome_name(aq_tool_outcome o) { (void)o; return "error"; }
+static bool aq_tool_config_fails_run(const void *c) { (void)c; return false; }
+#endif
+
+#define SAVE_RETRY_MIN_MS 250
+#define SAVE_RETRY_MAX_MS 5000
+#define MAX_RELOADS 10 /* conflicts in a row, then hand the task back */
+
+struct job_agent;
+
+/* One tool call of the batch in flight. */
+typedef struct tool_slot {
+    aq_tool_call call; /* first: done(call) finds its slot */
+    struct job_agent *a;
+    char *tool_use_id;
+    char key[AQ_RUN_IDEMPOTENCY_KEY_MAX];
+} tool_slot;
+
+typedef struct job_agent {
+    job *j;       /* NULL once the job is gone (tool calls still out) */
+    aq_run *run;  /* NULL until loaded or made */
+    uint64_t rev; /* the checkpoint's revision (0: none written) */
+    aq_run_limits lim;
+    /* the model call of the current step */
+    Agentq__V1__Message *const *messages;
+    size_t n_messages;
+    bool final_call;
+    /* the tool batch in flight */
+    tool_slot *slots;
+    size_t n_slots, n_out;
+    bool batch_open; /* results are still wanted */
+    aq_tool_schema **schemas; /* one per task tool, compiled when first needed */
+    size_t n_schemas;
+    int save_tries, reloads;
+} job_agent;
+
+static void advance(job *j);
+static void load(job *j);
+static void save(job *j);
+
+/* ---- set up and tear down ---- */
+
+aq_status aq_agent_start(aq_pipeline *p, aq_err *err)
+{
+    const aq_worker_config *cfg = p->cfg;
+    aq_status st;
+    int reads = cfg->concurrency < AQ_KV_GETTER_MAX_IN_FLIGHT ? (int)cfg->concurrency
+                                                               : AQ_KV_GETTER_MAX_IN_FLIGHT;
+    aq_kv_getter_config gc = {cfg->store_timeout_ms, reads, (size_t)cfg->runs_max_bytes};
+    st = aq_kv_getter_new(p->nc, p->js, cfg->runs_bucket, &gc, p->base, p->mb, &p->runs_get, err);
+    if (st == AQ_NOT_FOUND) {
+        /* A deployment set up before agent runs existed still runs its
+         * single calls; a task with tools then fails, saying why. */
+        aq_log(AQ_LOG_WARN, "runs bucket missing: tasks with tools will fail (run `agentq init`)",
+               AQ_LF_S("bucket", cfg->runs_bucket));
+        p->runs_get = NULL;
+    } else if (st != AQ_OK) {
+        return aq_err_prefix(err, "runs bucket");
+    }
+#ifdef AQ_HAVE_TOOL
+    if ((st = aq_tool_dispatcher_new(p->nc, &cfg->tool, p->base, p->mb, &p->tools, err)) != AQ_OK)
+#else
+    if ((st = aq_tool_dispatcher_new(p->nc, NULL, p->base, p->mb, &p->tools, err)) != AQ_OK)
+#endif
+        return aq_err_prefix(err, "tool calls");
+    return AQ_OK;
+}
+
+void aq_agent_stop(aq_pipeline *p)
+{
+    /* Completes the calls still out (CANCELLED): their orphaned runs go. */
+    aq_tool_dispatcher_destroy(p->tools);
+    p->tools = NULL;
+}
+
+static void agent_free(job_agent *a)
+{
+    for (size_t i = 0; i < a->n_slots; i++) {
+        aq_tool_call_clear(&a->slots[i].call);
+        free(a->slots[i].tool_use_id);
+    }
+    free(a->slots);
+    for (size_t i = 0; i < a->n_schemas; i++)
+        aq_tool_schema_destroy(a->schemas[i]);
+    free(a->schemas);
+    aq_run_free(a->run);
+    free(a);
+}
+
+void aq_agent_release(job *j)
+{
+    job_agent *a = j->agent;
+    if (!a)
+        return;
+    j->agent = NULL;
+    j->p->runs_in_flight--;
+    aq_wm_agent_runs(j->p->wm, (int64_t)j->p->runs_in_flight);
+    if (a->n_out > 0) { /* the last completion frees it */
+        a->j = NULL;
+        a->batch_open = false;
+        return;
+    }
+    agent_free(a);
+}
+
+/* ---- helpers ---- */
+
+static void defaults_of(const aq_worker_config *cfg, aq_run_defaults *d)
+{
+    d->max_steps = cfg->agent_max_steps;
+    d->max_steps_cap = cfg->agent_max_steps_cap;
+    d->max_tool_calls = cfg->agent_max_tool_calls;
+    d->max_tool_calls_cap = cfg->agent_max_tool_calls_cap;
+    d->ceiling_final = false;
+    aq_agent_ceiling_action_parse(cfg->agent_ceiling_action, &d->ceiling_final);
+}
+
+/* The step's request pieces: the task's system, tools and options, the
+ * run's conversation; tool_choice none for the final call. */
+static void step_parts(const job *j, aq_llm_request_parts *parts)
+{
+    static const Agentq__V1__ToolChoice none = {
+        PROTOBUF_C_MESSAGE_INIT(&agentq__v1__tool_choice__descriptor),
+        AGENTQ__V1__TOOL_CHOICE_TYPE__TOOL_CHOICE_TYPE_NONE, (char *)"", false};
+    const job_agent *a = j->agent;
+    aq_llm_request_parts_from_task(j->task, j->model ? j->model : "", j->max_tokens, parts);
+    parts->messages = a->messages;
+    parts->n_messages = a->n_messages;
+    parts->prompt = NULL;
+    if (a->final_call)
+        parts->tool_choice = &none;
+}
+
+/* Publish the step's event (core NATS, nothing stored; a failure is logged). */
+static void publish_event(job *j, uint32_t step)
+{
+    json_t *ev = aq_agent_step_event(j->agent->run, step);
+    aq_err err;
+    if (!ev)
+        return;
+    if (aq_agent_event_publish(j->p->nc, NULL, j->task->id, ev, &err) != AQ_OK)
+        aq_job_log(AQ_LOG_DEBUG, j, "step event not published", &err);
+    json_decref(ev);
+}
+
+/* ---- load ---- */
+
+static void on_checkpoint_read(aq_kv_read *rd)
+{
+    job *j = rd->ctx;
+    job_agent *a = j->agent;
+    aq_pipeline *p = j->p;
+    aq_run *run = NULL;
+    uint64_t rev = 0;
+    aq_err err;
+    aq_status st = aq_run_from_read(rd, (size_t)p->cfg->runs_max_bytes, &run, &rev, &err);
+    aq_kv_read_clear(rd);
+    j->stage = STAGE_QUEUED;
+    if (st == AQ_OK) {
+        aq_run_free(a->run);
+        a->run = run;
+        a->rev = rev;
+        const Agentq__V1__RunState *s = aq_run_state(run);
+        const aq_log_field extra[] = {AQ_LF_S("phase", aq_run_phase_name(s->phase)),
+                                      AQ_LF_I("steps", s->n_steps),
+                                      AQ_LF_I("revision", (int64_t)rev)};
+        aq_job_log_with(AQ_LOG_INFO, j, "agent run resumed from its checkpoint", NULL, extra, 3);
+    } else if (st == AQ_NOT_FOUND) {
+        a->rev = rev;
+        if (!a->run && (st = aq_run_new(j->task, NULL, 0, aq_now_unix_ms(), &a->run, &err)) != AQ_OK) {
+            if (aq_status_disposition(st) == AQ_DISP_PERMANENT)
+                aq_job_fail(j, st, &err);
+            else
+                aq_job_settle(j, SETTLE_NAK, aq_job_backoff_ms(p->cfg, 1));
+            return;
+        }
+    } else if (st == AQ_INVALID_ARG || st == AQ_TOO_BIG) {
+        /* What is stored is not a run we can go on from: never overwrite it. */
+        aq_err_prefix(&err, "checkpoint in %s", p->cfg->runs_bucket);
+        aq_job_fail(j, st, &err);
+        return;
+    } else {
+        aq_job_log(AQ_LOG_WARN, j, "checkpoint read failed: trying again", &err);
+        if (p->stopping || !aq_job_after(j, aq_job_backoff_ms(p->cfg, ++j->deferrals), load))
+            aq_job_settle(j, SETTLE_NAK, 0);
+        else
+            j->stage = STAGE_WAITING;
+        return;
+    }
+    advance(j);
+}
+
+static void load(job *j)
+{
+    j->stage = STAGE_CHECKING;
+    aq_job_read(j, j->p->runs_get, j->task->id, on_checkpoint_read);
+}
+
+void aq_agent_begin(job *j)
+{
+    aq_pipeline *p = j->p;
+    if (!p->runs_get) {
+        aq_err e;
+        aq_err_set(&e, AQ_CONFIG,
+                   "task has tools but the runs bucket %s does not exist: run `agentq init`",
+                   p->cfg->runs_bucket);
+        aq_job_fail(j, AQ_CONFIG, &e);
+        return;
+    }
+    job_agent *a = calloc(1, sizeof(*a));
+    if (!a) {
+        aq_job_log(AQ_LOG_WARN, j, "out of memory for an agent run: task handed back", NULL);
+        aq_job_settle(j, SETTLE_NAK, aq_job_backoff_ms(p->cfg, 1));
+        return;
+    }
+    a->j = j;
+    j->agent = a;
+    p->runs_in_flight++;
+    aq_wm_agent_runs(p->wm, (int64_t)p->runs_in_flight);
+    aq_run_defaults d;
+    defaults_of(p->cfg, &d);
+    aq_run_limits_resolve(j->task, &d, &a->lim);
+    load(j);
+}
+
+/* ---- save ---- */
+
+static void save_again(job *j) { save(j); }
+
+static void on_saved(void *ctx, aq_status st, uint64_t seq, const aq_err *err)
+{
+    job *j = ctx;
+    job_agent *a = j->agent;
+    aq_pipeline *p = j->p;
+    j->stage = STAGE_QUEUED;
+    if (st == AQ_OK) {
+        a->rev = seq;
+        a->save_tries = 0;
+        a->reloads = 0;
+        aq_wm_agent_checkpoint(p->wm);
+        const Agentq__V1__RunState *s = aq_run_state(a->run);
+        /* A step's event once its tools are over (or it asked for none). */
+        if (s->phase != AGENTQ__V1__RUN_PHASE__RUN_PHASE_TOOLS_PENDING && s->n_steps > 0)
+            publish_event(j, (uint32_t)s->n_steps);
+        advance(j);
+        return;
+    }
+    if (st == AQ_WRITE_CONFLICT) {
+        if (++a->reloads > MAX_RELOADS) {
+            aq_job_log(AQ_LOG_WARN, j, "checkpoint keeps changing under this run: task handed back", err);
+            aq_job_settle(j, SETTLE_NAK, aq_job_backoff_ms(p->cfg, 1));
+            return;
+        }
+        aq_job_log(AQ_LOG_INFO, j, "another delivery advanced this run: reloading its checkpoint", err);
+        load(j);
+        return;
+    }
+    aq_job_log(AQ_LOG_WARN, j, "checkpoint write not confirmed; retrying", err);
+    if (p->cut_short) {
+        aq_job_settle(j, SETTLE_NAK, 0);
+        return;
+    }
+    int64_t ms = SAVE_RETRY_MIN_MS << (a->save_tries < 5 ? a->save_tries : 5);
+    a->save_tries++;
+    j->stage = STAGE_STORING;
+    if (!aq_job_after(j, ms < SAVE_RETRY_MAX_MS ? ms : SAVE_RETRY_MAX_MS, save_again))
+        aq_job_settle(j, SETTLE_NAK, 0);
+}
+
+static void save(job *j)
+{
+    job_agent *a = j->agent;
+    aq_pipeline *p = j->p;
+    aq_err err;
+    j->stage = STAGE_STORING;
+    aq_status st = aq_run_save_async(p->pub, p->cfg->runs_bucket, a->run, a->rev,
+                                     (size_t)p->cfg->runs_max_bytes, on_saved, j, &err);
+    if (st == AQ_OK)
+        return;
+    if (st == AQ_TOO_BIG) {
+        aq_err_prefix(&err, "checkpoint over runs_max_bytes");
+        aq_job_fail(j, AQ_TOO_BIG, &err);
+        return;
+    }
+    on_saved(j, st, 0, &err);
+}
+
+/* ---- model calls ---- */
+
+aq_status aq_agent_build_request(job *j, aq_err *err)
+{
+    aq_llm_request_parts parts;
+    aq_llm_request_opts opts = j->p->request_opts;
+    step_parts(j, &parts);
+    /* Incremental prompt caching: tools + system, and the conversation up
+     * to the last message (this step's entry) and to the previous user
+     * message (the last step's entry, read back now). */
+    opts.cache_breakpoints = AQ_LLM_CACHE_TOOLS | AQ_LLM_CACHE_SYSTEM | AQ_LLM_CACHE_LAST_MESSAGE |
+                             AQ_LLM_CACHE_PREV_USER;
+    return aq_llm_request_build_parts(&parts, &opts, &j->request, err);
+}
+
+bool aq_agent_cache_key(job *j, aq_err *err)
+{
+    aq_llm_request_parts parts;
+    step_parts(j, &parts);
+    return aq_cache_key_parts(&parts, j->p->cfg->cache_share_tenants, j->cache_key, err) == AQ_OK;
+}
+
+static void call_model(job *j, const aq_run_action *act)
+{
+    job_agent *a = j->agent;
+    aq_llm_request_parts parts;
+    a->messages = act->messages;
+    a->n_messages = act->n_messages;
+    a->final_call = act->kind == AQ_RUN_CALL_FINAL;
+    /* A step is a call of its own: its retries, deferrals and cache state. */
+    j->failures = j->deferrals = 0;
+    j->spend_asks = 0;
+    j->retry_after_ms = -1;
+    j->cache_hit = j->cache_stored = false;
+    j->model = NULL;
+    step_parts(j, &parts);
+    aq_job_step(j, aq_llm_request_input_tokens(&parts));
+}
+
+/* A step's answer, filed in the response cache (like a task's Result). */
+static void cache_answer(job *j)
+{
+    Agentq__V1__Result r;
+    aq_llm_content content = {0};
+    aq_err err;
+    if (!j->cache.write || j->cache_hit || j->fallback_used)
+        return;
+    agentq__v1__result__init(&r);
+    r.id = j->task->id;
+    r.type = j->task->type;
+    r.status = AGENTQ__V1__STATUS__STATUS_COMPLETED;
+    r.model = j->response.model ? j->response.model : (char *)j->model;
+    r.output = j->response.text ? j->response.text : (char *)"";
+    r.stop_reason = j->response.stop_reason ? j->response.stop_reason : (char *)"";
+    r.request_id = j->request_id;
+    r.tenant = j->task->tenant;
+    if (aq_llm_response_content(&j->response, &content, &err) == AQ_OK) {
+        r.content = content.blocks;
+        r.n_content = content.n_blocks;
+    }
+    if (aq_result_pack(&r, &j->packed, &err) == AQ_OK)
+        aq_job_cache_store(j);
+    aq_llm_content_free(&content);
+}
+
+void aq_agent_answered(job *j)
+{
+    job_agent *a = j->agent;
+    aq_llm_content content = {0};
+    aq_err err;
+    aq_status st;
+
+    aq_job_cache_share(j); /* identical steps in flight take this answer too */
+    cache_answer(j);
+    if ((st = aq_llm_response_content(&j->response, &content, &err)) == AQ_OK) {
+        const aq_llm_usage *u = &j->response.usage;
+        aq_run_answer ans = {
+            .content = content.blocks,
+            .n_content = content.n_blocks,
+            .stop_reason = j->response.stop_reason ? j->response.stop_reason : "",
+            .model = j->response.model ? j->response.model : j->model,
+            .route_rule = j->route_rule ? j->route_rule : "",
+            .input_tokens = u->input_tokens,
+            .output_tokens = u->output_tokens,
+            .cache_creation_input_tokens = u->cache_creation_input_tokens,
+            .cache_read_input_tokens = u->cache_read_input_tokens,
+            .cost_micro_usd = j->cost_micro_usd,
+            .cost_unknown = j->cost_unknown,
+            .latency_ms = j->cache_hit ? 0 : j->llm_latency_ms,
+            .cache_hit = j->cache_hit,
+        };
+        st = aq_run_apply_answer(a->run, &a->lim, &ans, aq_now_unix_ms(), &err);
+    }
+    aq_llm_content_free(&content);
+    aq_llm_response_free(&j->response);
+    j->have_response = false;
+    a->messages = NULL;
+    a->n_messages = 0;
+    if (st != AQ_OK) {
+        /* Out of memory: the run may be half-changed; the checkpoint is not
+         * (a redelivery asks this step again). Anything else is a bug. */
+        if (aq_status_disposition(st) == AQ_DISP_PERMANENT) {
+            aq_job_fail(j, st, &err);
+            return;
+        }
+        aq_job_log(AQ_LOG_WARN, j, "cannot record the answer: task handed back", &err);
+        aq_job_settle(j, SETTLE_NAK, aq_job_backoff_ms(j->p->cfg, 1));
+        return;
+    }
+    save(j);
+}
+
+/* ---- tool calls ---- */
+
+static const aq_tool_schema *schema_of(job *j, const char *name, aq_err *err)
+{
+    job_agent *a = j->agent;
+    const Agentq__V1__Task *t = j->task;
+    if (!a->schemas) {
+        if (!(a->schemas = calloc(t->n_tools, sizeof(*a->schemas)))) {
+            aq_err_set(err, AQ_NOMEM, "out of memory");
+            return NULL;
+        }
+        a->n_schemas = t->n_tools;
+    }
+    for (size_t i = 0; i < t->n_tools; i++) {
+        if (strcmp(t->tools[i]->name, name) != 0)
+            continue;
+        const char *js = t->tools[i]->input_schema_json ? t->tools[i]->input_schema_json : "";
+        if (!a->schemas[i] &&
+            aq_tool_schema_compile(js, strlen(js), &a->schemas[i], err) != AQ_OK)
+            return NULL;
+        return a->schemas[i];
+    }
+    aq_err_set(err, AQ_NOT_FOUND, "tool %s is not one of the task's tools", name);
+    return NULL;
+}
+
+/* A tool's content (a JSON string, or an array of blocks) as the result:
+ * text blocks become text; other blocks (images, documents) are passed as
+ * their JSON text. `blocks`/`store` are released by free_content. */
+typedef struct tool_content {
+    json_t *root;
+    Agentq__V1__ContentBlock **blocks;
+    Agentq__V1__ContentBlock *block_mem;
+    Agentq__V1__TextBlock *text_mem;
+    char **dumps;
+    size_t n;
+} tool_content;
+
+static void free_content(tool_content *c)
+{
+    for (size_t i = 0; i < c->n; i++)
+        free(c->dumps ? c->dumps[i] : NULL);
+    free(c->dumps);
+    free(c->blocks);
+    free(c->block_mem);
+    free(c->text_mem);
+    json_decref(c->root);
+    memset(c, 0, sizeof(*c));
+}
+
+static void content_of(const aq_tool_call *call, aq_run_tool_result *res, tool_content *c)
+{
+    memset(c, 0, sizeof(*c));
+    res->text = call->content_json ? call->content_json : "";
+    if (!call->content_json)
+        return;
+    c->root = json_loads(call->content_json, JSON_DECODE_ANY, NULL);
+    if (json_is_string(c->root)) {
+        res->text = json_string_value(c->root);
+        return;
+    }
+    size_t n = json_array_size(c->root);
+    if (!json_is_array(c->root) || n == 0)
+        return;
+    c->blocks = calloc(n, sizeof(*c->blocks));
+    c->block_mem = calloc(n, sizeof(*c->block_mem));
+    c->text_mem = calloc(n, sizeof(*c->text_mem));
+    c->dumps = calloc(n, sizeof(*c->dumps));
+    if (!c->blocks || !c->block_mem || !c->text_mem || !c->dumps) {
+        free_content(c);
+        return; /* the JSON text as it is */
+    }
+    c->n = n;
+    for (size_t i = 0; i < n; i++) {
+        json_t *b = json_array_get(c->root, i);
+        const char *type = json_string_value(json_object_get(b, "type"));
+        const char *text = json_string_value(json_object_get(b, "text"));
+        agentq__v1__content_block__init(&c->block_mem[i]);
+        agentq__v1__text_block__init(&c->text_mem[i]);
+        if (!(type && strcmp(type, "text") == 0 && text))
+            text = c->dumps[i] = json_dumps(b, JSON_COMPACT);
+        c->text_mem[i].text = (char *)(text ? text : "");
+        c->block_mem[i].block_case = AGENTQ__V1__CONTENT_BLOCK__BLOCK_TEXT;
+        c->block_mem[i].text = &c->text_mem[i];
+        c->blocks[i] = &c->block_mem[i];
+    }
+    res->content = c->blocks;
+    res->n_content = n;
+}
+
+/* The batch is complete (or the run failed): save, then go on. */
+static void batch_over(job *j)
+{
+    job_agent *a = j->agent;
+    a->batch_open = false;
+    if (a->n_out == 0) {
+        for (size_t i = 0; i < a->n_slots; i++)
+            free(a->slots[i].tool_use_id);
+        free(a->slots);
+        a->slots = NULL;
+        a->n_slots = 0;
+    }
+    save(j);
+}
+
+/* Record one result; true when the batch is over (complete, or the run
+ * failed). */
+static bool record(job *j, const aq_run_tool_result *res, bool fail_run, const char *why)
+{
+    job_agent *a = j->agent;
+    aq_err err;
+    int64_t now = aq_now_unix_ms();
+    aq_status st = aq_run_apply_tool_result(a->run, res, now, &err);
+    if (st != AQ_OK) {
+        aq_job_log(AQ_LOG_WARN, j, "tool result not recorded", &err);
+        return false;
+    }
+    if (fail_run) {
+        char msg[600];
+        snprintf(msg, sizeof(msg), "tool call %s failed: %s", res->tool_use_id, why);
+        if (aq_run_fail(a->run, AQ_TOOL_FAILED, msg, now, &err) != AQ_OK)
+            aq_job_log(AQ_LOG_WARN, j, "run not failed", &err);
+        return true;
+    }
+    return aq_run_phase(a->run) != AGENTQ__V1__RUN_PHASE__RUN_PHASE_TOOLS_PENDING;
+}
+
+static void on_tool_done(aq_tool_call *call)
+{
+    tool_slot *s = (tool_slot *)call;
+    job_agent *a = s->a;
+    a->n_out--;
+    if (!a->j || !a->batch_open) { /* nobody wants it any more */
+        aq_tool_call_clear(call);
+        if (!a->j && a->n_out == 0)
+            agent_free(a);
+        return;
+    }
+    job *j = a->j;
+    aq_pipeline *p = j->p;
+    const char *outcome = aq_tool_outcome_name(call->outcome);
+    aq_wm_tool_call(p->wm, call->name ? call->name : "", outcome, call->latency_ms / 1000.0);
+    bool fail_run = call->outcome == AQ_TOOL_PERMANENT_FAILURE ||
+                    ((call->outcome == AQ_TOOL_TIMEOUT || call->outcome == AQ_TOOL_NO_RESPONDERS) &&
+#ifdef AQ_HAVE_TOOL
+                     aq_tool_config_fails_run(&p->cfg->tool));
+#else
+                     aq_tool_config_fails_run(NULL));
+#endif
+    if (call->outcome != AQ_TOOL_OK && call->outcome != AQ_TOOL_ERROR) {
+        const aq_log_field extra[] = {AQ_LF_S("tool", call->name ? call->name : ""),
+                                      AQ_LF_S("outcome", outcome),
+                                      AQ_LF_I("attempts", call->attempts)};
+        aq_job_log_with(AQ_LOG_INFO, j, "tool call failed", &call->err, extra, 3);
+    }
+    aq_run_tool_result res = {
+        .tool_use_id = s->tool_use_id,
+        .is_error = call->is_error,
+        .outcome = outcome,
+        .latency_ms = call->latency_ms > 0 ? (uint64_t)call->latency_ms : 0,
+        .attempts = call->attempts,
+    };
+    tool_content c;
+    content_of(call, &res, &c);
+    bool over = record(j, &res, fail_run, call->err.msg[0] ? call->err.msg : outcome);
+    free_content(&c);
+    aq_tool_call_clear(call);
+    if (over)
+        batch_over(j);
+}
+
+static void dispatch(job *j, const aq_run_action *act)
+{
+    job_agent *a = j->agent;
+    aq_pipeline *p = j->p;
+    const Agentq__V1__Task *t = j->task;
+    size_t n = act->n_calls;
+    aq_err err;
+    /* Copy what the calls need first: recording a result changes the run
+     * (and act's pointers with it). */
+    char **bad = calloc(n, sizeof(*bad)); /* a call not dispatched: why */
+    const char **bad_outcome = calloc(n, sizeof(*bad_outcome));
+    a->slots = calloc(n, sizeof(*a->slots));
+    if (!bad || !bad_outcome || !a->slots) {
+        free(bad);
+        free(bad_outcome);
+        free(a->slots);
+        a->slots = NULL;
+        aq_job_log(AQ_LOG_WARN, j, "out of memory for tool calls: task handed back", NULL);
+        aq_job_settle(j, SETTLE_NAK, aq_job_backoff_ms(p->cfg, 1));
+        return;
+    }
+    a->n_slots = n;
+    a->batch_open = true;
+    j->stage = STAGE_TOOLS;
+    uint32_t step = (uint32_t)aq_run_state(a->run)->n_steps;
+    for (size_t i = 0; i < n; i++) {
+        const Agentq__V1__PendingToolCall *pc = act->calls[i];
+        tool_slot *s = &a->slots[i];
+        s->a = a;
+        s->tool_use_id = strdup(pc->id);
+        if (!s->tool_use_id ||
+            aq_run_idempotency_key(t->id, pc->id, s->key, sizeof(s->key), &err) != AQ_OK) {
+            bad[i] = strdup(s->tool_use_id ? err.msg : "out of memory");
+            bad_outcome[i] = "error";
+            continue;
+        }
+        const char *input = pc->input_json ? pc->input_json : "{}";
+        const aq_tool_schema *schema = schema_of(j, pc->name, &err);
+        if (!schema) {
+            bad[i] = strdup(err.msg);
+            bad_outcome[i] = "error";
+            continue;
+        }
+        if (aq_tool_schema_validate(schema, input, strlen(input), &err) != AQ_OK) {
+            char msg[AQ_ERR_MAX + 128];
+            snprintf(msg, sizeof(msg), "input does not match the input_schema of %s: %s", pc->name,
+                     err.msg);
+            bad[i] = strdup(msg);
+            bad_outcome[i] = "schema_violation";
+            aq_wm_tool_schema_violation(p->wm, pc->name);
+            aq_wm_tool_call(p->wm, pc->name, "schema_violation", -1);
+            continue;
+        }
+        aq_tool_call *c = &s->call;
+        c->name = pc->name;
+        c->input = input;
+        c->input_len = strlen(input);
+        c->idempotency_key = s->key;
+        c->task_id = t->id;
+        c->tenant = t->tenant;
+        c->step = step;
+        c->deadline_unix_ms = t->deadline_unix_ms;
+        c->done = on_tool_done;
+        c->ctx = s;
+        if (aq_tool_call_start(p->tools, c, &err) != AQ_OK) {
+            bad[i] = strdup(err.msg);
+            bad_outcome[i] = "error";
+            continue;
+        }
+        a->n_out++;
+    }
+    /* The calls not dispatched answer the model at once. */
+    bool over = false;
+    for (size_t i = 0; i < n && !over; i++) {
+        if (!bad_outcome[i])
+            continue;
+        aq_run_tool_result res = {
+            .tool_use_id = a->slots[i].tool_use_id ? a->slots[i].tool_use_id : act->calls[i]->id,
+            .text = bad[i] ? bad[i] : "not run",
+            .is_error = true,
+            .outcome = bad_outcome[i],
+        };
+        over = record(j, &res, false, NULL);
+    }
+    for (size_t i = 0; i < n; i++)
+        free(bad[i]);
+    free(bad);
+    free(bad_outcome);
+    if (over)
+        batch_over(j);
+}
+
+/* ---- the loop ---- */
+
+static void run_ended(job *j)
+{
+    const Agentq__V1__RunState *s = aq_run_state(j->agent->run);
+    const char *ceiling = NULL;
+    if (s->ceiling && *s->ceiling)
+        ceiling = s->phase == AGENTQ__V1__RUN_PHASE__RUN_PHASE_DONE ? "final" : "fail";
+    aq_wm_agent_run_ended(j->p->wm, (uint32_t)s->n_steps, s->tool_calls, ceiling);
+}
+
+static void advance(job *j)
+{
+    job_agent *a = j->agent;
+    aq_run_action act;
+    aq_err err;
+    if (aq_run_next(a->run, &a->lim, aq_now_unix_ms(), &act, &err) != AQ_OK) {
+        aq_job_log(AQ_LOG_WARN, j, "agent run cannot go on: task handed back", &err);
+        aq_job_settle(j, SETTLE_NAK, aq_job_backoff_ms(j->p->cfg, 1));
+        return;
+    }
+    switch (act.kind) {
+    case AQ_RUN_CALL_MODEL:
+    case AQ_RUN_CALL_FINAL:
+        if (j->p->stopping) { /* everything so far is in the checkpoint */
+            aq_job_log(AQ_LOG_INFO, j, "shutting down: agent run handed back between steps", NULL);
+            aq_job_settle(j, SETTLE_NAK, 0);
+            return;
+        }
+        call_model(j, &act);
+        return;
+    case AQ_RUN_DISPATCH_TOOLS:
+        if (j->p->stopping) {
+            aq_job_log(AQ_LOG_INFO, j, "shutting down: agent run handed back before its tools", NULL);
+            aq_job_settle(j, SETTLE_NAK, 0);
+            return;
+        }
+        dispatch(j, &act);
+        return;
+    case AQ_RUN_DONE:
+        run_ended(j);
+        aq_job_complete(j);
+        return;
+    case AQ_RUN_FAIL:
+        run_ended(j);
+        aq_err_set(&err, act.fail_status, "%s", act.fail_message ? act.fail_message : "agent run failed");
+        aq_job_fail(j, act.fail_status, &err);
+        return;
+    }
+}
+
+/* ---- the Result ---- */
+
+bool aq_agent_fill_result(job *j, Agentq__V1__Result *r, Agentq__V1__Usage *u)
+{
+    job_agent *a = j->agent;
+    aq_err err;
+    if (!a || !a->run)
+        return false;
+    Agentq__V1__RunPhase ph = aq_run_phase(a->run);
+    if (j->outcome != AQ_OK && ph != AGENTQ__V1__RUN_PHASE__RUN_PHASE_FAILED &&
+        aq_run_fail(a->run, j->outcome, j->outcome_err.msg, aq_now_unix_ms(), &err) != AQ_OK)
+        return false;
+    Agentq__V1__Error *job_error = r->error;
+    if (aq_run_fill_result(a->run, r, u, &err) != AQ_OK)
+        return false;
+    if (j->outcome != AQ_OK) { /* the job's failure is the Result's */
+        r->status = AGENTQ__V1__STATUS__STATUS_FAILED;
+        if (job_error)
+            r->error = job_error;
+    }
+    r->route_rule = (char *)"";
+    return true;
+}
