@@ -165,13 +165,24 @@ static void on_progress_timer(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+void aq_pipeline_update_pause(aq_pipeline *p)
+{
+    bool want = p->waiting_for_budget > 0 || p->slot_waiters > 0 ||
+                (p->cfg->agent_max_runs > 0 && p->runs_in_flight >= (size_t)p->cfg->agent_max_runs);
+    if (want != p->fetch_paused) {
+        p->fetch_paused = want;
+        aq_fetcher_pause(p->fetcher, want);
+    }
+}
+
 /* ---- shutdown ---- */
 
 void aq_pipeline_maybe_finish(aq_pipeline *p)
 {
     /* Slots count every message owned, including ones handed to the loop
-     * and not started yet: the loop may exit only when all are settled. */
-    if (!p->stopping || p->finished || aq_fetcher_in_use(p->fetcher) > 0)
+     * and not started yet: the loop may exit only when all are settled
+     * (and runs that gave their slot back while tools ran are jobs). */
+    if (!p->stopping || p->finished || aq_fetcher_in_use(p->fetcher) > 0 || p->jobs)
         return;
     p->finished = true;
     natsConnection_FlushTimeout(p->nc, FLUSH_TIMEOUT_MS);

@@ -158,6 +158,11 @@ void aq_agent_release(job *j)
         return;
     j->agent = NULL;
     j->p->runs_in_flight--;
+    if (j->waits_for_slot) {
+        j->waits_for_slot = false;
+        j->p->slot_waiters--;
+    }
+    aq_pipeline_update_pause(j->p);
     aq_wm_agent_runs(j->p->wm, (int64_t)j->p->runs_in_flight);
     if (a->n_out > 0) { /* the last completion frees it */
         a->j = NULL;
@@ -280,6 +285,7 @@ void aq_agent_begin(job *j)
     a->j = j;
     j->agent = a;
     p->runs_in_flight++;
+    aq_pipeline_update_pause(p);
     aq_wm_agent_runs(p->wm, (int64_t)p->runs_in_flight);
     aq_run_defaults d;
     defaults_of(p->cfg, &d);
@@ -459,6 +465,63 @@ void aq_agent_answered(job *j)
         return;
     }
     save(j);
+}
+
+/* ---- slots ----
+ *
+ * `concurrency` bounds the fetcher's slots, so the model calls in flight.
+ * A run gives its slot back while its tools run (a tool may take minutes)
+ * and takes one again before its next model call; while it waits for one
+ * the fetcher is paused, so the freed slots go to waiting runs first.
+ * agent_max_runs bounds the runs in flight (the fetcher pauses at it). */
+
+static void lend_slot(job *j)
+{
+    aq_pipeline *p = j->p;
+    if (j->slot_lent)
+        return;
+    j->slot_lent = true;
+    aq_fetcher_release(p->fetcher, 1);
+    if (p->slot_waiters)
+        aq_agent_slot_freed(p);
+}
+
+/* True when the job holds a slot (again); false: it waits for one. */
+static bool take_slot(job *j)
+{
+    aq_pipeline *p = j->p;
+    if (!j->slot_lent)
+        return true;
+    if (!j->waits_for_slot && aq_fetcher_try_take(p->fetcher)) {
+        j->slot_lent = false;
+        return true;
+    }
+    if (!j->waits_for_slot) {
+        j->waits_for_slot = true;
+        p->slot_waiters++;
+        aq_pipeline_update_pause(p);
+    }
+    j->stage = STAGE_WAITING; /* a shutdown hands it back */
+    j->wake_mono_ms = aq_mono_ms();
+    return false;
+}
+
+void aq_agent_slot_freed(aq_pipeline *p)
+{
+    for (job *w = p->jobs; w && p->slot_waiters; w = w->next) {
+        if (!w->waits_for_slot)
+            continue;
+        if (!aq_fetcher_try_take(p->fetcher))
+            return;
+        w->waits_for_slot = false;
+        w->slot_lent = false;
+        p->slot_waiters--;
+        aq_pipeline_update_pause(p);
+        if (!aq_job_after(w, 0, advance)) {
+            aq_job_settle(w, SETTLE_NAK, 0);
+            return; /* the list changed */
+        }
+    }
 }
 
 /* ---- tool calls ---- */
@@ -720,8 +783,12 @@ static void dispatch(job *j, const aq_run_action *act)
         free(bad[i]);
     free(bad);
     free(bad_outcome);
-    if (over)
+    if (over) {
         batch_over(j);
+        return;
+    }
+    if (a->n_out > 0) /* no model-call slot while the tools run */
+        lend_slot(j);
 }
 
 /* ---- the loop ---- */
@@ -753,6 +820,8 @@ static void advance(job *j)
             aq_job_settle(j, SETTLE_NAK, 0);
             return;
         }
+        if (!take_slot(j)) /* aq_agent_slot_freed comes back here */
+            return;
         call_model(j, &act);
         return;
     case AQ_RUN_DISPATCH_TOOLS:

@@ -165,7 +165,7 @@ void aq_job_budget_wait_over(job *j, aq_pipeline *p)
         return;
     j->waits_for_budget = false;
     if (--p->waiting_for_budget == 0)
-        aq_fetcher_pause(p->fetcher, false);
+        aq_pipeline_update_pause(p);
 }
 
 /* Reserve rate budget for the call on the key with the most headroom.
@@ -186,7 +186,7 @@ static bool take_budget(job *j)
     if (!j->waits_for_budget) {
         j->waits_for_budget = true;
         if (p->waiting_for_budget++ == 0)
-            aq_fetcher_pause(p->fetcher, true);
+            aq_pipeline_update_pause(p);
         STAT_ADD(p, budget_waits);
         aq_wm_deferral(p->wm, AQ_WM_DEFER_RATE_LIMITED);
     }

@@ -193,7 +193,7 @@ static void job_release(job *j)
     if (j->leads)
         aq_ptrmap_take(&p->leaders, (void *)(uintptr_t)j->id_hash);
     aq_job_cache_leave(j);
-    aq_agent_release(j);
+    aq_agent_release(j); /* stops waiting for a slot too */
     if (j->timer)
         event_free(j->timer);
     aq_job_budget_wait_over(j, p);
@@ -210,8 +210,13 @@ static void job_release(job *j)
     aq_buf_free(&j->packed);
     free(j->rd); /* no read is outstanding: a job waiting for one is never released */
     natsMsg_Destroy(j->msg);
+    bool lent = j->slot_lent;
     free(j);
-    aq_fetcher_release(p->fetcher, 1);
+    if (!lent) { /* a run in tools gave its slot back already */
+        aq_fetcher_release(p->fetcher, 1);
+        if (p->slot_waiters)
+            aq_agent_slot_freed(p);
+    }
     aq_pipeline_maybe_finish(p);
 }
 

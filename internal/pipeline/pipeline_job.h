@@ -137,6 +137,8 @@ typedef struct job {
     /* An agent run (a task with tools): its state, NULL for every other
      * task (pipeline_agent.c). */
     struct job_agent *agent;
+    bool slot_lent;      /* gave its fetcher slot back while its tools run */
+    bool waits_for_slot; /* wants it back, for its next model call */
 } job;
 
 struct aq_pipeline {
@@ -155,6 +157,8 @@ struct aq_pipeline {
     aq_kv_getter *runs_get;    /* agent run checkpoints (NULL: no runs bucket) */
     struct aq_tool_dispatcher *tools; /* agent runs' tool calls */
     size_t runs_in_flight;     /* agent runs owned */
+    size_t slot_waiters;       /* runs waiting for a slot back; while any, the fetcher is paused */
+    bool fetch_paused;
     char cache_prefix[256];    /* "$KV.<cache bucket>." */
     aq_ptrmap cache_leaders;   /* cache key hash -> job leading that request */
     aq_llm_client *llm;
@@ -265,6 +269,8 @@ void aq_agent_answered(job *j);
 bool aq_agent_fill_result(job *j, Agentq__V1__Result *r, Agentq__V1__Usage *u);
 /* The job is going away (tool calls still out finish on their own). */
 void aq_agent_release(job *j);
+/* A fetcher slot was given back: a run waiting for one may take it. */
+void aq_agent_slot_freed(aq_pipeline *p);
 
 /* pipeline_cache.c */
 /* After routing: answer from the cache, or wait for an identical request
@@ -285,5 +291,8 @@ void aq_job_fail(job *j, aq_status st, const aq_err *err);
 
 /* pipeline.c */
 void aq_pipeline_maybe_finish(aq_pipeline *p);
+/* Pause the fetcher while jobs wait for rate budget or runs for a slot, or
+ * agent_max_runs runs are in flight; resume when none of these holds. */
+void aq_pipeline_update_pause(aq_pipeline *p);
 
 #endif

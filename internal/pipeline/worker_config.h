@@ -55,6 +55,7 @@ typedef struct aq_worker_config {
     int64_t agent_max_steps;  /* defaults of tasks that set none */
     int64_t agent_max_tool_calls;
     char *agent_ceiling_action; /* "fail" or "final" */
+    int64_t agent_max_runs;   /* runs in flight before the fetcher pauses; 0: no bound */
     /* flow */
     int64_t concurrency;
     int64_t fetch_batch;

@@ -154,6 +154,17 @@ void aq_fetcher_release(aq_fetcher *f, int n)
     pthread_mutex_unlock(&f->lock);
 }
 
+bool aq_fetcher_try_take(aq_fetcher *f)
+{
+    pthread_mutex_lock(&f->lock);
+    int slots = f->limit > 0 && f->limit < f->opts.slots ? f->limit : f->opts.slots;
+    bool took = f->in_use < slots;
+    if (took)
+        f->in_use++;
+    pthread_mutex_unlock(&f->lock);
+    return took;
+}
+
 int aq_fetcher_in_use(aq_fetcher *f)
 {
     pthread_mutex_lock(&f->lock);

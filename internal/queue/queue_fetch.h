@@ -40,6 +40,10 @@ void aq_fetcher_limit(aq_fetcher *f, int n);
 void aq_fetcher_pause(aq_fetcher *f, bool paused);
 /* Thread-safe: `n` slots are free again. */
 void aq_fetcher_release(aq_fetcher *f, int n);
+/* Thread-safe: take one slot back when one is free (under the slots and the
+ * limit); false when none is. For a holder that gave its slot back for a
+ * while (aq_fetcher_release) and needs it again. */
+bool aq_fetcher_try_take(aq_fetcher *f);
 /* Slots currently taken. */
 int aq_fetcher_in_use(aq_fetcher *f);
 /* Stop fetching and join the thread (returns within about wait_ms). */
