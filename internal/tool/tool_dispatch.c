@@ -408,8 +408,10 @@ static void on_reply_posted(void *arg)
         finish(f, AQ_TOOL_BAD_REPLY, true, NULL);
         return;
     }
-    if (r.outcome == AQ_TOOL_BAD_REPLY)
+    if (r.outcome == AQ_TOOL_BAD_REPLY) {
+        aq_tool_reply_clear(&r); /* the content says the same, without the tool's name */
         aq_err_prefix(&call->err, "tool %s", f->name);
+    }
     finish(f, r.outcome, r.is_error, r.content_json);
 }
 
