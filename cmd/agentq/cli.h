@@ -54,6 +54,7 @@ int cmd_stats(int argc, char **argv);
 int cmd_dlq(int argc, char **argv);
 int cmd_dev(int argc, char **argv);
 int cmd_status(int argc, char **argv);
+int cmd_tools(int argc, char **argv);
 
 /* The queue as the server sees it: `agentq stats` prints it, `agentq status`
  * puts it above the fleet (cmd_stats.c). */

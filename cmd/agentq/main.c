@@ -20,6 +20,7 @@ static const struct {
     {"stats", cmd_stats, "queue depth, in-flight, dead letters, stored results"},
     {"status", cmd_status, "fleet status: queue, workers, throughput, latency, cost (--watch)"},
     {"dlq", cmd_dlq, "dead letters: ls, show, replay, purge"},
+    {"tools", cmd_tools, "tool services: ls (endpoints and stats), call NAME INPUT"},
     {"dev", cmd_dev, "run everything locally: nats-server, simulator, worker, sample tasks"},
 };
 
