@@ -8,6 +8,7 @@
 #include "fleet/fleet_snapshot.h"
 #include "ratelimit/ratelimit.h"
 #include "route/route.h"
+#include "tool/tool_config.h"
 
 #include <stddef.h>
 #include <string.h>
@@ -91,6 +92,7 @@ const aq_option aq_worker_options[] = {
      offsetof(W, store_timeout_ms), "wait for a result or dead-letter write to be acknowledged"},
     {"shutdown_grace", "AGENTQ_SHUTDOWN_GRACE", AQ_OPT_DURATION, "30s", 0, 86400000,
      offsetof(W, shutdown_grace_ms), "on SIGTERM, how long in-flight calls may finish"},
+    AQ_TOOL_OPTIONS(W, tool),
     {"worker_name", "AGENTQ_WORKER_NAME", AQ_OPT_STRING, "", 0, 0, offsetof(W, worker_name),
      "name recorded in results (default: hostname-pid)"},
     {"log_level", "AGENTQ_LOG_LEVEL", AQ_OPT_STRING, "info", 0, 0, offsetof(W, log_level),
@@ -162,6 +164,8 @@ aq_status aq_worker_config_validate(const aq_worker_config *cfg, aq_err *err)
     if ((st = aq_budget_action_parse(cfg->budget_action, &action, err)) != AQ_OK)
         return aq_err_set(err, AQ_CONFIG, "budget_action: '%s' is not defer or fail",
                           cfg->budget_action ? cfg->budget_action : "");
+    if ((st = aq_tool_config_check(&cfg->tool, err)) != AQ_OK)
+        return st; /* the message names the option */
     if (!cfg->api_key || !*cfg->api_key)
         return aq_err_set(err, AQ_CONFIG,
                           "no API key: set ANTHROPIC_API_KEY (or --api_key, or api_key in the "

@@ -37,7 +37,7 @@ typedef struct aq_tool_config {
      offsetof(T, m.max_reply_bytes), "largest tool reply accepted (a longer one is a bad_reply)"}, \
     {"tool_failure_action", "AGENTQ_TOOL_FAILURE_ACTION", AQ_OPT_STRING, "model", 0, 0,           \
      offsetof(T, m.failure_action),                                                              \
-     "a tool call that fails after its attempts (timeout, no responders, bad reply): model (an is_error result the model sees) or fail (the run fails)"}
+     "a tool call still timing out or without responders after its attempts: model (an is_error result the model sees) or fail (the run fails)"}
 
 /* Checks what the rows' bounds cannot: the prefix and every subject are
  * valid NATS subjects without wildcards, override names are tool names
