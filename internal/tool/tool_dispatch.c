@@ -107,6 +107,11 @@ static bool valid_name(const char *s, size_t len)
     return true;
 }
 
+bool aq_tool_name_valid(const char *name)
+{
+    return name && valid_name(name, strnlen(name, NAME_MAX_LEN + 1));
+}
+
 /* A subject to publish on: printable ASCII tokens separated by single
  * dots, no wildcard token, nothing empty. */
 static bool valid_subject(const char *s, size_t len)

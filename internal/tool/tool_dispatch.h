@@ -64,6 +64,9 @@ typedef enum aq_tool_outcome {
 
 const char *aq_tool_outcome_name(aq_tool_outcome o);
 
+/* ^[a-zA-Z0-9_-]{1,64}$, the Messages API's rule for tool names. */
+bool aq_tool_name_valid(const char *name);
+
 /* ---- replies (also used by the fuzzer and tests) ---- */
 
 typedef struct aq_tool_reply {

@@ -12,8 +12,13 @@
  * AQ_TOOL_INPUT_MAX_BYTES, nest at most AQ_TOOL_SCHEMA_MAX_DEPTH levels
  * (AQ_TOO_BIG otherwise); where the schema has "pattern", "patternProperties"
  * or "format", no string of the input may be longer than
- * AQ_TOOL_REGEX_MAX_CHARS (a violation otherwise); `$ref` may only point inside the schema (no
- * remote documents are ever fetched). */
+ * AQ_TOOL_REGEX_MAX_CHARS (a violation otherwise); `$ref` may only point
+ * inside the schema (no remote documents are ever fetched).
+ *
+ * Not bounded: the time std::regex spends backtracking. A schema whose
+ * pattern backtracks exponentially ("^(a+)+$") against an input crafted for
+ * it can hold the calling thread for a long time; schemas come from task
+ * publishers, inputs from the model. */
 #ifndef AQ_TOOL_TOOL_SCHEMA_H
 #define AQ_TOOL_TOOL_SCHEMA_H
 

@@ -323,6 +323,13 @@ static void test_config(void **state)
     config_is("agentq.tools", "get_weather=a.>", "model", "is not a NATS subject without wildcards");
     config_is("agentq.tools", "get_weather=a b", "model", "is not a NATS subject without wildcards");
     config_is("agentq.tools", "a=x.y;a=x.z", "model", "tool a appears twice");
+    assert_true(aq_tool_name_valid("get_weather-2"));
+    assert_true(aq_tool_name_valid("a234567890123456789012345678901234567890123456789012345678901234"));
+    assert_false(aq_tool_name_valid("a2345678901234567890123456789012345678901234567890123456789012345"));
+    assert_false(aq_tool_name_valid(""));
+    assert_false(aq_tool_name_valid("get.weather"));
+    assert_false(aq_tool_name_valid("get weather"));
+    assert_false(aq_tool_name_valid(NULL));
 }
 
 int main(void)
