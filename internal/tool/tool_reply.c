@@ -101,6 +101,13 @@ aq_status aq_tool_reply_decode(const char *data, size_t len, size_t max_bytes, a
         st = bad(out, err);
         goto out;
     }
+    /* Valid UTF-8, but a text with it becomes "\u0000" in JSON, which
+     * jansson (and many readers) refuse to decode again. */
+    if (memchr(data, '\0', len)) {
+        aq_err_set(err, AQ_INVALID_ARG, "bad tool reply: contains a NUL byte");
+        st = bad(out, err);
+        goto out;
+    }
     json_error_t jerr;
     root = len ? json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr) : NULL;
     json_t *content = json_object_get(root, "content");

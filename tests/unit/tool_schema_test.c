@@ -271,6 +271,9 @@ static void test_replies(void **state)
     reply_is(R(""), AQ_TOOL_OK, false, "\"\"");
     /* bad replies */
     reply_is(R("\xff\xfe"), AQ_TOOL_BAD_REPLY, true, "\"bad tool reply: not valid UTF-8\"");
+    /* found by fuzz_tool: a NUL made content that does not decode again */
+    reply_is(R("{\"do\0\0\0nte:\"21 C\"}"), AQ_TOOL_BAD_REPLY, true,
+             "\"bad tool reply: contains a NUL byte\"");
     reply_is(R("{\"content\":3}"), AQ_TOOL_BAD_REPLY, true,
              "\"bad tool reply: content must be a string or an array of blocks\"");
     reply_is(R("{\"content\":\"x\",\"is_error\":\"yes\"}"), AQ_TOOL_BAD_REPLY, true,
