@@ -11,6 +11,8 @@ extern "C" {
 #include <regex>
 #include <stdexcept>
 #include <string>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #define VALIJSON_USE_EXCEPTIONS 1
@@ -307,15 +309,44 @@ const valijson::Schema &metaschema()
     return holder.schema;
 }
 
-/* Every regular expression of the schema ("pattern" values and the keys of
- * "patternProperties") must compile: valijson compiles them only when an
- * input reaches them, and a schema error must surface here, not as an
- * input's violation. Walks schema positions only (not "enum", "const",
- * "default", "examples", whose objects are data). */
-void check_patterns(const json &s, const std::string &at, int depth, bool &has_regex)
+/* What check_schema learns on its way. */
+struct schema_walk {
+    const json *root;
+    bool has_regex = false;                /* "pattern", "patternProperties", "format" */
+    std::vector<std::pair<const json *, std::string>> nodes; /* every subschema, its pointer */
+};
+
+/* The subschema a "$ref" names: only "#" and "#/json/pointer" inside this
+ * document (valijson would otherwise try to fetch, or recurse forever on a
+ * relative reference it resolves to itself). */
+const json *ref_target(const json &root, const json &ref, const std::string &where)
+{
+    const std::string *r = ref.is_string() ? &ref.get_ref<const std::string &>() : nullptr;
+    if (!r || (*r != "#" && r->compare(0, 2, "#/") != 0))
+        throw std::invalid_argument(where + ": only references inside the schema (\"#/...\") "
+                                    "are supported");
+    if (*r == "#")
+        return &root;
+    try {
+        return &root.at(json::json_pointer(r->substr(1)));
+    } catch (const std::exception &) {
+        throw std::invalid_argument(where + ": reference " + *r + " names nothing in the schema");
+    }
+}
+
+/* Walks schema positions only (not "enum", "const", "default", "examples",
+ * whose objects are data), checking what valijson would only find out at
+ * validation or not at all:
+ *  - every regular expression ("pattern" values, "patternProperties" keys)
+ *    compiles (valijson compiles them when an input reaches them);
+ *  - every "$ref" points inside the schema, and "$id" appears only at the
+ *    root (a nested one would change what "#/..." means);
+ * and records every subschema for check_cycles. */
+void check_schema(const json &s, const std::string &at, int depth, schema_walk &w)
 {
     if (!s.is_object() || depth > AQ_TOOL_SCHEMA_MAX_DEPTH)
         return;
+    w.nodes.emplace_back(&s, at);
     auto compile = [&](const std::string &re, const std::string &where) {
         try {
             std::regex r(re, std::regex::ECMAScript);
@@ -328,29 +359,103 @@ void check_patterns(const json &s, const std::string &at, int depth, bool &has_r
         const json &v = it.value();
         std::string here = at + "/" + pointer_token(k);
         if (k == "format")
-            has_regex = true;
-        if (k == "pattern" && v.is_string()) {
-            has_regex = true;
+            w.has_regex = true;
+        if (k == "$ref") {
+            ref_target(*w.root, v, here);
+        } else if (k == "$id" && depth > 0) {
+            throw std::invalid_argument(here + ": \"$id\" is supported at the root only");
+        } else if (k == "pattern" && v.is_string()) {
+            w.has_regex = true;
             compile(v.get<std::string>(), here);
         } else if ((k == "properties" || k == "definitions" || k == "patternProperties" ||
                     k == "dependencies") &&
                    v.is_object()) {
             for (auto p = v.begin(); p != v.end(); ++p) {
                 if (k == "patternProperties") {
-                    has_regex = true;
+                    w.has_regex = true;
                     compile(p.key(), here + "/" + pointer_token(p.key()));
                 }
-                check_patterns(p.value(), here + "/" + pointer_token(p.key()), depth + 1,
-                               has_regex);
+                check_schema(p.value(), here + "/" + pointer_token(p.key()), depth + 1, w);
             }
         } else if ((k == "items" || k == "allOf" || k == "anyOf" || k == "oneOf") &&
                    v.is_array()) {
             for (size_t i = 0; i < v.size(); i++)
-                check_patterns(v[i], here + "/" + std::to_string(i), depth + 1, has_regex);
+                check_schema(v[i], here + "/" + std::to_string(i), depth + 1, w);
         } else if (k == "items" || k == "additionalItems" || k == "additionalProperties" ||
                    k == "contains" || k == "propertyNames" || k == "if" || k == "then" ||
                    k == "else" || k == "not") {
-            check_patterns(v, here, depth + 1, has_regex);
+            check_schema(v, here, depth + 1, w);
+        }
+    }
+}
+
+/* The subschemas that apply to the same instance as `s` (without going
+ * into a property or an item): "$ref", allOf / anyOf / oneOf, not,
+ * if / then / else, and the schema form of "dependencies". */
+void same_instance_edges(const json &root, const json &s, std::vector<const json *> &out)
+{
+    out.clear();
+    if (!s.is_object())
+        return;
+    for (auto it = s.begin(); it != s.end(); ++it) {
+        const std::string &k = it.key();
+        const json &v = it.value();
+        if (k == "$ref")
+            out.push_back(ref_target(root, v, ""));
+        else if ((k == "allOf" || k == "anyOf" || k == "oneOf") && v.is_array())
+            for (const json &e : v)
+                out.push_back(&e);
+        else if (k == "not" || k == "if" || k == "then" || k == "else")
+            out.push_back(&v);
+        else if (k == "dependencies" && v.is_object())
+            for (auto d = v.begin(); d != v.end(); ++d)
+                if (d.value().is_object())
+                    out.push_back(&d.value());
+    }
+}
+
+/* A cycle among those edges ({"$ref": "#"} at the root, two definitions
+ * naming each other, {"allOf": [{"$ref": "#"}]}) makes valijson recurse
+ * without end on any input: refused. Recursion through a property or an
+ * item is fine (the input's depth bounds it). Iterative DFS, three colours. */
+void check_cycles(const schema_walk &w)
+{
+    std::unordered_map<const json *, int> colour; /* 0 new, 1 on the path, 2 done */
+    std::unordered_map<const json *, const std::string *> where;
+    for (const auto &n : w.nodes)
+        where[n.first] = &n.second;
+    struct frame {
+        const json *node;
+        std::vector<const json *> next;
+        size_t i;
+    };
+    for (const auto &n : w.nodes) {
+        if (colour[n.first])
+            continue;
+        std::vector<frame> stack;
+        stack.push_back({n.first, {}, 0});
+        same_instance_edges(*w.root, *n.first, stack.back().next);
+        colour[n.first] = 1;
+        while (!stack.empty()) {
+            frame &f = stack.back();
+            if (f.i == f.next.size()) {
+                colour[f.node] = 2;
+                stack.pop_back();
+                continue;
+            }
+            const json *t = f.next[f.i++];
+            int c = colour[t];
+            if (c == 1) {
+                auto p = where.find(t);
+                throw std::invalid_argument(
+                    (p != where.end() && !p->second->empty() ? *p->second : std::string("(root)")) +
+                    ": references loop back here without going into a property or an item");
+            }
+            if (c == 0) {
+                colour[t] = 1;
+                stack.push_back({t, {}, 0});
+                same_instance_edges(*w.root, *t, stack.back().next);
+            }
         }
     }
 }
@@ -412,7 +517,11 @@ extern "C" aq_status aq_tool_schema_compile(const char *json_text, size_t len, a
         if ((st = run_validation(metaschema(), metaschema_doc(), ts->doc,
                                  "input_schema is not a valid JSON Schema: ", err)) != AQ_OK)
             goto out;
-        check_patterns(ts->doc, "", 0, ts->has_regex);
+        schema_walk w;
+        w.root = &ts->doc;
+        check_schema(ts->doc, "", 0, w);
+        check_cycles(w);
+        ts->has_regex = w.has_regex;
         {
             valijson::SchemaParser parser(valijson::SchemaParser::kDraft7);
             valijson::adapters::NlohmannJsonAdapter a(ts->doc);

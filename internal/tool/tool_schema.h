@@ -13,7 +13,10 @@
  * (AQ_TOO_BIG otherwise); where the schema has "pattern", "patternProperties"
  * or "format", no string of the input may be longer than
  * AQ_TOOL_REGEX_MAX_CHARS (a violation otherwise); `$ref` may only point
- * inside the schema (no remote documents are ever fetched).
+ * inside the schema ("#" or "#/pointer": nothing is ever fetched), "$id"
+ * only at the root, and references may not loop back to a schema without
+ * going into a property or an item ({"allOf": [{"$ref": "#"}]}: valijson
+ * would recurse forever on any input).
  *
  * Not bounded: the time std::regex spends backtracking. A schema whose
  * pattern backtracks exponentially ("^(a+)+$") against an input crafted for
@@ -45,7 +48,7 @@ typedef struct aq_tool_schema aq_tool_schema;
  * not JSON: ...") or not a valid draft-07 JSON Schema (checked against the
  * official draft-07 metaschema, embedded: "input_schema is not a valid JSON
  * Schema: /properties/city/type: ..."), when a `pattern` is not a valid
- * regular expression, or a `$ref` cannot be resolved inside the schema;
+ * regular expression, or a `$ref` is not one of the above;
  * AQ_TOO_BIG over the caps; AQ_NOMEM. *out is written only on success. */
 aq_status aq_tool_schema_compile(const char *json, size_t len, aq_tool_schema **out, aq_err *err);
 

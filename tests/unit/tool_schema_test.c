@@ -139,10 +139,26 @@ static void test_invalid_schemas(void **state)
     compile_fails("{\"patternProperties\":{\"(\":{}}}", AQ_INVALID_ARG,
                   "/patternProperties/(: not a valid regular expression");
     compile_fails("{\"$ref\":\"http://example.com/s.json\"}", AQ_INVALID_ARG,
-                  "input_schema is not a valid JSON Schema: Fetching of remote JSON References not enabled");
+                  "input_schema is not a valid JSON Schema: /$ref: only references inside the schema");
     compile_fails("{\"$ref\":\"#/definitions/nope\"}", AQ_INVALID_ARG,
-                  "input_schema is not a valid JSON Schema");
+                  "/$ref: reference #/definitions/nope names nothing in the schema");
     compile_fails("42", AQ_INVALID_ARG, "expected one of object boolean, got integer");
+    /* references valijson would recurse on forever (found by fuzz_tool:
+     * "$ref": "object" overflowed the stack) */
+    compile_fails("{\"$ref\":\"object\"}", AQ_INVALID_ARG,
+                  "/$ref: only references inside the schema (\"#/...\") are supported");
+    compile_fails("{\"$ref\":\"#\"}", AQ_INVALID_ARG,
+                  "(root): references loop back here without going into a property or an item");
+    compile_fails("{\"allOf\":[{\"$ref\":\"#\"}]}", AQ_INVALID_ARG, "(root): references loop back");
+    compile_fails("{\"definitions\":{\"a\":{\"$ref\":\"#/definitions/b\"},\"b\":{\"not\":"
+                  "{\"$ref\":\"#/definitions/a\"}}},\"$ref\":\"#/definitions/a\"}",
+                  AQ_INVALID_ARG, "/definitions/a: references loop back");
+    compile_fails("{\"properties\":{\"a\":{\"$ref\":\"#/properties/a\"}}}", AQ_INVALID_ARG,
+                  "/properties/a: references loop back");
+    compile_fails("{\"properties\":{\"a\":{\"$id\":\"x\"}}}", AQ_INVALID_ARG,
+                  "/properties/a/$id: \"$id\" is supported at the root only");
+    aq_tool_schema_destroy(compile_ok("{\"$id\":\"http://example.com/s\",\"properties\":{\"a\":"
+                                      "{\"$ref\":\"#/definitions/x\"}},\"definitions\":{\"x\":{}}}"));
     /* "enum" and "default" hold data, not schemas: a "pattern" in them is not compiled */
     aq_tool_schema_destroy(compile_ok("{\"enum\":[{\"pattern\":\"([\"}],\"default\":{\"pattern\":\"(\"}}"));
     aq_tool_schema_destroy(compile_ok("true"));
