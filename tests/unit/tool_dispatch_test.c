@@ -394,7 +394,8 @@ static void test_timeout_retry_success(void **state)
     call_one(d, &c);
     assert_int_equal(c.outcome, AQ_TOOL_TIMEOUT);
     assert_int_equal(c.attempts, 1);
-    assert_true(c.latency_ms >= 190 && c.latency_ms < TIMEOUT_MS);
+    /* ~200 ms, not 3 x 300 ms + backoff (slack for a loaded machine) */
+    assert_true(c.latency_ms >= 190 && c.latency_ms < 2 * TIMEOUT_MS + 100);
     assert_non_null(strstr(c.err.msg, "task deadline"));
     aq_tool_call_clear(&c);
 
@@ -490,8 +491,9 @@ static void test_parallel(void **state)
     assert_int_equal(aq_tool_call_start(d, &c[PARALLEL], &err), AQ_OK);
     run_until(PARALLEL + 1);
     int64_t took = aq_mono_ms() - t0;
-    /* in parallel: about one SLOW_MS, not PARALLEL of them */
-    assert_true(took < 3 * SLOW_MS);
+    /* in parallel: about one SLOW_MS, not PARALLEL of them (4 s; slack
+     * for a loaded machine) */
+    assert_true(took < 10 * SLOW_MS);
     assert_int_equal(c[PARALLEL].outcome, AQ_TOOL_PERMANENT_FAILURE);
     assert_true(c[PARALLEL].latency_ms < SLOW_MS);
     for (int i = 0; i < PARALLEL; i++) {
