@@ -24,10 +24,12 @@ RUN apt-get update \
         libcurl4 \
         libevent-2.1-7 \
         libevent-pthreads-2.1-7 \
+        libgcc-s1 \
         libjansson4 \
         libnats3.4 \
         libprotobuf-c1 \
         libssl3 \
+        libstdc++6 \
         libxxhash0 \
  && rm -rf /var/lib/apt/lists/*
 # A fixed numeric uid/gid, so Kubernetes can check runAsNonRoot.

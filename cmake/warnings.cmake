@@ -2,7 +2,8 @@
 # global flags, so third-party and generated code is not held to them.
 # No -Wcast-qual: protobuf-c messages hold `char *` for strings we only borrow.
 set(AQ_WARNING_FLAGS
-  -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+  -Wall -Wextra -Wshadow $<$<COMPILE_LANGUAGE:C>:-Wstrict-prototypes>
+  $<$<COMPILE_LANGUAGE:C>:-Wmissing-prototypes> $<$<COMPILE_LANGUAGE:CXX>:-Wmissing-declarations>
   -Wpointer-arith -Wformat=2 -Wundef -Wvla -Wnull-dereference
   -Wimplicit-fallthrough)
 if(AQ_WERROR)

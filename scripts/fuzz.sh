@@ -16,7 +16,7 @@ DURATION=${1:-60}
 case $DURATION in # (libFuzzer reads -max_total_time=0 as "no limit")
     '' | *[!0-9]* | 0) echo "usage: scripts/fuzz.sh [SECONDS>0] [TARGET...]" >&2; exit 2 ;;
 esac
-ALL_TARGETS=(task_decode llm_response config sim_request run_checkpoint trace_context)
+ALL_TARGETS=(task_decode llm_response config sim_request run_checkpoint trace_context tool)
 TARGETS=("$@")
 [ ${#TARGETS[@]} -gt 0 ] || TARGETS=("${ALL_TARGETS[@]}")
 for t in "${TARGETS[@]}"; do
@@ -31,7 +31,7 @@ TIMEOUT=${FUZZ_TIMEOUT:-10}
 scripts/setup.sh --fuzz --deps-only
 
 echo "== fuzz: configure and build $BUILD_DIR (clang, -DAQ_FUZZ=ON)"
-CC=clang cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DAQ_FUZZ=ON -DAQ_WERROR=ON > /dev/null
+CC=clang CXX=clang++ cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DAQ_FUZZ=ON -DAQ_WERROR=ON > /dev/null
 cmake --build "$BUILD_DIR" -j"$(nproc)" --target "${TARGETS[@]/#/fuzz_}" > "$BUILD_DIR/fuzz-build.log" 2>&1 || {
     tail -50 "$BUILD_DIR/fuzz-build.log"
     echo "fuzz: build failed (log: $BUILD_DIR/fuzz-build.log)" >&2

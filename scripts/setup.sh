@@ -12,7 +12,8 @@ cd "$(dirname "$0")/.."
 
 BUILD_PKGS=(build-essential cmake pkg-config
             libnats-dev nats-server libcurl4-openssl-dev libprotobuf-c-dev protobuf-c-compiler
-            libxxhash-dev libssl-dev libevent-dev libjansson-dev libcmocka-dev)
+            libxxhash-dev libssl-dev libevent-dev libjansson-dev libcmocka-dev
+            libvalijson-dev nlohmann-json3-dev)
 TEST_PKGS=(jq curl procps python3-prometheus-client nghttp2-server openssl
            golang-go golang-github-nats-io-go-nats-dev golang-google-protobuf-dev protobuf-compiler
            golang-github-masterminds-sprig-dev golang-gopkg-yaml.v2-dev

@@ -37,7 +37,7 @@ int cli_parse(const aq_option *opts, void *cfg, const aq_queue_config *q, int ar
 extern const aq_option cli_init_options[], cli_submit_options[], cli_get_options[],
     cli_stats_options[], cli_ls_options[], cli_show_options[], cli_replay_options[],
     cli_purge_options[], cli_dev_options[], cli_status_options[], cli_run_options[],
-    cli_session_options[];
+    cli_session_options[], cli_tools_options[], cli_tools_call_options[];
 extern const aq_option *const cli_shared_options[];
 
 /* Connect (and report failures on stderr); `js` may be NULL. Returns CLI_OK or
@@ -77,6 +77,7 @@ int cmd_session(int argc, char **argv);
 /* One message of a transcript or session as text (cmd_run.c). */
 struct Agentq__V1__Message;
 void cli_print_message(FILE *out, const struct Agentq__V1__Message *m, const char *indent);
+int cmd_tools(int argc, char **argv);
 
 /* The queue as the server sees it: `agentq stats` prints it, `agentq status`
  * puts it above the fleet (cmd_stats.c). */

@@ -19,7 +19,7 @@ const aq_option *const cli_shared_options[] = {
     aq_worker_options,  cli_init_options,   cli_submit_options, cli_get_options,
     cli_stats_options,  cli_ls_options,     cli_show_options,   cli_replay_options,
     cli_purge_options,  cli_dev_options,    cli_status_options, cli_run_options,
-    cli_session_options, NULL,
+    cli_session_options, cli_tools_options, cli_tools_call_options, NULL,
 };
 
 int cli_parse(const aq_option *opts, void *cfg, const aq_queue_config *q, int argc, char **argv,

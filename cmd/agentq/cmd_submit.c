@@ -16,6 +16,7 @@
 #include "core/clock.h"
 #include "task/task_codec.h"
 #include "task/task_json.h"
+#include "tool/tool_schema.h"
 
 #define PROGRESS_EVERY_MS 200
 #define LINE_SLACK 65536
@@ -331,6 +332,7 @@ int cmd_submit(int argc, char **argv)
     sb.cfg = &cfg;
     aq_task_limits_default(&sb.limits);
     sb.limits.max_payload_bytes = SIZE_MAX; /* checked against the real limits below */
+    sb.limits.check_tool_schema = aq_tool_schema_check; /* refuse a bad tool schema before publishing */
     aq_buf_init(&sb.packed, (size_t)cfg.queue.max_msg_size * 4);
     aq_buf_init(&stdin_prompt, (size_t)cfg.queue.max_msg_size * 4);
 

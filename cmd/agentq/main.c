@@ -22,6 +22,7 @@ static const struct {
     {"dlq", cmd_dlq, "dead letters: ls, show, replay, purge"},
     {"run", cmd_run, "an agent run's transcript: steps, tokens, cost, tool calls (run show ID)"},
     {"session", cmd_session, "a session's stored history (session show ID)"},
+    {"tools", cmd_tools, "tool services: ls (endpoints and stats), call NAME INPUT"},
     {"dev", cmd_dev, "run everything locally: nats-server, simulator, worker, sample tasks"},
 };
 

@@ -9,6 +9,7 @@
 #include "core/clock.h"
 #include "llm/llm_request.h"
 #include "queue/queue_setup.h"
+#include "tool/tool_schema.h"
 
 #define FLUSH_TIMEOUT_MS 2000
 /* A task delivered this often without being settled may be what crashes
@@ -292,6 +293,7 @@ aq_status aq_pipeline_start(struct event_base *base, const aq_worker_config *cfg
     p->limits.max_tools = (size_t)cfg->agent_max_tools;
     p->limits.max_steps_cap = (uint32_t)cfg->agent_max_steps_cap;
     p->limits.max_tool_calls_cap = (uint32_t)cfg->agent_max_tool_calls_cap;
+    p->limits.check_tool_schema = aq_tool_schema_check; /* a tool's schema must compile */
     p->request_body_cap = aq_llm_request_body_cap(&p->limits);
 #ifdef AQ_TEST_HOOKS
     p->crash_marker = getenv("AGENTQ_TEST_CRASH_MARKER");

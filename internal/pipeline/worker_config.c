@@ -11,6 +11,7 @@
 #include "fleet/fleet_snapshot.h"
 #include "ratelimit/ratelimit.h"
 #include "route/route.h"
+#include "tool/tool_config.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>

@@ -8,6 +8,7 @@
 
 #include "core/config.h"
 #include "queue/queue_config.h"
+#include "tool/tool_config.h"
 
 typedef struct aq_worker_config {
     aq_queue_config queue;
@@ -65,6 +66,8 @@ typedef struct aq_worker_config {
     int64_t retry_max_ms;
     int64_t store_timeout_ms;
     int64_t shutdown_grace_ms;
+    /* agent runs' tool calls (internal/tool) */
+    aq_tool_config tool;
     /* identity and logs */
     char *worker_name;
     char *log_level;

@@ -8,6 +8,7 @@
 #include "budget/budget_config.h"
 #include "cache/cache_config.h"
 #include "fleet/fleet_snapshot.h"
+#include "tool/tool_config.h"
 
 #include <stddef.h>
 
@@ -111,6 +112,7 @@ const aq_option aq_worker_options[] = {
      offsetof(W, store_timeout_ms), "wait for a result or dead-letter write to be acknowledged"},
     {"shutdown_grace", "AGENTQ_SHUTDOWN_GRACE", AQ_OPT_DURATION, "30s", 0, 86400000,
      offsetof(W, shutdown_grace_ms), "on SIGTERM, how long in-flight calls may finish"},
+    AQ_TOOL_OPTIONS(W, tool),
     {"worker_name", "AGENTQ_WORKER_NAME", AQ_OPT_STRING, "", 0, 0, offsetof(W, worker_name),
      "name recorded in results (default: hostname-pid)"},
     {"log_level", "AGENTQ_LOG_LEVEL", AQ_OPT_STRING, "info", 0, 0, offsetof(W, log_level),

@@ -94,6 +94,11 @@ case_invalid duplicate_tool cb-tool-dup invalid_task \
 case_invalid tool_schema_not_object cb-schema invalid_task \
     'tools\[0\]\.input_schema_json must have "type": "object"' \
     'id: "cb-schema" type: "it" prompt: "hi" tools { name: "f" input_schema_json: "{\"type\":\"string\"}" }'
+# Valid JSON, an object schema, but not a JSON Schema: internal/tool's
+# validator (valijson, checked against the draft-07 metaschema) refuses it.
+case_invalid tool_schema_not_json_schema cb-schema-bad invalid_task \
+    'tools\[0\]\.input_schema_json: input_schema is not a valid JSON Schema' \
+    'id: "cb-schema-bad" type: "it" prompt: "hi" tools { name: "f" input_schema_json: "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"nonsense\"}}}" }'
 case_invalid too_many_tools cb-tools-cap invalid_task '4 tools, over the cap of 3' \
     "id: \"cb-tools-cap\" type: \"it\" prompt: \"hi\"
      tools { name: \"a\" $SCHEMA } tools { name: \"b\" $SCHEMA } tools { name: \"c\" $SCHEMA } tools { name: \"d\" $SCHEMA }"
