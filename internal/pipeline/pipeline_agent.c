@@ -46,25 +46,8 @@
 #include "agent/agent_run.h"
 #include "agent/agent_store.h"
 #include "core/clock.h"
-#ifdef AQ_HAVE_TOOL /* TEMPORARY until internal/tool is merged */
 #include "tool/tool_dispatch.h"
 #include "tool/tool_schema.h"
-#else
-typedef struct aq_tool_schema aq_tool_schema;
-typedef struct aq_tool_call aq_tool_call;
-typedef void (*aq_tool_done_fn)(aq_tool_call *call);
-typedef enum { AQ_TOOL_OK, AQ_TOOL_ERROR, AQ_TOOL_TIMEOUT, AQ_TOOL_NO_RESPONDERS, AQ_TOOL_PERMANENT_FAILURE } aq_tool_outcome;
-struct aq_tool_call { const char *name, *input; size_t input_len; const char *idempotency_key, *task_id, *tenant; uint32_t step; int64_t deadline_unix_ms; aq_tool_done_fn done; void *ctx; aq_tool_outcome outcome; bool is_error; char *content_json; uint32_t attempts; int64_t latency_ms; aq_err err; };
-static aq_status aq_tool_dispatcher_new(void *a, const void *b, void *c, void *d, struct aq_tool_dispatcher **e, aq_err *err) { (void)a; (void)b; (void)c; (void)d; (void)err; *e = NULL; return AQ_OK; }
-static void aq_tool_dispatcher_destroy(void *d) { (void)d; }
-static void aq_tool_call_clear(aq_tool_call *c) { free(c->content_json); c->content_json = NULL; }
-static void aq_tool_schema_destroy(aq_tool_schema *s) { (void)s; }
-static aq_status aq_tool_schema_compile(const char *j, size_t n, aq_tool_schema **o, aq_err *err) { (void)j; (void)n; *o = (aq_tool_schema *)1; (void)err; return AQ_OK; }
-static aq_status aq_tool_schema_validate(const aq_tool_schema *s, const char *j, size_t n, aq_err *err) { (void)s; (void)j; (void)n; (void)err; return AQ_OK; }
-static aq_status aq_tool_call_start(void *d, aq_tool_call *c, aq_err *err) { (void)d; (void)c; return aq_err_set(err, AQ_CONFIG, "no tool dispatch in this build"); }
-static const char *aq_tool_outcome_name(aq_tool_outcome o) { (void)o; return "error"; }
-static bool aq_tool_config_fails_run(const void *c) { (void)c; return false; }
-#endif
 
 #define SAVE_RETRY_MIN_MS 250
 #define SAVE_RETRY_MAX_MS 5000
@@ -121,11 +104,7 @@ aq_status aq_agent_start(aq_pipeline *p, aq_err *err)
     } else if (st != AQ_OK) {
         return aq_err_prefix(err, "runs bucket");
     }
-#ifdef AQ_HAVE_TOOL
     if ((st = aq_tool_dispatcher_new(p->nc, &cfg->tool, p->base, p->mb, &p->tools, err)) != AQ_OK)
-#else
-    if ((st = aq_tool_dispatcher_new(p->nc, NULL, p->base, p->mb, &p->tools, err)) != AQ_OK)
-#endif
         return aq_err_prefix(err, "tool calls");
     return AQ_OK;
 }
@@ -668,11 +647,7 @@ static void on_tool_done(aq_tool_call *call)
     aq_wm_tool_call(p->wm, call->name ? call->name : "", outcome, call->latency_ms / 1000.0);
     bool fail_run = call->outcome == AQ_TOOL_PERMANENT_FAILURE ||
                     ((call->outcome == AQ_TOOL_TIMEOUT || call->outcome == AQ_TOOL_NO_RESPONDERS) &&
-#ifdef AQ_HAVE_TOOL
                      aq_tool_config_fails_run(&p->cfg->tool));
-#else
-                     aq_tool_config_fails_run(NULL));
-#endif
     if (call->outcome != AQ_TOOL_OK && call->outcome != AQ_TOOL_ERROR) {
         const aq_log_field extra[] = {AQ_LF_S("tool", call->name ? call->name : ""),
                                       AQ_LF_S("outcome", outcome),
