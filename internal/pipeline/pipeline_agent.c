@@ -729,7 +729,7 @@ static void dispatch(job *j, const aq_run_action *act)
         c->input_len = strlen(input);
         c->idempotency_key = s->key;
         c->task_id = t->id;
-        c->tenant = t->tenant;
+        c->tenant = t->tenant && *t->tenant ? t->tenant : NULL; /* an empty header breaks readers */
         c->step = step;
         c->deadline_unix_ms = t->deadline_unix_ms;
         c->done = on_tool_done;
