@@ -135,11 +135,12 @@ bool aq_job_cache_lookup(job *j)
     aq_err err;
 
     j->cache = aq_cache_plan_for(j->task);
-    if (j->agent && (j->cache.read || j->cache.write) && !aq_agent_cache_key(j, &err)) {
-        aq_job_log(AQ_LOG_WARN, j, "no cache key: the response cache is skipped", &err);
-        j->cache.read = j->cache.write = false;
-    }
-    else if (j->cache.write &&
+    if (j->agent) { /* an agent run's step: the key of its conversation so far */
+        if ((j->cache.read || j->cache.write) && !aq_agent_cache_key(j, &err)) {
+            aq_job_log(AQ_LOG_WARN, j, "no cache key: the response cache is skipped", &err);
+            j->cache.read = j->cache.write = false;
+        }
+    } else if (j->cache.write &&
         aq_cache_key(j->task, j->model, j->max_tokens, p->cfg->cache_share_tenants, j->cache_key,
                      &err) != AQ_OK) {
         aq_job_log(AQ_LOG_WARN, j, "no cache key: the response cache is skipped", &err);

@@ -1,13 +1,11 @@
 #!/usr/bin/env bash
-# Content blocks and tools on the single-call path (the wire contract of
-# agent runs, before the agent loop runs tools):
+# Content blocks and tools (the wire contract of agent runs):
 #   * invalid conversations and tools, published in protobuf text format, end
 #     in the DLQ as invalid_task (or prompt_too_large) with a message naming
 #     the field, and a FAILED result; none reaches the provider;
 #   * a conversation of text blocks completes (array content end to end);
-#   * a conversation with an image, tool_use and tool_result, and a task with
-#     tools, complete when the simulator understands them (its tool-use work);
-#     until then this script prints a "SKIP:" line for each and passes.
+#   * a conversation with an image, tool_use and tool_result completes; a
+#     task with tools runs the agent loop, and again from the response cache.
 #
 # All cases run even when one fails; the failures are listed at the end.
 source "$(dirname "$0")/lib.sh"
@@ -162,29 +160,26 @@ fi
 
 TOOLS_TASK="type: \"it\" prompt: \"What is the weather in Paris?\" $TOOL cache_policy: CACHE_POLICY_OPT_IN"
 pb_task "id: \"cb-tools\" $TOOLS_TASK" | raw_publish --subject agentq.tasks.it --msg-id cb-tools --stdin > /dev/null
-rc=0; r=$(agentq wait --timeout=20s cb-tools 2>&1) || rc=$?
-if [ "$rc" -eq 0 ] && jq -e '.stop_reason == "tool_use"' <<< "$r" > /dev/null; then
-    # Until the agent loop runs tools: one call, COMPLETED, tool_use blocks in content.
-    if jq -e '.status == "STATUS_COMPLETED" and ([.content[] | select(.tool_use.name == "get_weather")] | length >= 1)
-              and ([.content[].tool_use.input_json // empty | fromjson | type] | all(. == "object"))' <<< "$r" > /dev/null; then
-        ok "a task with tools: COMPLETED, stop_reason tool_use, tool_use blocks in content: $(jq -c .content <<< "$r" | head -c 200)"
-        # The same request again: answered by the response cache, blocks included.
-        pb_task "id: \"cb-tools-again\" $TOOLS_TASK" \
-            | raw_publish --subject agentq.tasks.it --msg-id cb-tools-again --stdin > /dev/null
-        rc=0; r2=$(agentq wait --timeout=20s cb-tools-again 2>&1) || rc=$?
-        if [ "$rc" -eq 0 ] && jq -e '.cache_hit' <<< "$r2" > /dev/null \
-            && [ "$(jq -c '[.content, .stop_reason, .output]' <<< "$r2")" = "$(jq -c '[.content, .stop_reason, .output]' <<< "$r")" ]; then
-            ok "the cached answer of a task with tools keeps its content blocks"
-        else
-            bad "cache hit of a task with tools: exit $rc: $r2 (first: $r)"
-        fi
+rc=0; r=$(agentq wait --timeout=30s cb-tools 2>&1) || rc=$?
+# A task with tools is an agent run (no tool service here: every call ends
+# no_responders, an is_error result the model sees; the simulator stops
+# asking after tool_steps).
+if [ "$rc" -eq 0 ] && jq -e '.status == "STATUS_COMPLETED" and .steps >= 2 and .stop_reason == "end_turn"
+        and .step_log[0].stop_reason == "tool_use" and .step_log[0].tool_calls[0].name == "get_weather"
+        and .step_log[0].tool_calls[0].outcome == "no_responders"
+        and ([.step_log[].cache_hit] | all(. == false))' <<< "$r" > /dev/null; then
+    ok "a task with tools runs the agent loop: $(jq -c '[.steps, .tool_calls, .stop_reason]' <<< "$r")"
+    # The same task again: every step (a deterministic request: opt-in) is
+    # answered by the response cache, each with its own key.
+    pb_task "id: \"cb-tools-again\" $TOOLS_TASK" \
+        | raw_publish --subject agentq.tasks.it --msg-id cb-tools-again --stdin > /dev/null
+    rc=0; r2=$(agentq wait --timeout=30s cb-tools-again 2>&1) || rc=$?
+    if [ "$rc" -eq 0 ] && jq -e '[.step_log[].cache_hit] | all' <<< "$r2" > /dev/null \
+        && [ "$(jq -c '[.content, .stop_reason, .output, .steps, [.step_log[].stop_reason]]' <<< "$r2")" = "$(jq -c '[.content, .stop_reason, .output, .steps, [.step_log[].stop_reason]]' <<< "$r")" ]; then
+        ok "an agent run's steps are answered by the response cache, blocks included"
     else
-        bad "task with tools answered tool_use but the Result's content is wrong: $r"
+        bad "cache hits of an agent run: exit $rc: $r2 (first: $r)"
     fi
-elif [ "$rc" -eq 0 ] && jq -e '.status == "STATUS_COMPLETED"' <<< "$r" > /dev/null; then
-    echo "SKIP: task with tools: this simulator answers without tool_use (stop_reason $(jq -r .stop_reason <<< "$r")); the tool_use check runs once agentq-sim answers tool use"
-elif sim_skip "$r"; then
-    echo "SKIP: task with tools: this simulator refuses tools ($(jq -r .error.message <<< "$r" | head -c 160))"
 else
     bad "task with tools: exit $rc: $r"
 fi
