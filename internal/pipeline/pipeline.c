@@ -439,6 +439,7 @@ void aq_pipeline_destroy(aq_pipeline *p)
     aq_kv_getter_destroy(p->results_get);
     aq_kv_getter_destroy(p->cache_get);
     aq_kv_getter_destroy(p->runs_get);
+    aq_kv_getter_destroy(p->session_get);
     /* Anything still owned goes back to the stream for redelivery. */
     p->stopping = p->finished = true; /* releasing must not try to leave the loop */
     while (p->jobs)

@@ -22,6 +22,16 @@
  *                              compare-and-set, ack
  *     FAIL                     aq_job_fail: dead letter + FAILED Result
  *
+ * A task with session_id first takes the session's lease (one task of a
+ * session at a time: a task that finds it held waits here, still owned,
+ * trying again with a backoff), and a new run starts from the session's
+ * history (the newest turns within session_context_tokens). When the run is
+ * DONE its turn is appended to the history (compare-and-set, idempotent by
+ * task id) before the Result is stored; the lease is released once the task
+ * is acked or terminated (a hand-back keeps it: the redelivery, the same
+ * task id, takes it back at once). The lease is renewed after a step when
+ * half its TTL has passed.
+ *
  * Every save is a compare-and-set on the checkpoint's revision, and nothing
  * goes on before its acknowledgement: a step whose answer (or tool results)
  * is stored is never asked (or run) again. A save that finds another
@@ -46,6 +56,7 @@
 #include "agent/agent_run.h"
 #include "agent/agent_store.h"
 #include "core/clock.h"
+#include "session/session.h"
 #include "tool/tool_dispatch.h"
 #include "tool/tool_schema.h"
 
@@ -79,11 +90,19 @@ typedef struct job_agent {
     aq_tool_schema **schemas; /* one per task tool, compiled when first needed */
     size_t n_schemas;
     int save_tries, reloads;
+    /* the session (task->session_id), else has_session false */
+    bool has_session, lease_held;
+    char history_key[AQ_KV_KEY_MAX + 1], lease_key[AQ_KV_KEY_MAX + 1];
+    uint64_t lease_rev;
+    int64_t lease_expires_unix_ms;
+    uint32_t lease_waits;
 } job_agent;
 
 static void advance(job *j);
 static void load(job *j);
 static void save(job *j);
+static void lease_acquire(job *j);
+static void release_lease(aq_pipeline *p, job_agent *a, const char *session_id);
 
 /* ---- set up and tear down ---- */
 
@@ -103,6 +122,15 @@ aq_status aq_agent_start(aq_pipeline *p, aq_err *err)
         p->runs_get = NULL;
     } else if (st != AQ_OK) {
         return aq_err_prefix(err, "runs bucket");
+    }
+    st = aq_kv_getter_new(p->nc, p->js, cfg->session_bucket, &gc, p->base, p->mb, &p->session_get,
+                          err);
+    if (st == AQ_NOT_FOUND) {
+        aq_log(AQ_LOG_WARN, "sessions bucket missing: tasks with a session_id will fail (run `agentq init`)",
+               AQ_LF_S("bucket", cfg->session_bucket));
+        p->session_get = NULL;
+    } else if (st != AQ_OK) {
+        return aq_err_prefix(err, "sessions bucket");
     }
     if ((st = aq_tool_dispatcher_new(p->nc, &cfg->tool, p->base, p->mb, &p->tools, err)) != AQ_OK)
         return aq_err_prefix(err, "tool calls");
@@ -136,6 +164,10 @@ void aq_agent_release(job *j)
     if (!a)
         return;
     j->agent = NULL;
+    /* Acked or terminated: the session's next task may run. Handed back:
+     * kept, for this task's redelivery. */
+    if (a->lease_held && j->settled != SETTLE_NAK)
+        release_lease(j->p, a, j->task->session_id);
     j->p->runs_in_flight--;
     if (j->waits_for_slot) {
         j->waits_for_slot = false;
@@ -193,6 +225,8 @@ static void publish_event(job *j, uint32_t step)
 
 /* ---- load ---- */
 
+static void on_history_read(aq_kv_read *rd);
+
 static void on_checkpoint_read(aq_kv_read *rd)
 {
     job *j = rd->ctx;
@@ -215,6 +249,11 @@ static void on_checkpoint_read(aq_kv_read *rd)
         aq_job_log_with(AQ_LOG_INFO, j, "agent run resumed from its checkpoint", NULL, extra, 3);
     } else if (st == AQ_NOT_FOUND) {
         a->rev = rev;
+        if (!a->run && a->has_session) { /* a new run starts from the session's history */
+            j->stage = STAGE_CHECKING;
+            aq_job_read(j, p->session_get, a->history_key, on_history_read);
+            return;
+        }
         if (!a->run && (st = aq_run_new(j->task, NULL, 0, aq_now_unix_ms(), &a->run, &err)) != AQ_OK) {
             if (aq_status_disposition(st) == AQ_DISP_PERMANENT)
                 aq_job_fail(j, st, &err);
@@ -269,7 +308,294 @@ void aq_agent_begin(job *j)
     aq_run_defaults d;
     defaults_of(p->cfg, &d);
     aq_run_limits_resolve(j->task, &d, &a->lim);
+    const char *sid = j->task->session_id;
+    if (sid && *sid) {
+        aq_err e;
+        aq_status st;
+        a->has_session = true;
+        if (!p->session_get)
+            st = aq_err_set(&e, AQ_CONFIG,
+                            "task has a session_id but the sessions bucket %s does not exist: run `agentq init`",
+                            p->cfg->session_bucket);
+        else
+            st = aq_session_keys(sid, a->history_key, a->lease_key, &e);
+        if (st != AQ_OK) {
+            aq_job_fail(j, st, &e);
+            return;
+        }
+        lease_acquire(j);
+        return;
+    }
     load(j);
+}
+
+/* ---- sessions ---- */
+
+static void lease_try_again(job *j, const char *why, const aq_err *err)
+{
+    aq_pipeline *p = j->p;
+    job_agent *a = j->agent;
+    int64_t now = aq_now_unix_ms();
+    /* 250 ms doubling to 4 s: the holder's run is a few calls long. */
+    int64_t ms = 250LL << (a->lease_waits < 4 ? a->lease_waits : 4);
+    a->lease_waits++;
+    ms = ms / 2 + random() % (ms / 2 + 1);
+    int64_t deadline = j->task->deadline_unix_ms;
+    if (deadline && now + ms > deadline) {
+        aq_err e;
+        aq_err_set(&e, AQ_EXPIRED, "deadline would pass while waiting for the session: %s",
+                   err ? err->msg : why);
+        aq_job_fail(j, AQ_EXPIRED, &e);
+        return;
+    }
+    if (a->lease_waits == 1 || !err)
+        aq_job_log(AQ_LOG_INFO, j, why, err);
+    j->stage = STAGE_WAITING;
+    if (p->stopping || !aq_job_after(j, ms, lease_acquire))
+        aq_job_settle(j, SETTLE_NAK, ms);
+}
+
+static void on_lease_written(void *ctx, aq_status st, uint64_t seq, const aq_err *err)
+{
+    job *j = ctx;
+    job_agent *a = j->agent;
+    j->stage = STAGE_QUEUED;
+    if (st == AQ_OK) {
+        a->lease_held = true;
+        a->lease_rev = seq;
+        a->lease_waits = 0;
+        load(j);
+        return;
+    }
+    if (st == AQ_WRITE_CONFLICT) { /* another task took it first: look again */
+        lease_acquire(j);
+        return;
+    }
+    lease_try_again(j, "session lease not written: trying again", err);
+}
+
+static void on_lease_read(aq_kv_read *rd)
+{
+    job *j = rd->ctx;
+    job_agent *a = j->agent;
+    aq_pipeline *p = j->p;
+    aq_session_lease busy = {0};
+    uint64_t rev = 0;
+    aq_err err;
+    int64_t now = aq_now_unix_ms();
+    aq_status st = aq_session_lease_decide(rd, j->task->id, now, &rev, &busy, &err);
+    aq_kv_read_clear(rd);
+    j->stage = STAGE_QUEUED;
+    if (st == AQ_SESSION_BUSY) {
+        char why[300];
+        snprintf(why, sizeof(why), "session busy (task %s holds it): waiting", busy.holder_task);
+        lease_try_again(j, why, NULL);
+        return;
+    }
+    if (st != AQ_OK) {
+        lease_try_again(j, "session lease read failed: trying again", &err);
+        return;
+    }
+    natsMsg *m = NULL;
+    if ((st = aq_session_lease_msg(p->cfg->session_bucket, j->task->session_id, j->task->id,
+                                   p->worker_name, p->cfg->session_lease_ttl_ms, now, rev, &m,
+                                   &a->lease_expires_unix_ms, &err)) != AQ_OK ||
+        (st = aq_publisher_send(p->pub, m, NULL, on_lease_written, j, &err)) != AQ_OK) {
+        lease_try_again(j, "session lease not written: trying again", &err);
+        return;
+    }
+    j->stage = STAGE_STORING;
+}
+
+static void lease_acquire(job *j)
+{
+    j->stage = STAGE_CHECKING;
+    aq_job_read(j, j->p->session_get, j->agent->lease_key, on_lease_read);
+}
+
+static void on_lease_released(void *ctx, aq_status st, uint64_t seq, const aq_err *err)
+{
+    (void)ctx;
+    (void)seq;
+    if (st != AQ_OK) /* it expires after session_lease_ttl anyway */
+        aq_log(AQ_LOG_INFO, "session lease not released", AQ_LF_S("error", err ? err->msg : ""));
+}
+
+/* Fire and forget: the job is going away. */
+static void release_lease(aq_pipeline *p, job_agent *a, const char *session_id)
+{
+    natsMsg *m = NULL;
+    aq_err err;
+    a->lease_held = false;
+    if (aq_kv_cas_msg(p->cfg->session_bucket, a->lease_key, NULL, 0, a->lease_rev, &m, &err) != AQ_OK)
+        return;
+    if (natsMsgHeader_Set(m, "KV-Operation", "DEL") != NATS_OK) {
+        natsMsg_Destroy(m);
+        return;
+    }
+    if (aq_publisher_send(p->pub, m, NULL, on_lease_released, NULL, &err) != AQ_OK)
+        aq_log(AQ_LOG_INFO, "session lease not released", AQ_LF_S("session", session_id),
+               AQ_LF_S("error", err.msg));
+}
+
+static void on_lease_renewed(void *ctx, aq_status st, uint64_t seq, const aq_err *err)
+{
+    job *j = ctx;
+    job_agent *a = j->agent;
+    j->stage = STAGE_QUEUED;
+    if (st == AQ_OK) {
+        a->lease_rev = seq;
+    } else {
+        /* Taken over (we were presumed dead) or not confirmed: go on; the
+         * history append is still compare-and-set. */
+        aq_job_log(AQ_LOG_WARN, j, "session lease not renewed", err);
+        if (st == AQ_WRITE_CONFLICT)
+            a->lease_held = false;
+    }
+    advance(j);
+}
+
+/* After a step: renew the lease once half its TTL is gone. True when a
+ * renewal went out (its completion goes on with advance). */
+static bool maybe_renew(job *j)
+{
+    job_agent *a = j->agent;
+    aq_pipeline *p = j->p;
+    int64_t now = aq_now_unix_ms();
+    aq_err err;
+    natsMsg *m = NULL;
+    if (!a->lease_held || now < a->lease_expires_unix_ms - p->cfg->session_lease_ttl_ms / 2)
+        return false;
+    if (aq_session_lease_msg(p->cfg->session_bucket, j->task->session_id, j->task->id,
+                             p->worker_name, p->cfg->session_lease_ttl_ms, now, a->lease_rev, &m,
+                             &a->lease_expires_unix_ms, &err) != AQ_OK ||
+        aq_publisher_send(p->pub, m, NULL, on_lease_renewed, j, &err) != AQ_OK)
+        return false;
+    j->stage = STAGE_STORING;
+    return true;
+}
+
+static void on_history_read(aq_kv_read *rd)
+{
+    job *j = rd->ctx;
+    job_agent *a = j->agent;
+    aq_pipeline *p = j->p;
+    Agentq__V1__Session *s = NULL;
+    uint64_t rev = 0;
+    aq_err err;
+    aq_status st = aq_session_from_read(rd, (size_t)p->cfg->session_max_bytes, &s, &rev, &err);
+    aq_kv_read_clear(rd);
+    j->stage = STAGE_QUEUED;
+    if (st != AQ_OK && st != AQ_NOT_FOUND) {
+        if (st == AQ_INVALID_ARG || st == AQ_TOO_BIG) {
+            aq_err_prefix(&err, "session %s", j->task->session_id);
+            aq_job_fail(j, st, &err);
+        } else {
+            aq_job_log(AQ_LOG_WARN, j, "session history read failed: trying again", &err);
+            if (p->stopping || !aq_job_after(j, aq_job_backoff_ms(p->cfg, ++j->deferrals), load))
+                aq_job_settle(j, SETTLE_NAK, 0);
+            else
+                j->stage = STAGE_WAITING;
+        }
+        return;
+    }
+    const Agentq__V1__Message **msgs = NULL;
+    size_t n = 0, from = 0;
+    if ((st = aq_session_messages(s, &msgs, &n, &err)) == AQ_OK) {
+        from = aq_session_window((const Agentq__V1__Message *const *)msgs, n,
+                                 p->cfg->session_context_tokens);
+        st = aq_run_new(j->task, (const Agentq__V1__Message *const *)msgs + from, n - from,
+                        aq_now_unix_ms(), &a->run, &err);
+    }
+    free(msgs);
+    aq_session_free(s);
+    if (st != AQ_OK) {
+        if (aq_status_disposition(st) == AQ_DISP_PERMANENT)
+            aq_job_fail(j, st, &err);
+        else
+            aq_job_settle(j, SETTLE_NAK, aq_job_backoff_ms(p->cfg, 1));
+        return;
+    }
+    const aq_log_field extra[] = {AQ_LF_I("history_messages", (int64_t)(n - from)),
+                                  AQ_LF_I("history_dropped", (int64_t)from)};
+    aq_job_log_with(AQ_LOG_DEBUG, j, "agent run starts from its session's history", NULL, extra, 2);
+    advance(j);
+}
+
+static void append_turn(job *j);
+
+static void on_turn_written(void *ctx, aq_status st, uint64_t seq, const aq_err *err)
+{
+    (void)seq;
+    job *j = ctx;
+    job_agent *a = j->agent;
+    j->stage = STAGE_QUEUED;
+    if (st == AQ_OK) {
+        aq_job_complete(j);
+        return;
+    }
+    if (st == AQ_WRITE_CONFLICT && ++a->reloads <= MAX_RELOADS) {
+        append_turn(j); /* another writer: read again, add again */
+        return;
+    }
+    aq_job_log(AQ_LOG_WARN, j, "session turn not appended: trying again", err);
+    if (j->p->cut_short || !aq_job_after(j, SAVE_RETRY_MAX_MS, append_turn))
+        aq_job_settle(j, SETTLE_NAK, 0);
+    else
+        j->stage = STAGE_STORING;
+}
+
+static void on_turn_history_read(aq_kv_read *rd)
+{
+    job *j = rd->ctx;
+    job_agent *a = j->agent;
+    aq_pipeline *p = j->p;
+    Agentq__V1__Session *s = NULL;
+    uint64_t rev = 0;
+    aq_err err;
+    bool appended = false;
+    aq_buf out;
+    natsMsg *m = NULL;
+    aq_status st = aq_session_from_read(rd, (size_t)p->cfg->session_max_bytes, &s, &rev, &err);
+    aq_kv_read_clear(rd);
+    j->stage = STAGE_QUEUED;
+    aq_buf_init(&out, (size_t)p->cfg->session_max_bytes + 65536);
+    if (st == AQ_OK || st == AQ_NOT_FOUND) {
+        size_t n = 0;
+        Agentq__V1__Message *const *turn = aq_run_turn(a->run, &n);
+        st = aq_session_add_turn(&s, j->task->session_id, j->task->id,
+                                 (const Agentq__V1__Message *const *)turn, n, aq_now_unix_ms(),
+                                 (size_t)p->cfg->session_max_bytes, &appended, &err);
+    }
+    if (st == AQ_OK && !appended) { /* a redelivery: the turn is there already */
+        aq_session_free(s);
+        aq_buf_free(&out);
+        aq_job_complete(j);
+        return;
+    }
+    if (st == AQ_OK)
+        st = aq_session_encode(s, (size_t)p->cfg->session_max_bytes + 65536, &out, &err);
+    if (st == AQ_OK)
+        st = aq_kv_cas_msg(p->cfg->session_bucket, a->history_key, out.data, out.len, rev, &m, &err);
+    if (st == AQ_OK && (st = aq_publisher_send(p->pub, m, NULL, on_turn_written, j, &err)) == AQ_OK)
+        j->stage = STAGE_STORING;
+    aq_session_free(s);
+    aq_buf_free(&out);
+    if (st == AQ_OK)
+        return;
+    if (aq_status_disposition(st) == AQ_DISP_PERMANENT) {
+        aq_err_prefix(&err, "session %s: the turn cannot be appended", j->task->session_id);
+        aq_job_fail(j, st, &err);
+        return;
+    }
+    on_turn_written(j, st, 0, &err);
+}
+
+/* The run is DONE: its turn goes into the session's history, then the Result. */
+static void append_turn(job *j)
+{
+    j->stage = STAGE_CHECKING;
+    aq_job_read(j, j->p->session_get, j->agent->history_key, on_turn_history_read);
 }
 
 /* ---- save ---- */
@@ -291,7 +617,8 @@ static void on_saved(void *ctx, aq_status st, uint64_t seq, const aq_err *err)
         /* A step's event once its tools are over (or it asked for none). */
         if (s->phase != AGENTQ__V1__RUN_PHASE__RUN_PHASE_TOOLS_PENDING && s->n_steps > 0)
             publish_event(j, (uint32_t)s->n_steps);
-        advance(j);
+        if (!maybe_renew(j))
+            advance(j);
         return;
     }
     if (st == AQ_WRITE_CONFLICT) {
@@ -809,6 +1136,11 @@ static void advance(job *j)
         return;
     case AQ_RUN_DONE:
         run_ended(j);
+        if (a->has_session) {
+            a->reloads = 0;
+            append_turn(j);
+            return;
+        }
         aq_job_complete(j);
         return;
     case AQ_RUN_FAIL:

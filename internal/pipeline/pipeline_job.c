@@ -240,5 +240,6 @@ void aq_job_settle(job *j, settle_how how, int64_t nak_delay_ms)
     }
     while (j->followers)
         aq_job_settle(j->followers, how, nak_delay_ms);
+    j->settled = how;
     job_release(j);
 }

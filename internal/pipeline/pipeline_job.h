@@ -137,6 +137,7 @@ typedef struct job {
     /* An agent run (a task with tools): its state, NULL for every other
      * task (pipeline_agent.c). */
     struct job_agent *agent;
+    settle_how settled;  /* how it was settled (job_release) */
     bool slot_lent;      /* gave its fetcher slot back while its tools run */
     bool waits_for_slot; /* wants it back, for its next model call */
 } job;
@@ -155,6 +156,7 @@ struct aq_pipeline {
     aq_kv_getter *results_get; /* stored Results (redeliveries, lost compare-and-set) */
     aq_kv_getter *cache_get;   /* the response cache */
     aq_kv_getter *runs_get;    /* agent run checkpoints (NULL: no runs bucket) */
+    aq_kv_getter *session_get; /* session histories and leases (NULL: no sessions bucket) */
     struct aq_tool_dispatcher *tools; /* agent runs' tool calls */
     size_t runs_in_flight;     /* agent runs owned */
     size_t slot_waiters;       /* runs waiting for a slot back; while any, the fetcher is paused */

@@ -57,6 +57,12 @@ typedef struct aq_worker_config {
     int64_t agent_max_tool_calls;
     char *agent_ceiling_action; /* "fail" or "final" */
     int64_t agent_max_runs;   /* runs in flight before the fetcher pauses; 0: no bound */
+    /* sessions (internal/session) */
+    char *session_bucket;
+    int64_t session_ttl_ms;   /* the bucket's TTL: agentq init sets it */
+    int64_t session_max_bytes;
+    int64_t session_context_tokens;
+    int64_t session_lease_ttl_ms;
     /* flow */
     int64_t concurrency;
     int64_t fetch_batch;

@@ -93,6 +93,8 @@ const aq_option aq_worker_options[] = {
     {"agent_ceiling_action", "AGENTQ_AGENT_CEILING_ACTION", AQ_OPT_STRING, "fail", 0, 0,
      offsetof(W, agent_ceiling_action),
      "an agent run at max_steps, max_tool_calls or its deadline whose task does not say: fail (FAILED, class step_limit) or final (one last model call without tools)"},
+    AQ_AGENT_SESSION_OPTIONS(W, session_bucket, session_ttl_ms, session_max_bytes),
+    AQ_AGENT_SESSION_WORKER_OPTIONS(W, session_context_tokens, session_lease_ttl_ms),
     {"agent_max_runs", "AGENTQ_AGENT_MAX_RUNS", AQ_OPT_INT, "1024", 0, 1000000,
      offsetof(W, agent_max_runs),
      "agent runs in flight in this worker (runs waiting for tools included); at it the worker fetches nothing more (0: no bound)"},
