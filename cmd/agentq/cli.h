@@ -68,6 +68,7 @@ aq_status cli_init_objects(jsCtx *js, const cli_init_config *cfg, aq_queue_repor
 int cmd_submit(int argc, char **argv);
 int cmd_get(int argc, char **argv);
 int cmd_wait(int argc, char **argv);
+int cmd_watch(int argc, char **argv);
 int cmd_stats(int argc, char **argv);
 int cmd_dlq(int argc, char **argv);
 int cmd_dev(int argc, char **argv);

@@ -10,6 +10,7 @@
 #include <limits.h>
 #include <signal.h>
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,14 +66,22 @@ const aq_option cli_dev_options[] = {
 
 static const struct {
     const char *type, *prompt;
+    bool agent; /* with the get_weather tool: an agent run */
 } samples[] = {
-    {"summarize", "Summarize in one sentence: JetStream keeps the backlog durable while workers come and go."},
-    {"classify", "Classify the sentiment (positive/negative/neutral): 'The deploy went smoothly.'"},
-    {"translate", "Translate to French: 'The queue is empty.'"},
-    {"extract", "Extract the dates from: 'Invoices due 2026-12-01 and 2027-01-15.'"},
-    {"summarize", "Summarize: retries use exponential backoff with jitter and honour retry-after."},
-    {"classify", "Is this a bug report or a feature request? 'Add a --json flag to status.'"},
+    {"summarize", "Summarize in one sentence: JetStream keeps the backlog durable while workers come and go.", false},
+    {"classify", "Classify the sentiment (positive/negative/neutral): 'The deploy went smoothly.'", false},
+    {"translate", "Translate to French: 'The queue is empty.'", false},
+    {"extract", "Extract the dates from: 'Invoices due 2026-12-01 and 2027-01-15.'", false},
+    {"summarize", "Summarize: retries use exponential backoff with jitter and honour retry-after.", false},
+    {"classify", "Is this a bug report or a feature request? 'Add a --json flag to status.'", false},
+    /* An agent run: with no tool service here its calls come back
+     * no_responders (an is_error result the model sees); run
+     * examples/tool-service-c to answer them. */
+    {"agent", "What is the weather in Paris? Use the get_weather tool.", true},
 };
+
+#define SAMPLE_TOOL_SCHEMA \
+    "{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"}},\"required\":[\"city\"]}"
 
 static volatile sig_atomic_t g_stop;
 
@@ -337,6 +346,16 @@ static int submit_samples(jsCtx *js, const dev_config *cfg, char **ids, size_t n
         t.tenant = (char *)"dev";
         t.prompt = (char *)samples[k].prompt;
         t.max_tokens = 256;
+        Agentq__V1__Tool tool, *tools[1] = {&tool};
+        if (samples[k].agent) {
+            agentq__v1__tool__init(&tool);
+            tool.name = (char *)"get_weather";
+            tool.description = (char *)"Current weather of a city";
+            tool.input_schema_json = (char *)SAMPLE_TOOL_SCHEMA;
+            t.tools = tools;
+            t.n_tools = 1;
+            t.max_steps = 4;
+        }
         /* Deterministic, so repeated samples are answered by the response cache. */
         t.temperature_presence_case = AGENTQ__V1__TASK__TEMPERATURE_PRESENCE_TEMPERATURE;
         t.temperature = 0;
@@ -393,6 +412,9 @@ static void show_result(const kvEntry *e, dev_tally *tally)
     printf("%s %-22s %-10s %-18s %8s  in %4u out %4u  $%.6f  %s\n", ok ? "ok  " : "FAIL", r->id,
            r->type, r->model, latency, r->usage ? r->usage->input_tokens : 0,
            r->usage ? r->usage->output_tokens : 0, (double)r->cost_micro_usd / 1e6, preview);
+    if (r->steps > 0) /* an agent run */
+        printf("     %-22s agent run: %u steps, %u tool calls (agentq run show %s)\n", "", r->steps,
+               r->tool_calls, r->id);
     fflush(stdout);
     aq_result_free(r);
 }

@@ -1,10 +1,12 @@
-/* Reading results: get (now) and wait (until they exist). */
+/* Reading results: get (now), wait (until they exist), watch (an agent run's
+ * step events, then its result). */
 #include <jansson.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "agent/agent_event.h"
 #include "cli.h"
 #include "core/clock.h"
 #include "task/task_codec.h"
@@ -284,6 +286,57 @@ int cmd_wait(int argc, char **argv)
     rc = cli_wait_results(nc, js, &cfg.queue, argv + argi, (size_t)(argc - argi), cfg.timeout_ms, true,
                           "wait");
 out:
+    aq_queue_disconnect(nc, js);
+    aq_config_free(cli_get_options, &cfg);
+    return rc;
+}
+
+/* One event line as it arrives (nats.c's thread; stdout is locked per call). */
+static void on_step_event(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure)
+{
+    (void)nc;
+    (void)sub;
+    (void)closure;
+    printf("%.*s\n", natsMsg_GetDataLength(m), natsMsg_GetData(m));
+    fflush(stdout);
+    natsMsg_Destroy(m);
+}
+
+int cmd_watch(int argc, char **argv)
+{
+    get_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    natsConnection *nc = NULL;
+    jsCtx *js = NULL;
+    natsSubscription *sub = NULL;
+    char subject[AQ_TASK_ID_MAX + 64];
+    int argi, rc = cli_parse(cli_get_options, &cfg, &cfg.queue, argc, argv,
+                             "agentq watch [--timeout 60s] [options] ID", &argi);
+    if (rc >= 0)
+        goto out;
+    if (argi != argc - 1 || !aq_task_id_valid(argv[argi])) {
+        cli_error("watch", "give one task id");
+        rc = CLI_USAGE;
+        goto out;
+    }
+    if ((rc = cli_connect(&cfg.queue, &nc, &js)) != CLI_OK)
+        goto out;
+    /* Events are core NATS, not stored: subscribe before looking for the
+     * result, and what was published before now is not shown. */
+    snprintf(subject, sizeof(subject), "%s.%s", AQ_AGENT_EVENTS_PREFIX, argv[argi]);
+    natsStatus s = natsConnection_Subscribe(&sub, nc, subject, on_step_event, NULL);
+    if (s == NATS_OK)
+        s = natsConnection_Flush(nc);
+    if (s != NATS_OK) {
+        cli_error("watch", "cannot subscribe to %s: %s", subject, aq_queue_status_text(s));
+        rc = CLI_CONNECT;
+        goto out;
+    }
+    rc = cli_wait_results(nc, js, &cfg.queue, argv + argi, 1, cfg.timeout_ms, true, "watch");
+out:
+    if (sub)
+        natsSubscription_Unsubscribe(sub);
+    natsSubscription_Destroy(sub);
     aq_queue_disconnect(nc, js);
     aq_config_free(cli_get_options, &cfg);
     return rc;

@@ -17,6 +17,7 @@ static const struct {
     {"submit", cmd_submit, "submit one task (flags or stdin) or many (--file tasks.jsonl)"},
     {"get", cmd_get, "print the results of task ids as JSON lines"},
     {"wait", cmd_wait, "wait for the results of task ids"},
+    {"watch", cmd_watch, "follow an agent run's step events live, then print its result"},
     {"stats", cmd_stats, "queue depth, in-flight, dead letters, stored results"},
     {"status", cmd_status, "fleet status: queue, workers, throughput, latency, cost (--watch)"},
     {"dlq", cmd_dlq, "dead letters: ls, show, replay, purge"},

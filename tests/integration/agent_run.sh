@@ -82,6 +82,20 @@ note "5-step run: 5 model calls, 8 tool calls (keys once each), $ckpt checkpoint
 [ "${ckpt%.*}" -le 10 ] || fail "$ckpt checkpoint writes for 5 steps (at most 2 a step)"
 echo "ok - 5-step run with parallel tool calls"
 
+# ---- 1b. agentq watch: the step events live, then the Result ----
+note "watch"
+agentq watch --timeout=30s watch1 > "$T/watch.out" 2> "$T/watch.err" &
+WATCH=$!
+sleep 0.5 # subscribed (events published before are not stored)
+task watch1 '[sim tool_steps=2] Weather twice.' "[$(tool get_weather "$WEATHER")]" > "$T/watch.jsonl"
+submit "$T/watch.jsonl"
+wait "$WATCH" || fail "agentq watch: exit $? $(cat "$T/watch.err")"
+jq -s -e 'length == 4 and ([.[0:3][] | .step] == [1,2,3]) and .[0].task_id == "watch1"
+          and .[0].tool_calls[0].name == "get_weather" and .[0].tool_calls[0].outcome == "ok"
+          and .[2].phase == "done" and .[3].status == "STATUS_COMPLETED" and .[3].steps == 3' \
+    "$T/watch.out" > /dev/null || fail "agentq watch: $(cat "$T/watch.out")"
+echo "ok - agentq watch: one event per step, then the Result"
+
 # ---- 2. schema violation repaired ----
 note "schema violation"
 task fix1 '[sim tool_steps=1 tool_parallel=1 fault_tool_schema=1] Weather in Oslo?' "[$(tool get_weather "$WEATHER")]" > "$T/fix.jsonl"
