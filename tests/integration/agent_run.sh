@@ -192,5 +192,27 @@ total=$(wc -l < "$T/crash-keys")
 note "kill -9: $calls model calls for 5 steps, $total tool requests for 8 calls, $dup keys repeated (in flight at the kill)"
 echo "ok - kill -9 mid-run: resumed from the checkpoint"
 
+# ---- 7. SIGTERM while a run waits for its tools: handed back at once ----
+note "shutdown while tools run"
+before=$(sim_stats | jq .requests_total)
+task term1 '[sim tool_steps=3 tool_parallel=2] Slow steps.' "$TWO" > "$T/term.jsonl"
+submit "$T/term.jsonl"
+in_tools() { agentq run show --json term1 2>/dev/null | jq -e '.phase == "tools_pending"' > /dev/null; }
+wait_until 30 in_tools || fail "term1 never waited for its tools"
+t0=$SECONDS
+kill -TERM "$W"; wait "$W" 2>/dev/null || true; forget_pid "$W"
+stop_s=$((SECONDS - t0))
+[ "$stop_s" -le 5 ] || fail "the worker took $stop_s s to stop with a run waiting for tools (grace not needed)"
+grep -q 'agent run waiting for tools handed back' "$T"/worker-*.log || fail "no hand-back logged"
+start_worker --concurrency=4 --tool_subject_prefix=crash.tools --tool_timeout=10s
+W=$WORKER_PID
+r=$(result term1 60s)
+jq -e '.status == "STATUS_COMPLETED" and .steps == 4 and .tool_calls == 6' <<< "$r" > /dev/null ||
+    fail "term1 after the hand-back: $r"
+calls=$(( $(sim_stats | jq .requests_total) - before ))
+[ "$calls" -eq 4 ] || fail "term1: $calls model calls for 4 steps (a stored answer was asked again)"
+note "shutdown: stopped in $stop_s s; $calls model calls for 4 steps"
+echo "ok - shutdown hands back a run waiting for its tools; it resumes without repeating a model call"
+
 kill -0 "$W" 2>/dev/null || fail "the worker died"
 echo "PASS"
