@@ -214,5 +214,23 @@ calls=$(( $(sim_stats | jq .requests_total) - before ))
 note "shutdown: stopped in $stop_s s; $calls model calls for 4 steps"
 echo "ok - shutdown hands back a run waiting for its tools; it resumes without repeating a model call"
 
+# ---- 8. a tenant's budget runs out mid-run (budget_action=fail) ----
+note "budget mid-run"
+kill -TERM "$W"; wait "$W" 2>/dev/null || true; forget_pid "$W"
+start_worker --concurrency=4 --budgets='poor=0.012' --budget_action=fail
+W=$WORKER_PID
+task bud1 '[sim tool_steps=25] A long errand.' "$TWO" '{"tenant": "poor", "max_steps": 30}' > "$T/bud.jsonl"
+submit "$T/bud.jsonl"
+r=$(result bud1 90s)
+jq -e '.status == "STATUS_FAILED" and .error.class == "budget_exceeded" and .steps >= 2 and .steps < 26
+       and (.step_log | length) == .steps and .cost_micro_usd > 0 and .cost_micro_usd <= 12000' <<< "$r" > /dev/null ||
+    fail "budget mid-run: $(jq -c '{status, error, steps, cost_micro_usd}' <<< "$r")"
+agentq run show --json bud1 | jq -e --argjson n "$(jq .steps <<< "$r")" '.steps == $n' > /dev/null ||
+    fail "budget mid-run: the checkpoint does not hold the steps made"
+wait_until 20 bash -c "'$RAW_PUBLISH' --url '$AGENTQ_NATS_URL' --dump-stream AGENTQ_DLQ | jq -e 'select(.headers[\"Agentq-Error-Class\"] == \"budget_exceeded\")' > /dev/null" ||
+    fail "budget mid-run: no budget_exceeded dead letter"
+note "budget mid-run: FAILED after $(jq .steps <<< "$r") steps, \$$(jq '.cost_micro_usd / 1e6' <<< "$r") of \$0.012"
+echo "ok - a budget spent mid-run: FAILED budget_exceeded with its steps and transcript, dead-lettered"
+
 kill -0 "$W" 2>/dev/null || fail "the worker died"
 echo "PASS"
