@@ -71,6 +71,7 @@ typedef struct tool_slot {
     aq_tool_call call; /* first: done(call) finds its slot */
     struct job_agent *a;
     char *tool_use_id;
+    char *name; /* the call's `name` (the run's copy changes as results come in) */
     char key[AQ_RUN_IDEMPOTENCY_KEY_MAX];
 } tool_slot;
 
@@ -149,6 +150,7 @@ static void agent_free(job_agent *a)
     for (size_t i = 0; i < a->n_slots; i++) {
         aq_tool_call_clear(&a->slots[i].call);
         free(a->slots[i].tool_use_id);
+        free(a->slots[i].name);
     }
     free(a->slots);
     for (size_t i = 0; i < a->n_schemas; i++)
@@ -926,8 +928,10 @@ static void batch_over(job *j)
     job_agent *a = j->agent;
     a->batch_open = false;
     if (a->n_out == 0) {
-        for (size_t i = 0; i < a->n_slots; i++)
+        for (size_t i = 0; i < a->n_slots; i++) {
             free(a->slots[i].tool_use_id);
+            free(a->slots[i].name);
+        }
         free(a->slots);
         a->slots = NULL;
         a->n_slots = 0;
@@ -971,12 +975,12 @@ static void on_tool_done(aq_tool_call *call)
     job *j = a->j;
     aq_pipeline *p = j->p;
     const char *outcome = aq_tool_outcome_name(call->outcome);
-    aq_wm_tool_call(p->wm, call->name ? call->name : "", outcome, call->latency_ms / 1000.0);
+    aq_wm_tool_call(p->wm, s->name, outcome, call->latency_ms / 1000.0);
     bool fail_run = call->outcome == AQ_TOOL_PERMANENT_FAILURE ||
                     ((call->outcome == AQ_TOOL_TIMEOUT || call->outcome == AQ_TOOL_NO_RESPONDERS) &&
                      aq_tool_config_fails_run(&p->cfg->tool));
     if (call->outcome != AQ_TOOL_OK && call->outcome != AQ_TOOL_ERROR) {
-        const aq_log_field extra[] = {AQ_LF_S("tool", call->name ? call->name : ""),
+        const aq_log_field extra[] = {AQ_LF_S("tool", s->name),
                                       AQ_LF_S("outcome", outcome),
                                       AQ_LF_I("attempts", call->attempts)};
         aq_job_log_with(AQ_LOG_INFO, j, "tool call failed", &call->err, extra, 3);
@@ -1008,28 +1012,37 @@ static void dispatch(job *j, const aq_run_action *act)
      * (and act's pointers with it). */
     char **bad = calloc(n, sizeof(*bad)); /* a call not dispatched: why */
     const char **bad_outcome = calloc(n, sizeof(*bad_outcome));
-    a->slots = calloc(n, sizeof(*a->slots));
-    if (!bad || !bad_outcome || !a->slots) {
+    bool copied = (a->slots = calloc(n, sizeof(*a->slots))) != NULL;
+    a->n_slots = copied ? n : 0;
+    for (size_t i = 0; copied && i < n; i++) {
+        a->slots[i].a = a;
+        a->slots[i].tool_use_id = strdup(act->calls[i]->id);
+        a->slots[i].name = strdup(act->calls[i]->name);
+        copied = a->slots[i].tool_use_id && a->slots[i].name;
+    }
+    if (!bad || !bad_outcome || !copied) {
         free(bad);
         free(bad_outcome);
+        a->batch_open = false; /* nothing out: batch_over's clean-up, without the save */
+        for (size_t i = 0; i < a->n_slots; i++) {
+            free(a->slots[i].tool_use_id);
+            free(a->slots[i].name);
+        }
         free(a->slots);
         a->slots = NULL;
+        a->n_slots = 0;
         aq_job_log(AQ_LOG_WARN, j, "out of memory for tool calls: task handed back", NULL);
         aq_job_settle(j, SETTLE_NAK, aq_job_backoff_ms(p->cfg, 1));
         return;
     }
-    a->n_slots = n;
     a->batch_open = true;
     j->stage = STAGE_TOOLS;
     uint32_t step = (uint32_t)aq_run_state(a->run)->n_steps;
     for (size_t i = 0; i < n; i++) {
         const Agentq__V1__PendingToolCall *pc = act->calls[i];
         tool_slot *s = &a->slots[i];
-        s->a = a;
-        s->tool_use_id = strdup(pc->id);
-        if (!s->tool_use_id ||
-            aq_run_idempotency_key(t->id, pc->id, s->key, sizeof(s->key), &err) != AQ_OK) {
-            bad[i] = strdup(s->tool_use_id ? err.msg : "out of memory");
+        if (aq_run_idempotency_key(t->id, pc->id, s->key, sizeof(s->key), &err) != AQ_OK) {
+            bad[i] = strdup(err.msg);
             bad_outcome[i] = "error";
             continue;
         }
@@ -1051,7 +1064,7 @@ static void dispatch(job *j, const aq_run_action *act)
             continue;
         }
         aq_tool_call *c = &s->call;
-        c->name = pc->name;
+        c->name = s->name;
         c->input = input;
         c->input_len = strlen(input);
         c->idempotency_key = s->key;
@@ -1074,7 +1087,7 @@ static void dispatch(job *j, const aq_run_action *act)
         if (!bad_outcome[i])
             continue;
         aq_run_tool_result res = {
-            .tool_use_id = a->slots[i].tool_use_id ? a->slots[i].tool_use_id : act->calls[i]->id,
+            .tool_use_id = a->slots[i].tool_use_id,
             .text = bad[i] ? bad[i] : "not run",
             .is_error = true,
             .outcome = bad_outcome[i],
@@ -1171,6 +1184,11 @@ bool aq_agent_fill_result(job *j, Agentq__V1__Result *r, Agentq__V1__Usage *u)
         if (job_error)
             r->error = job_error;
     }
-    r->route_rule = (char *)"";
+    /* From the cache only when every step was. */
+    const Agentq__V1__RunState *s = aq_run_state(a->run);
+    bool all_hits = s->n_steps > 0;
+    for (size_t i = 0; i < s->n_steps && all_hits; i++)
+        all_hits = s->steps[i]->cache_hit;
+    r->cache_hit = all_hits;
     return true;
 }
