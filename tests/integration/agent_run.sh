@@ -214,6 +214,35 @@ calls=$(( $(sim_stats | jq .requests_total) - before ))
 note "shutdown: stopped in $stop_s s; $calls model calls for 4 steps"
 echo "ok - shutdown hands back a run waiting for its tools; it resumes without repeating a model call"
 
+# ---- 7b. a run waiting for its tools holds no model-call slot ----
+# concurrency=1, two runs of two tool steps each (their tools on two
+# services, 1.5 s and 2 s a call: each service answers one request at a
+# time), and a plain task, all at once. Runs that kept their slot while
+# their tools ran would go one after the other (>= 7 s); they overlap
+# instead, and the plain task does not wait for them.
+note "slots"
+kill -TERM "$W"; wait "$W" 2>/dev/null || true; forget_pid "$W"
+start_worker --concurrency=1 --tool_timeout=10s \
+    --tool_subjects='w1=crash.tools.get_weather;w2=slow.tools.get_weather'
+W=$WORKER_PID
+{ task slot1 '[sim tool_steps=2] Slow one.' "[$(tool w1 "$WEATHER")]"
+  task slot2 '[sim tool_steps=2] Slow two.' "[$(tool w2 "$WEATHER")]"
+  jq -nc '{id: "plain1", type: "it", prompt: "A plain task.", max_tokens: 64}'; } > "$T/slots.jsonl"
+t0=$(date +%s%N)
+submit "$T/slots.jsonl"
+r=$(result plain1 30s)
+plain_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+jq -e '.status == "STATUS_COMPLETED"' <<< "$r" > /dev/null || fail "plain1: $r"
+for id in slot1 slot2; do
+    r=$(result $id 30s)
+    jq -e '.status == "STATUS_COMPLETED" and .steps == 3' <<< "$r" > /dev/null || fail "$id: $r"
+done
+runs_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+note "slots: plain task done after $plain_ms ms, both runs (2 tool steps of 1.5 s, 2 of 2 s) after $runs_ms ms with concurrency 1"
+[ "$plain_ms" -lt 2500 ] || fail "the plain task waited $plain_ms ms behind runs waiting for tools"
+[ "$runs_ms" -lt 6000 ] || fail "two runs took $runs_ms ms with concurrency 1: they held their slot while their tools ran"
+echo "ok - runs waiting for tools hold no model-call slot (concurrency=1: runs overlap, a plain task goes through)"
+
 # ---- 8. a tenant's budget runs out mid-run (budget_action=fail) ----
 note "budget mid-run"
 kill -TERM "$W"; wait "$W" 2>/dev/null || true; forget_pid "$W"
