@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "core/clock.h"
+#include "pipeline/keeper.h"
 #include "queue/queue_setup.h"
 
 #define REQUEST_BODY_SLACK (64 * 1024) /* JSON framing around the prompt */
@@ -340,6 +341,8 @@ aq_status aq_pipeline_start(struct event_base *base, const aq_worker_config *cfg
 
     if ((st = aq_backstop_start(p->js, &cfg->queue, p->worker_name, &p->backstop, err)) != AQ_OK)
         goto fail;
+    if ((st = aq_keeper_start(p->js, &cfg->queue, p->budgets, p->parking, &p->keeper, err)) != AQ_OK)
+        goto fail;
     aq_fetch_opts fo = {
         .slots = (int)cfg->concurrency,
         .max_batch = (int)cfg->fetch_batch,
@@ -391,6 +394,7 @@ void aq_pipeline_destroy(aq_pipeline *p)
         return;
     aq_fetcher_stop(p->fetcher);
     aq_backstop_destroy(p->backstop);
+    aq_keeper_destroy(p->keeper);
     /* Reads not completed are dropped: no job may hear from them again. */
     aq_kv_getter_destroy(p->results_get);
     aq_kv_getter_destroy(p->cache_get);

@@ -36,6 +36,8 @@
 #include <time.h>
 
 #include "core/clock.h"
+#include "pipeline/parking.h"
+#include "queue/queue_setup.h"
 
 /* ---- pure rules (spend_rules.h) ---- */
 
@@ -88,6 +90,15 @@ aq_status aq_spend_start(aq_pipeline *p, aq_err *err)
     };
     if ((st = aq_budget_new(p->nc, p->base, &bc, &p->spend, err)) != AQ_OK)
         return aq_err_prefix(err, "budgets");
+    if (budgeted && p->budget_action == AQ_BUDGET_ACTION_DEFER) {
+        aq_err e;
+        aq_status ps = aq_queue_stream_exists(p->js, cfg->queue.deferred_stream, "deferred stream", &e);
+        p->parking = ps == AQ_OK;
+        if (ps != AQ_OK)
+            aq_log(AQ_LOG_WARN,
+                   "no deferred stream: tasks of a spent budget stay ack-pending until it resets",
+                   AQ_LF_S("error", e.msg));
+    }
     aq_log(AQ_LOG_INFO, "budgets", AQ_LF_I("budgets", aq_budget_spec_count(p->budgets)),
            AQ_LF_S("action", p->budget_action == AQ_BUDGET_ACTION_FAIL ? "fail" : "defer"),
            AQ_LF_S("bucket", cfg->budget_bucket), AQ_LF_S("instance", aq_budget_instance(p->spend)));
@@ -127,7 +138,59 @@ static void format_utc(int64_t unix_ms, char *out, size_t n)
         snprintf(out, n, "%" PRId64 " ms", unix_ms);
 }
 
-/* EXCEEDED: fail, or hand back until the budget day resets. */
+/* ---- parking (parking.h) ---- */
+
+static void park(job *j);
+
+/* The parked copy could not be confirmed: try again while the task is
+ * still owned (in-progress acks keep it); when stopping, hand it back. */
+static void park_failed(job *j, const aq_err *err)
+{
+    aq_pipeline *p = j->p;
+    aq_job_log(AQ_LOG_WARN, j, "parking not confirmed; retrying", err);
+    int64_t ms = aq_job_backoff_ms(p->cfg, ++j->store_tries);
+    if (p->stopping) {
+        aq_job_settle(j, SETTLE_NAK, ms);
+        return;
+    }
+    j->stage = STAGE_STORING; /* the timer comes back to it */
+    if (!aq_job_after(j, ms, park))
+        aq_job_settle(j, SETTLE_NAK, ms);
+}
+
+static void on_parked(void *ctx, aq_status st, uint64_t seq, const aq_err *err)
+{
+    (void)seq;
+    job *j = ctx;
+    if (st != AQ_OK) {
+        park_failed(j, err);
+        return;
+    }
+    /* The copy is durable: only now may the original leave the stream. */
+    aq_job_settle(j, SETTLE_ACK, 0);
+}
+
+static void park(job *j)
+{
+    aq_pipeline *p = j->p;
+    aq_park_info pi = {
+        .tenant = tenant_of(j),
+        .type = j->park_by_type ? job_type(j) : NULL,
+        .limit_micro = j->park_limit,
+        .reset_unix_ms = j->spend.reset_unix_ms,
+        .stream_seq = j->stream_seq,
+    };
+    natsMsg *m = NULL;
+    char msg_id[AQ_PARK_MSG_ID_MAX];
+    aq_err err;
+    j->stage = STAGE_STORING;
+    if (aq_park_msg(&p->cfg->queue, j->msg, &pi, &m, msg_id, &err) != AQ_OK ||
+        aq_publisher_send(p->pub, m, msg_id, on_parked, j, &err) != AQ_OK)
+        park_failed(j, &err);
+}
+
+/* EXCEEDED: fail, or park until the budget day resets or the budget is
+ * raised (hand back when there is nowhere to park). */
 static void spend_refused(job *j)
 {
     aq_pipeline *p = j->p;
@@ -178,8 +241,20 @@ static void spend_refused(job *j)
         aq_job_fail(j, AQ_EXPIRED, &x);
         return;
     }
-    /* A hand-back now would be the task's last delivery: the backstop would
-     * dead-letter it as max_deliveries. Say why instead. */
+    if (p->parking) {
+        STAT_ADD(p, deferred);
+        aq_wm_deferral(p->wm, AQ_WM_DEFER_BUDGET);
+        aq_job_log(AQ_LOG_INFO, j, "daily budget spent: task parked until it resets or is raised", &e);
+        j->park_limit = aq_budget_spec_limit(p->budgets, tenant_of(j), by_type ? job_type(j) : "");
+        j->park_by_type = by_type;
+        j->store_tries = 0;
+        park(j);
+        return;
+    }
+    /* No deferred stream (a deployment set up before it existed): hand the
+     * task back until the reset, ack-pending meanwhile. A hand-back now
+     * would be the task's last delivery: the backstop would dead-letter it
+     * as max_deliveries. Say why instead. */
     if (p->max_deliver > 0 && j->delivered >= (uint64_t)p->max_deliver) {
         aq_err_prefix(&e, "cannot be deferred (delivery %" PRIu64 " of max_deliver %" PRId64 ")",
                       j->delivered, p->max_deliver);

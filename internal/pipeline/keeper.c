@@ -1,0 +1,159 @@
+#include "keeper.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "pipeline/parking.h"
+#include "pipeline/sweep.h"
+
+struct aq_keeper {
+    jsCtx *js;
+    const aq_queue_config *q;
+    const aq_budget_spec *spec;
+    bool release;
+    pthread_t thread;
+    bool started;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    volatile bool stop;
+    uint64_t sweep_cursor;
+    bool sweep_off; /* the stream does not answer direct gets: said once */
+};
+
+static void on_kept(void *ctx, uint64_t seq, const char *id)
+{
+    (void)ctx;
+    aq_log(AQ_LOG_WARN, "sweep: message behind the ack floor has no stored result: left in the stream",
+           AQ_LF_I("stream_seq", seq), AQ_LF_S("id", id));
+}
+
+static void do_sweep(aq_keeper *k)
+{
+    aq_sweep_report r;
+    aq_err err;
+    aq_status st = aq_sweep_run(k->js, k->q, AQ_KEEPER_SWEEP_MAX, &k->sweep_cursor, on_kept, k,
+                                &r, &err);
+    if (st == AQ_CONFIG) {
+        if (!k->sweep_off)
+            aq_log(AQ_LOG_WARN, "sweep: off", AQ_LF_S("error", err.msg));
+        k->sweep_off = true;
+        return;
+    }
+    k->sweep_off = false;
+    if (st != AQ_OK) {
+        aq_log(AQ_LOG_WARN, "sweep failed; trying again later", AQ_LF_S("error", err.msg));
+        return;
+    }
+    if (r.deleted > 0 || r.kept > 0)
+        aq_log(AQ_LOG_INFO, "sweep: settled tasks left behind the ack floor removed",
+               AQ_LF_I("deleted", r.deleted), AQ_LF_I("kept", r.kept),
+               AQ_LF_I("ack_floor", r.ack_floor));
+}
+
+static void do_release(aq_keeper *k)
+{
+    aq_release_report r;
+    aq_err err;
+    aq_status st = aq_park_release(k->js, k->q, k->spec, aq_now_unix_ms(), &k->stop, &r, &err);
+    if (st != AQ_OK) {
+        aq_log(AQ_LOG_WARN, "release of parked tasks failed", AQ_LF_S("error", err.msg),
+               AQ_LF_I("released", r.released));
+        return;
+    }
+    if (r.released > 0 || r.bad > 0)
+        aq_log(AQ_LOG_INFO, "parked tasks released", AQ_LF_I("released", r.released),
+               AQ_LF_I("examined", r.examined), AQ_LF_I("unusable", r.bad));
+}
+
+static int64_t next_reset(int64_t now)
+{
+    return aq_budget_day_end_ms(aq_budget_day_of(now)) + random() % (AQ_KEEPER_RELEASE_JITTER_MS + 1);
+}
+
+static void *keeper_main(void *arg)
+{
+    aq_keeper *k = arg;
+    int64_t now = aq_now_unix_ms(), started_at = now;
+    int64_t release_at = k->release ? now : INT64_MAX, again_at = INT64_MAX;
+    int64_t sweep_at = now + AQ_KEEPER_SWEEP_FIRST_MS;
+    pthread_mutex_lock(&k->lock);
+    while (!k->stop) {
+        now = aq_now_unix_ms();
+        int64_t wake = sweep_at;
+        if (release_at < wake)
+            wake = release_at;
+        if (again_at < wake)
+            wake = again_at;
+        if (now < wake) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            int64_t ms = wake - now;
+            if (ms > 60000)
+                ms = 60000; /* look at the clock again now and then */
+            ts.tv_sec += ms / 1000;
+            ts.tv_nsec += (ms % 1000) * 1000000;
+            if (ts.tv_nsec >= 1000000000) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000;
+            }
+            pthread_cond_timedwait(&k->cond, &k->lock, &ts);
+            continue;
+        }
+        pthread_mutex_unlock(&k->lock);
+        if (now >= release_at) {
+            do_release(k);
+            /* After a reset, once more a little later; not after the start's. */
+            again_at = release_at > started_at ? now + AQ_KEEPER_RELEASE_AGAIN_MS : INT64_MAX;
+            release_at = next_reset(now);
+        } else if (now >= again_at) {
+            do_release(k);
+            again_at = INT64_MAX;
+        }
+        if (now >= sweep_at) {
+            do_sweep(k);
+            sweep_at = now + AQ_KEEPER_SWEEP_MS;
+        }
+        pthread_mutex_lock(&k->lock);
+    }
+    pthread_mutex_unlock(&k->lock);
+    return NULL;
+}
+
+aq_status aq_keeper_start(jsCtx *js, const aq_queue_config *q, const aq_budget_spec *spec,
+                          bool release, aq_keeper **out, aq_err *err)
+{
+    aq_keeper *k = calloc(1, sizeof(*k));
+    if (!k)
+        return aq_err_set(err, AQ_NOMEM, "keeper: out of memory");
+    k->js = js;
+    k->q = q;
+    k->spec = spec;
+    k->release = release;
+    pthread_mutex_init(&k->lock, NULL);
+    pthread_cond_init(&k->cond, NULL);
+    if (pthread_create(&k->thread, NULL, keeper_main, k) != 0) {
+        aq_keeper_destroy(k);
+        return aq_err_set(err, AQ_NOMEM, "keeper: cannot start its thread");
+    }
+    k->started = true;
+    *out = k;
+    return AQ_OK;
+}
+
+void aq_keeper_destroy(aq_keeper *k)
+{
+    if (!k)
+        return;
+    pthread_mutex_lock(&k->lock);
+    k->stop = true;
+    pthread_cond_signal(&k->cond);
+    pthread_mutex_unlock(&k->lock);
+    if (k->started)
+        pthread_join(k->thread, NULL);
+    pthread_cond_destroy(&k->cond);
+    pthread_mutex_destroy(&k->lock);
+    free(k);
+}
