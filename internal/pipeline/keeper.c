@@ -68,6 +68,19 @@ static void do_release(aq_keeper *k)
                AQ_LF_I("examined", r.examined), AQ_LF_I("unusable", r.bad));
 }
 
+/* A pass only when the last task parked for one of this worker's budgets
+ * may go back: cheap (one direct get per budget). */
+static bool release_due(aq_keeper *k)
+{
+    bool due = false;
+    aq_err err;
+    if (aq_park_due(k->js, k->q, k->spec, aq_now_unix_ms(), &due, &err) != AQ_OK) {
+        aq_log(AQ_LOG_WARN, "parked tasks: check failed", AQ_LF_S("error", err.msg));
+        return false;
+    }
+    return due;
+}
+
 static int64_t next_reset(int64_t now)
 {
     return aq_budget_day_end_ms(aq_budget_day_of(now)) + random() % (AQ_KEEPER_RELEASE_JITTER_MS + 1);
@@ -79,6 +92,7 @@ static void *keeper_main(void *arg)
     int64_t now = aq_now_unix_ms(), started_at = now;
     int64_t release_at = k->release ? now : INT64_MAX, again_at = INT64_MAX;
     int64_t sweep_at = now + AQ_KEEPER_SWEEP_FIRST_MS;
+    int64_t check_at = k->release ? now + AQ_KEEPER_CHECK_MS : INT64_MAX;
     pthread_mutex_lock(&k->lock);
     while (!k->stop) {
         now = aq_now_unix_ms();
@@ -87,6 +101,8 @@ static void *keeper_main(void *arg)
             wake = release_at;
         if (again_at < wake)
             wake = again_at;
+        if (check_at < wake)
+            wake = check_at;
         if (now < wake) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
@@ -111,7 +127,12 @@ static void *keeper_main(void *arg)
         } else if (now >= again_at) {
             do_release(k);
             again_at = INT64_MAX;
+        } else if (now >= check_at) {
+            if (release_due(k))
+                do_release(k);
         }
+        if (now >= check_at)
+            check_at = now + AQ_KEEPER_CHECK_MS;
         if (now >= sweep_at) {
             do_sweep(k);
             sweep_at = now + AQ_KEEPER_SWEEP_MS;

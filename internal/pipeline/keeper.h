@@ -5,8 +5,11 @@
  *   release: when the worker starts (a budget it now has may be higher than
  *            when its tasks were parked; or the fleet was down at 00:00),
  *            at 00:00 UTC + up to 30 s of jitter, and again 5 minutes later
- *            (tasks parked by a worker whose clock was behind). Only when
- *            parking is on.
+ *            (tasks parked by a worker whose clock was behind); and when a
+ *            check every AQ_KEEPER_CHECK_MS finds the last task parked for
+ *            one of its budgets releasable (parked by a worker with a lower
+ *            limit, or on an earlier day). Only when the deferred stream
+ *            exists.
  *   sweep:   5 s after start, then every AQ_KEEPER_SWEEP_MS.
  * Every step is idempotent: all workers run it. */
 #ifndef AQ_PIPELINE_KEEPER_H
@@ -24,11 +27,12 @@
 #define AQ_KEEPER_SWEEP_MAX 1000      /* messages examined per sweep */
 #define AQ_KEEPER_RELEASE_AGAIN_MS (5 * 60 * 1000)
 #define AQ_KEEPER_RELEASE_JITTER_MS 30000
+#define AQ_KEEPER_CHECK_MS 30000
 
 typedef struct aq_keeper aq_keeper;
 
-/* `q` and `spec` must outlive the keeper. `spec` NULL or `release` false:
- * no release passes (parking is off). */
+/* `q` and `spec` (may be NULL: no budgets) must outlive the keeper.
+ * `release` false: no release passes (no deferred stream). */
 aq_status aq_keeper_start(jsCtx *js, const aq_queue_config *q, const aq_budget_spec *spec,
                           bool release, aq_keeper **out, aq_err *err);
 /* Stop and join (a pass in progress stops at its next message). Accepts NULL. */

@@ -53,6 +53,12 @@ static aq_status copy_headers(natsMsg *from, natsMsg *to, aq_err *err)
     return st;
 }
 
+static const char *header_str(natsMsg *m, const char *key)
+{
+    const char *v = NULL;
+    return natsMsgHeader_Get(m, key, &v) == NATS_OK && v ? v : NULL;
+}
+
 static void format_utc(int64_t unix_ms, char *out, size_t n)
 {
     time_t secs = (time_t)(unix_ms / 1000);
@@ -64,7 +70,7 @@ static void format_utc(int64_t unix_ms, char *out, size_t n)
 aq_status aq_park_msg(const aq_queue_config *q, natsMsg *orig, const aq_park_info *pi,
                       natsMsg **out, char msg_id[AQ_PARK_MSG_ID_MAX], aq_err *err)
 {
-    char token[3 * AQ_BUDGET_TENANT_MAX + 2], subject[1024], num[32], when[40];
+    char token[3 * AQ_BUDGET_NAME_MAX + 2], subject[512], num[32], when[40];
     if (!aq_budget_escape(pi->tenant ? pi->tenant : "", token, sizeof(token)))
         return aq_err_set(err, AQ_INVALID_ARG, "tenant too long to park the task");
     int w = snprintf(subject, sizeof(subject), "%s.%s", q->deferred_subjects, token);
@@ -100,7 +106,9 @@ aq_status aq_park_msg(const aq_queue_config *q, natsMsg *orig, const aq_park_inf
         natsMsg_Destroy(m);
         return st;
     }
-    snprintf(msg_id, AQ_PARK_MSG_ID_MAX, "park-%s-%" PRIu64, q->task_stream, pi->stream_seq);
+    /* The task id too: a task stream made anew restarts its sequences. */
+    snprintf(msg_id, AQ_PARK_MSG_ID_MAX, "park-%s-%" PRIu64 "-%s", q->task_stream, pi->stream_seq,
+             pi->task_id ? pi->task_id : "");
     *out = m;
     return AQ_OK;
 }
@@ -129,11 +137,6 @@ static bool header_int(natsMsg *m, const char *key, int64_t *out)
     return true;
 }
 
-static const char *header_str(natsMsg *m, const char *key)
-{
-    const char *v = NULL;
-    return natsMsgHeader_Get(m, key, &v) == NATS_OK && v ? v : NULL;
-}
 
 /* Back to the task stream under a Nats-Msg-Id of its own (the task's id as
  * Nats-Msg-Id would be dropped as a duplicate of the original within the
@@ -147,7 +150,9 @@ static aq_status release_one(jsCtx *js, const aq_queue_config *q, natsMsg *parke
         return aq_err_set(err, AQ_NOMEM, "cannot create the released task");
     aq_status st = copy_headers(parked, m, err);
     char msg_id[AQ_PARK_MSG_ID_MAX];
-    snprintf(msg_id, sizeof(msg_id), "%s-%" PRIu64, q->deferred_stream, seq);
+    const char *from = header_str(parked, AQ_PARK_H_SEQ);
+    snprintf(msg_id, sizeof(msg_id), "%s-%" PRIu64 "-%s", q->deferred_stream, seq,
+             from ? from : "");
     if (st == AQ_OK) {
         jsPubOptions po;
         jsPubOptions_Init(&po);
@@ -172,14 +177,57 @@ static aq_status release_one(jsCtx *js, const aq_queue_config *q, natsMsg *parke
     return aq_queue_nats_error(err, s, jerr, "removing a released task from the deferred stream");
 }
 
+/* Should the parked message `m` go back now? */
+static bool parked_releasable(natsMsg *m, const aq_budget_spec *spec, int64_t today)
+{
+    int64_t day = 0, limit = 0;
+    const char *tenant = header_str(m, AQ_PARK_H_TENANT);
+    const char *type = header_str(m, AQ_PARK_H_TYPE);
+    if (!tenant || !header_int(m, AQ_PARK_H_DAY, &day) || !header_int(m, AQ_PARK_H_LIMIT, &limit))
+        return false;
+    int64_t now_limit = spec ? aq_budget_spec_limit(spec, tenant, type ? type : "") : -1;
+    return aq_park_releasable(day, limit, today, now_limit);
+}
+
+aq_status aq_park_due(jsCtx *js, const aq_queue_config *q, const aq_budget_spec *spec,
+                      int64_t now_unix_ms, bool *due, aq_err *err)
+{
+    *due = false;
+    int64_t today = aq_budget_day_of(now_unix_ms);
+    size_t n = spec ? aq_budget_spec_count(spec) : 0;
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.Wait = q->nats_timeout_ms;
+    for (size_t i = 0; i < n && !*due; i++) {
+        const char *tenant = NULL, *type = NULL;
+        int64_t limit = 0;
+        char token[3 * AQ_BUDGET_NAME_MAX + 2], subject[512];
+        if (!aq_budget_spec_entry(spec, i, &tenant, &type, &limit) ||
+            !aq_budget_escape(tenant, token, sizeof(token)))
+            continue;
+        snprintf(subject, sizeof(subject), "%s.%s", q->deferred_subjects, token);
+        jsDirectGetMsgOptions dg;
+        jsDirectGetMsgOptions_Init(&dg);
+        dg.LastBySubject = subject;
+        natsMsg *m = NULL;
+        natsStatus s = js_DirectGetMsg(&m, js, q->deferred_stream, &jo, &dg);
+        if (s == NATS_NOT_FOUND)
+            continue; /* nothing parked for this tenant */
+        if (s != NATS_OK)
+            return aq_queue_nats_error(err, s, 0, "last parked task");
+        *due = parked_releasable(m, spec, today);
+        natsMsg_Destroy(m);
+    }
+    return AQ_OK;
+}
+
 aq_status aq_park_release(jsCtx *js, const aq_queue_config *q, const aq_budget_spec *spec,
                           int64_t now_unix_ms, const volatile bool *stop, aq_release_report *out,
                           aq_err *err)
 {
     aq_release_report r = {0};
     aq_status st = aq_queue_stream_exists(js, q->deferred_stream, "deferred stream", err);
-    char filter[512], prefix[512];
-    snprintf(filter, sizeof(filter), "%s.>", q->deferred_subjects);
+    char prefix[512];
     snprintf(prefix, sizeof(prefix), "%s.", q->task_subjects);
     int64_t today = aq_budget_day_of(now_unix_ms);
     uint64_t next = 1;
@@ -187,7 +235,7 @@ aq_status aq_park_release(jsCtx *js, const aq_queue_config *q, const aq_budget_s
         natsMsg *m = NULL;
         uint64_t seq = 0;
         aq_err e;
-        aq_status s = aq_queue_scan_next(js, q->deferred_stream, filter, next, q->nats_timeout_ms,
+        aq_status s = aq_queue_scan_next(js, q->deferred_stream, next, q->nats_timeout_ms,
                                          &m, &seq, &e);
         if (s == AQ_NOT_FOUND)
             break; /* the end */
@@ -198,20 +246,16 @@ aq_status aq_park_release(jsCtx *js, const aq_queue_config *q, const aq_budget_s
         }
         next = seq + 1;
         r.examined++;
-        int64_t day = 0, limit = 0;
         const char *subject = header_str(m, AQ_PARK_H_SUBJECT);
-        const char *tenant = header_str(m, AQ_PARK_H_TENANT);
-        const char *type = header_str(m, AQ_PARK_H_TYPE);
-        if (!subject || strncmp(subject, prefix, strlen(prefix)) != 0 || !tenant ||
-            !header_int(m, AQ_PARK_H_DAY, &day) || !header_int(m, AQ_PARK_H_LIMIT, &limit)) {
+        int64_t day = 0, limit = 0;
+        if (!subject || strncmp(subject, prefix, strlen(prefix)) != 0 ||
+            !header_str(m, AQ_PARK_H_TENANT) || !header_int(m, AQ_PARK_H_DAY, &day) ||
+            !header_int(m, AQ_PARK_H_LIMIT, &limit)) {
             r.bad++; /* not parked by a worker: nowhere safe to send it */
-        } else {
-            int64_t now_limit = spec ? aq_budget_spec_limit(spec, tenant, type ? type : "") : -1;
-            if (aq_park_releasable(day, limit, today, now_limit)) {
-                st = release_one(js, q, m, seq, subject, err);
-                if (st == AQ_OK)
-                    r.released++;
-            }
+        } else if (parked_releasable(m, spec, today)) {
+            st = release_one(js, q, m, seq, subject, err);
+            if (st == AQ_OK)
+                r.released++;
         }
         natsMsg_Destroy(m);
     }

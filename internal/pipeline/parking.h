@@ -20,18 +20,18 @@
  * day is over, or when that worker's configured limit for the budget that
  * refused it is higher than Agentq-Parked-Limit (the budget was raised).
  * Workers run a pass when they start, just after 00:00 UTC and again a few
- * minutes later (pipeline/keeper.c).
+ * minutes later, and whenever aq_park_due says so (pipeline/keeper.c).
  *
  * Crash windows (every step is repeatable, none loses the task):
  *   park:    copy published, original not acked yet -> the original is
  *            redelivered and parked again under the same Nats-Msg-Id
- *            ("park-<task stream>-<seq>"): the deferred stream drops the
+ *            ("park-<task stream>-<seq>-<task id>"): the deferred stream drops the
  *            copy within its de-dup window; after it, a second parked copy
  *            runs later as a redelivery would (the stored Result settles it).
  *            Crash before the copy is stored: the original is redelivered.
  *   release: task republished, parked copy not deleted yet -> the next pass
  *            republishes it under the same Nats-Msg-Id ("<deferred
- *            stream>-<seq>"): dropped within the task stream's de-dup
+ *            stream>-<seq>-<task stream seq>"): dropped within the task stream's de-dup
  *            window, else a duplicate delivery that finds the Result stored
  *            (or, if both run at once, at most one extra call). Crash before
  *            the republish is stored: the copy is still parked. */
@@ -53,7 +53,7 @@
 #define AQ_PARK_H_DAY "Agentq-Parked-Day"
 #define AQ_PARK_H_UNTIL "Agentq-Parked-Until"
 #define AQ_PARK_H_SEQ "Agentq-Parked-Seq"
-#define AQ_PARK_MSG_ID_MAX 300
+#define AQ_PARK_MSG_ID_MAX 512
 
 typedef struct aq_park_info {
     const char *tenant;
@@ -61,9 +61,12 @@ typedef struct aq_park_info {
     int64_t limit_micro;   /* of the budget that refused */
     int64_t reset_unix_ms; /* when its day ends */
     uint64_t stream_seq;   /* of the original in the task stream */
+    const char *task_id;
 } aq_park_info;
 
-/* The parked copy of `orig` (a delivered task) and its Nats-Msg-Id. */
+/* The parked copy of `orig` (a delivered task) and its Nats-Msg-Id.
+ * AQ_INVALID_ARG when the tenant is too long for a subject token (a tenant
+ * with a budget never is: AQ_BUDGET_NAME_MAX). */
 aq_status aq_park_msg(const aq_queue_config *q, natsMsg *orig, const aq_park_info *pi,
                       natsMsg **out, char msg_id[AQ_PARK_MSG_ID_MAX], aq_err *err);
 
@@ -81,6 +84,15 @@ typedef struct aq_release_report {
 aq_status aq_park_release(jsCtx *js, const aq_queue_config *q, const aq_budget_spec *spec,
                           int64_t now_unix_ms, const volatile bool *stop, aq_release_report *out,
                           aq_err *err);
+
+/* Is a release pass due? For each budget in `spec`, the last task parked
+ * for its tenant (a direct get by subject: one round trip per budget) is
+ * looked at: *due when that one may go back (aq_park_releasable). This is
+ * how a worker notices, within a check period, tasks parked by a worker
+ * with a lower limit than its own (a rolling restart that raises a budget)
+ * without reading the whole deferred stream. */
+aq_status aq_park_due(jsCtx *js, const aq_queue_config *q, const aq_budget_spec *spec,
+                      int64_t now_unix_ms, bool *due, aq_err *err);
 
 /* The rule: may a task parked on `day` under `parked_limit` go back now? */
 bool aq_park_releasable(int64_t parked_day, int64_t parked_limit, int64_t today,

@@ -341,7 +341,12 @@ aq_status aq_pipeline_start(struct event_base *base, const aq_worker_config *cfg
 
     if ((st = aq_backstop_start(p->js, &cfg->queue, p->worker_name, &p->backstop, err)) != AQ_OK)
         goto fail;
-    if ((st = aq_keeper_start(p->js, &cfg->queue, p->budgets, p->parking, &p->keeper, err)) != AQ_OK)
+    /* Parked tasks are released by every worker that can see them, whatever
+     * its own budget_action (one switched to fail must not strand them). */
+    aq_err perr;
+    bool release = aq_queue_stream_exists(p->js, cfg->queue.deferred_stream, "deferred stream",
+                                          &perr) == AQ_OK;
+    if ((st = aq_keeper_start(p->js, &cfg->queue, p->budgets, release, &p->keeper, err)) != AQ_OK)
         goto fail;
     aq_fetch_opts fo = {
         .slots = (int)cfg->concurrency,

@@ -5,7 +5,8 @@
  *     GRANTED      go on (rate budget, then the call)
  *     PENDING      the job waits for the answer (a KV round trip), still owned
  *     EXCEEDED     budget_action=fail: dead letter + FAILED result, class
- *                  budget_exceeded; defer: handed back until the day resets
+ *                  budget_exceeded; defer: parked until the day resets or the
+ *                  budget is raised (parking.h)
  *     UNAVAILABLE  the bucket cannot be reached: wait in place, try again
  *   on_llm_done -> aq_job_spend_settle: the real cost (or what may have been
  *     billed); job_release -> aq_job_spend_release: cancel or charge the bound
@@ -14,18 +15,18 @@
  * at once without I/O, and the reservation is what records the tenant's
  * real cost in the fleet's "spent today" figures (agentq status).
  *
- * Why a deferral is one hand-back until the reset, not a wait in place nor
- * short hand-backs: a spent tenant's tasks may keep arriving all day, far
- * more than a worker can hold (waiting in place would fill every slot with
- * them and stop the other tenants' work). A hand-back (NakWithDelay) keeps
- * them in the stream, but each one is a delivery, which MaxDeliver counts
- * (default 10; then the backstop dead-letters the task as max_deliveries)
- * and which makes a task look like a crash suspect from its third delivery
- * on. Short hand-backs (every few minutes) would use up MaxDeliver within
- * the hour, and they do not free MaxAckPending either: nats-server keeps a
- * message nak'ed with a delay in the consumer's ack-pending set until it is
- * redelivered (checked against nats-server 2.9: the delayed messages filled
- * MaxAckPending and held back the next one). So one hand-back per budget day. */
+ * Why a deferral parks the task rather than waiting in place or handing it
+ * back: a spent tenant's tasks may keep arriving all day, far more than a
+ * worker can hold (waiting in place would fill every slot with them and
+ * stop the other tenants' work). A hand-back (NakWithDelay) keeps them in
+ * the stream, but nats-server keeps a message nak'ed with a delay in the
+ * consumer's ack-pending set until it is redelivered (checked against
+ * nats-server 2.9): a backlog above MaxAckPending stopped the consumer for
+ * every tenant until the reset. Each hand-back is also a delivery, which
+ * MaxDeliver counts. So the task is copied to the deferred stream and acked
+ * (parking.h: the headers, the crash windows, the release rules); only a
+ * deployment without that stream falls back to one hand-back until the
+ * reset. */
 #include "pipeline_job.h"
 #include "spend_rules.h"
 
@@ -179,13 +180,21 @@ static void park(job *j)
         .limit_micro = j->park_limit,
         .reset_unix_ms = j->spend.reset_unix_ms,
         .stream_seq = j->stream_seq,
+        .task_id = j->task->id,
     };
     natsMsg *m = NULL;
     char msg_id[AQ_PARK_MSG_ID_MAX];
     aq_err err;
     j->stage = STAGE_STORING;
-    if (aq_park_msg(&p->cfg->queue, j->msg, &pi, &m, msg_id, &err) != AQ_OK ||
-        aq_publisher_send(p->pub, m, msg_id, on_parked, j, &err) != AQ_OK)
+    if (aq_park_msg(&p->cfg->queue, j->msg, &pi, &m, msg_id, &err) != AQ_OK) {
+        /* Nothing to retry: hand it back until the reset instead. */
+        aq_job_log(AQ_LOG_WARN, j, "cannot park: task handed back until the budget resets", &err);
+        aq_job_settle(j, SETTLE_NAK,
+                      aq_spend_defer_ms(aq_now_unix_ms(), j->spend.reset_unix_ms,
+                                        random() % (AQ_SPEND_RESET_JITTER_MS + 1)));
+        return;
+    }
+    if (aq_publisher_send(p->pub, m, msg_id, on_parked, j, &err) != AQ_OK)
         park_failed(j, &err);
 }
 

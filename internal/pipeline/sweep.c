@@ -71,14 +71,12 @@ aq_status aq_sweep_run(jsCtx *js, const aq_queue_config *q, uint64_t max_examine
         *cursor = 0; /* nothing behind the floor */
         goto out;
     }
-    char filter[512];
-    snprintf(filter, sizeof(filter), "%s.>", q->task_subjects);
     uint64_t next = *cursor > si->State.FirstSeq ? *cursor : si->State.FirstSeq;
     while (r.examined < max_examine) {
         natsMsg *m = NULL;
         uint64_t seq = 0;
         aq_err e;
-        aq_status ns = aq_queue_scan_next(js, q->task_stream, filter, next, q->nats_timeout_ms, &m,
+        aq_status ns = aq_queue_scan_next(js, q->task_stream, next, q->nats_timeout_ms, &m,
                                           &seq, &e);
         if (ns == AQ_NOT_FOUND || (ns == AQ_OK && seq > r.ack_floor)) {
             natsMsg_Destroy(m);

@@ -5,8 +5,8 @@
 
 #include "queue/queue_conn.h"
 
-aq_status aq_queue_scan_next(jsCtx *js, const char *stream, const char *subject, uint64_t from_seq,
-                             int64_t timeout_ms, natsMsg **out, uint64_t *seq, aq_err *err)
+aq_status aq_queue_scan_next(jsCtx *js, const char *stream, uint64_t from_seq, int64_t timeout_ms,
+                             natsMsg **out, uint64_t *seq, aq_err *err)
 {
     jsOptions jo;
     jsOptions_Init(&jo);
@@ -14,11 +14,11 @@ aq_status aq_queue_scan_next(jsCtx *js, const char *stream, const char *subject,
     jsDirectGetMsgOptions dg;
     jsDirectGetMsgOptions_Init(&dg);
     dg.Sequence = from_seq ? from_seq : 1;
-    dg.NextBySubject = subject;
+    dg.NextBySubject = ">";
     natsMsg *m = NULL;
     natsStatus s = js_DirectGetMsg(&m, js, stream, &jo, &dg);
     if (s == NATS_NOT_FOUND)
-        return aq_err_set(err, AQ_NOT_FOUND, "no message on %s from sequence %llu", subject,
+        return aq_err_set(err, AQ_NOT_FOUND, "no message in %s from sequence %llu", stream,
                           (unsigned long long)dg.Sequence);
     if (s == NATS_NO_RESPONDERS)
         return aq_err_set(err, AQ_CONFIG,

@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include "budget/budget.h"
+#include "pipeline/parking.h"
 #include "pipeline/spend_rules.h"
 
 #define BOUND 123456
@@ -68,6 +69,40 @@ static void test_defer_until_reset(void **state)
                      86400000LL + AQ_SPEND_RESET_JITTER_MS);
 }
 
+static void test_parked_released_when(void **state)
+{
+    (void)state;
+    const int64_t day = 19792, limit = 5000000;
+    /* Its day is over: a new day's budget, whatever the limit. */
+    assert_true(aq_park_releasable(day, limit, day + 1, limit));
+    assert_true(aq_park_releasable(day, limit, day + 1, -1));
+    assert_true(aq_park_releasable(day, limit, day + 1, 0));
+    /* Same day: only a higher limit brings it back. */
+    assert_false(aq_park_releasable(day, limit, day, limit));
+    assert_false(aq_park_releasable(day, limit, day, limit - 1));
+    assert_true(aq_park_releasable(day, limit, day, limit + 1));
+    assert_true(aq_park_releasable(day, 0, day, 1));
+    /* A worker without this budget knows nothing of a raise. */
+    assert_false(aq_park_releasable(day, limit, day, -1));
+    assert_false(aq_park_releasable(day, 0, day, -1));
+    /* A clock behind the parking worker's: not released early. */
+    assert_false(aq_park_releasable(day, limit, day - 1, limit));
+}
+
+static void test_escape_tenant_token(void **state)
+{
+    (void)state;
+    char out[64];
+    assert_true(aq_budget_escape("acme-1_x", out, sizeof(out)));
+    assert_string_equal(out, "acme-1_x");
+    assert_true(aq_budget_escape("a.b c*>", out, sizeof(out)));
+    assert_string_equal(out, "a=2Eb=20c=2A=3E"); /* no subject wildcard or separator */
+    assert_true(aq_budget_escape("", out, sizeof(out)));
+    assert_string_equal(out, "=");
+    assert_false(aq_budget_escape("abcdef", out, 6)); /* no room for the NUL */
+    assert_true(aq_budget_escape("abcde", out, 6));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -75,6 +110,8 @@ int main(void)
         cmocka_unit_test(test_refusals_cost_nothing),
         cmocka_unit_test(test_maybe_billed_costs_the_bound),
         cmocka_unit_test(test_defer_until_reset),
+        cmocka_unit_test(test_parked_released_when),
+        cmocka_unit_test(test_escape_tenant_token),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

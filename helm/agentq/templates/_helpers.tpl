@@ -166,6 +166,7 @@ nats_url nats_creds nats_user nats_timeout nats_tls_ca nats_tls_cert nats_tls_ke
 task_stream task_subjects consumer dlq_stream dlq_subjects results_bucket replicas
 results_ttl dedup_window stream_max_msgs stream_max_bytes max_msg_size ack_wait
 max_deliver max_ack_pending dlq_max_age advisory_stream backstop_consumer
+deferred_stream deferred_subjects
 cache_bucket cache_ttl budget_bucket budget_ttl
 {{- end -}}
 
