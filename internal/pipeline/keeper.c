@@ -63,9 +63,11 @@ static void do_release(aq_keeper *k)
                AQ_LF_I("released", r.released));
         return;
     }
-    if (r.released > 0 || r.bad > 0)
-        aq_log(AQ_LOG_INFO, "parked tasks released", AQ_LF_I("released", r.released),
-               AQ_LF_I("examined", r.examined), AQ_LF_I("unusable", r.bad));
+    if (r.released > 0 || r.bad > 0 || r.refused > 0)
+        aq_log(r.refused > 0 ? AQ_LOG_WARN : AQ_LOG_INFO, "parked tasks released",
+               AQ_LF_I("released", r.released), AQ_LF_I("examined", r.examined),
+               AQ_LF_I("unusable", r.bad), AQ_LF_I("refused", r.refused),
+               AQ_LF_S("error", r.last_refusal));
 }
 
 /* A pass only when the last task parked for one of this worker's budgets

@@ -142,8 +142,9 @@ static bool header_int(natsMsg *m, const char *key, int64_t *out)
  * Nats-Msg-Id would be dropped as a duplicate of the original within the
  * de-dup window), then out of the deferred stream. */
 static aq_status release_one(jsCtx *js, const aq_queue_config *q, natsMsg *parked, uint64_t seq,
-                             const char *subject, aq_err *err)
+                             const char *subject, bool *refused, aq_err *err)
 {
+    *refused = false;
     natsMsg *m = NULL;
     if (natsMsg_Create(&m, subject, NULL, natsMsg_GetData(parked), natsMsg_GetDataLength(parked)) !=
         NATS_OK)
@@ -160,8 +161,10 @@ static aq_status release_one(jsCtx *js, const aq_queue_config *q, natsMsg *parke
         po.MaxWait = q->nats_timeout_ms;
         jsErrCode jerr = 0;
         natsStatus s = js_PublishMsg(NULL, js, m, &po, &jerr);
-        if (s != NATS_OK)
+        if (s != NATS_OK) {
             st = aq_queue_nats_error(err, s, jerr, "releasing a parked task");
+            *refused = jerr != 0; /* the task stream said no to this one */
+        }
     }
     natsMsg_Destroy(m);
     if (st != AQ_OK)
@@ -253,9 +256,18 @@ aq_status aq_park_release(jsCtx *js, const aq_queue_config *q, const aq_budget_s
             !header_int(m, AQ_PARK_H_LIMIT, &limit)) {
             r.bad++; /* not parked by a worker: nowhere safe to send it */
         } else if (parked_releasable(m, spec, today)) {
-            st = release_one(js, q, m, seq, subject, err);
-            if (st == AQ_OK)
+            bool refused = false;
+            st = release_one(js, q, m, seq, subject, &refused, err);
+            if (st == AQ_OK) {
                 r.released++;
+            } else if (refused) {
+                /* Refused by the task stream (full, or the task with its
+                 * headers over max_msg_size): it stays parked and the pass
+                 * goes on; the next pass tries it again. */
+                r.refused++;
+                snprintf(r.last_refusal, sizeof(r.last_refusal), "%s", err->msg);
+                st = AQ_OK;
+            }
         }
         natsMsg_Destroy(m);
     }

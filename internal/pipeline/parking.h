@@ -74,6 +74,8 @@ typedef struct aq_release_report {
     uint64_t examined; /* parked tasks looked at */
     uint64_t released; /* moved back to the task stream */
     uint64_t bad;      /* parked messages without a usable origin (left alone) */
+    uint64_t refused;  /* refused by the task stream (left parked) */
+    char last_refusal[AQ_ERR_MAX]; /* why, for the last of them */
 } aq_release_report;
 
 /* One release pass over the deferred stream (synchronous; for a thread that

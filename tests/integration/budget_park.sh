@@ -11,7 +11,10 @@
 #     empty), none has a result;
 #  3. a worker restarted with the same budget releases nothing;
 #  4. a worker restarted with the budget raised releases all 60, which
-#     complete under their own ids; the deferred stream ends empty.
+#     complete under their own ids; the deferred stream ends empty;
+#  5. a rolling restart: tasks parked by a worker that still has the lower
+#     limit after the raised worker started are released by its periodic
+#     check (every 30 s), without a restart.
 [ $(( $(date -u +%s) % 86400 )) -lt $(( 86400 - 600 )) ] || { echo "skipped: near 00:00 UTC"; exit 77; }
 source "$(dirname "$0")/lib.sh"
 
@@ -84,4 +87,24 @@ wait_until 10 parked_is 0 || fail "released tasks left in the deferred stream: $
 wait_until 10 stat_is tasks_in_stream 0 || fail "released tasks left in the task stream: $(agentq stats --json)"
 grep -q '"parked tasks released"' "$T/worker-w3.log" || fail "no release logged"
 note "raised budget: $(grep -o '"released":[0-9]*' "$T/worker-w3.log" | head -1) at start, 60 completed"
+# ---- 5. parked by a worker with a lower limit while one with a higher limit
+#         runs (a rolling restart): its periodic check brings them back ----
+WORKER_NAME=w4 start_worker --budgets="spent=100"
+W4=$WORKER_PID
+wait_until 10 grep -q '"consumer bound"' "$T/worker-w4.log" || fail "worker w4 did not start"
+sleep 1 # past its pass at start
+kill -STOP "$W4"
+kill -TERM "$W"; wait "$W" || fail "worker w3 did not exit 0"; forget_pid "$W"
+WORKER_NAME=w5 start_worker --budgets="spent=0"
+W5=$WORKER_PID
+jq -nc 'range(5) | {id: "late-\(.)", type: "it", tenant: "spent", prompt: "late \(.)", max_tokens: 40}' \
+    | agentq submit --file=- --quiet
+wait_until 60 parked_is 5 || fail "the old worker did not park 5 tasks: $(parked_count)"
+kill -TERM "$W5"; wait "$W5" || fail "worker w5 did not exit 0"; forget_pid "$W5"
+kill -CONT "$W4"
+start=$SECONDS
+agentq wait --timeout=60s $(ids 5 late) > "$T/late.jsonl" \
+    || fail "tasks parked under a lower limit were not released by the running worker with a higher one"
+note "parked by a worker with a lower limit: released by a running worker's check within $((SECONDS - start)) s"
+wait_until 10 parked_is 0 || fail "left in the deferred stream: $(parked_count)"
 echo "PASS"
