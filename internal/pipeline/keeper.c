@@ -20,6 +20,9 @@ struct aq_keeper {
     pthread_cond_t cond;
     volatile bool stop;
     uint64_t sweep_cursor;
+    bool idle_valid;     /* the last pass released nothing, the stream was then `idle` */
+    int64_t idle_day;
+    aq_park_view idle;
     bool sweep_off; /* the stream does not answer direct gets: said once */
 };
 
@@ -53,7 +56,8 @@ static void do_sweep(aq_keeper *k)
                AQ_LF_I("ack_floor", r.ack_floor));
 }
 
-static void do_release(aq_keeper *k)
+/* One pass; how many tasks went back. */
+static uint64_t do_release(aq_keeper *k)
 {
     aq_release_report r;
     aq_err err;
@@ -61,56 +65,55 @@ static void do_release(aq_keeper *k)
     if (st != AQ_OK) {
         aq_log(AQ_LOG_WARN, "release of parked tasks failed", AQ_LF_S("error", err.msg),
                AQ_LF_I("released", r.released));
-        return;
+        return r.released;
     }
     if (r.released > 0 || r.bad > 0 || r.refused > 0)
         aq_log(r.refused > 0 ? AQ_LOG_WARN : AQ_LOG_INFO, "parked tasks released",
                AQ_LF_I("released", r.released), AQ_LF_I("examined", r.examined),
                AQ_LF_I("unusable", r.bad), AQ_LF_I("refused", r.refused),
                AQ_LF_S("error", r.last_refusal));
+    return r.released;
 }
 
-/* A pass only when the last task parked for one of this worker's budgets
- * may go back: cheap (one direct get per budget). */
-static bool release_due(aq_keeper *k)
+/* A pass when one is due, unless the last pass could release nothing and
+ * the deferred stream has not changed since (the same day): a task the
+ * task stream refuses must not make every check read the whole stream. */
+static void check_release(aq_keeper *k)
 {
+    aq_park_view v;
     bool due = false;
     aq_err err;
-    if (aq_park_due(k->js, k->q, k->spec, aq_now_unix_ms(), &due, &err) != AQ_OK) {
+    int64_t now = aq_now_unix_ms(), today = aq_budget_day_of(now);
+    if (aq_park_due(k->js, k->q, k->spec, now, &v, &due, &err) != AQ_OK) {
         aq_log(AQ_LOG_WARN, "parked tasks: check failed", AQ_LF_S("error", err.msg));
-        return false;
+        return;
     }
-    return due;
-}
-
-static int64_t next_reset(int64_t now)
-{
-    return aq_budget_day_end_ms(aq_budget_day_of(now)) + random() % (AQ_KEEPER_RELEASE_JITTER_MS + 1);
+    if (!due || (k->idle_valid && k->idle_day == today && k->idle.first_seq == v.first_seq &&
+                 k->idle.last_seq == v.last_seq && k->idle.msgs == v.msgs))
+        return;
+    if (do_release(k) == 0) {
+        k->idle_valid = true;
+        k->idle_day = today;
+        k->idle = v;
+    } else {
+        k->idle_valid = false;
+    }
 }
 
 static void *keeper_main(void *arg)
 {
     aq_keeper *k = arg;
-    int64_t now = aq_now_unix_ms(), started_at = now;
-    int64_t release_at = k->release ? now : INT64_MAX, again_at = INT64_MAX;
+    int64_t now = aq_now_unix_ms();
     int64_t sweep_at = now + AQ_KEEPER_SWEEP_FIRST_MS;
-    int64_t check_at = k->release ? now + AQ_KEEPER_CHECK_MS : INT64_MAX;
+    int64_t check_at = k->release ? now : INT64_MAX; /* at once: a budget may have been raised */
     pthread_mutex_lock(&k->lock);
     while (!k->stop) {
         now = aq_now_unix_ms();
-        int64_t wake = sweep_at;
-        if (release_at < wake)
-            wake = release_at;
-        if (again_at < wake)
-            wake = again_at;
-        if (check_at < wake)
-            wake = check_at;
+        int64_t wake = sweep_at < check_at ? sweep_at : check_at;
         if (now < wake) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             int64_t ms = wake - now;
-            if (ms > 60000)
-                ms = 60000; /* look at the clock again now and then */
             ts.tv_sec += ms / 1000;
             ts.tv_nsec += (ms % 1000) * 1000000;
             if (ts.tv_nsec >= 1000000000) {
@@ -121,20 +124,12 @@ static void *keeper_main(void *arg)
             continue;
         }
         pthread_mutex_unlock(&k->lock);
-        if (now >= release_at) {
-            do_release(k);
-            /* After a reset, once more a little later; not after the start's. */
-            again_at = release_at > started_at ? now + AQ_KEEPER_RELEASE_AGAIN_MS : INT64_MAX;
-            release_at = next_reset(now);
-        } else if (now >= again_at) {
-            do_release(k);
-            again_at = INT64_MAX;
-        } else if (now >= check_at) {
-            if (release_due(k))
-                do_release(k);
+        if (now >= check_at) {
+            check_release(k);
+            /* Workers started together drift apart, so they rarely all
+             * walk the stream at once after 00:00 UTC. */
+            check_at = now + AQ_KEEPER_CHECK_MS + random() % (AQ_KEEPER_CHECK_MS / 4 + 1);
         }
-        if (now >= check_at)
-            check_at = now + AQ_KEEPER_CHECK_MS;
         if (now >= sweep_at) {
             do_sweep(k);
             sweep_at = now + AQ_KEEPER_SWEEP_MS;

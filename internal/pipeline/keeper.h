@@ -2,14 +2,12 @@
  * (pipeline/parking.h) and the ghost sweep (pipeline/sweep.h). Both block
  * on JetStream round trips, so they run here, never on the event loop.
  *
- *   release: when the worker starts (a budget it now has may be higher than
- *            when its tasks were parked; or the fleet was down at 00:00),
- *            at 00:00 UTC + up to 30 s of jitter, and again 5 minutes later
- *            (tasks parked by a worker whose clock was behind); and when a
- *            check every AQ_KEEPER_CHECK_MS finds the last task parked for
- *            one of its budgets releasable (parked by a worker with a lower
- *            limit, or on an earlier day). Only when the deferred stream
- *            exists.
+ *   release: a check when the worker starts and every AQ_KEEPER_CHECK_MS
+ *            (plus up to a quarter of it) runs a release pass when
+ *            aq_park_due says one is due: the oldest parked task is from
+ *            an earlier budget day (so within about 40 s after 00:00 UTC),
+ *            or tasks were parked under a lower limit than one of this
+ *            worker's budgets (raised). Only when the deferred stream exists.
  *   sweep:   5 s after start, then every AQ_KEEPER_SWEEP_MS.
  * Every step is idempotent: all workers run it. */
 #ifndef AQ_PIPELINE_KEEPER_H
@@ -25,8 +23,6 @@
 #define AQ_KEEPER_SWEEP_MS 15000
 #define AQ_KEEPER_SWEEP_FIRST_MS 5000
 #define AQ_KEEPER_SWEEP_MAX 1000      /* messages examined per sweep */
-#define AQ_KEEPER_RELEASE_AGAIN_MS (5 * 60 * 1000)
-#define AQ_KEEPER_RELEASE_JITTER_MS 30000
 #define AQ_KEEPER_CHECK_MS 30000
 
 typedef struct aq_keeper aq_keeper;

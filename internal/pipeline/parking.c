@@ -67,15 +67,27 @@ static void format_utc(int64_t unix_ms, char *out, size_t n)
         snprintf(out, n, "%" PRId64, unix_ms);
 }
 
+/* <deferred_subjects>.<tenant>[.<type>], both escaped; false when too long. */
+static bool park_subject(const aq_queue_config *q, const char *tenant, const char *type,
+                         char *out, size_t n)
+{
+    char t1[3 * AQ_BUDGET_NAME_MAX + 2], t2[3 * AQ_BUDGET_NAME_MAX + 2];
+    if (!aq_budget_escape(tenant ? tenant : "", t1, sizeof(t1)))
+        return false;
+    bool typed = type && *type;
+    if (typed && !aq_budget_escape(type, t2, sizeof(t2)))
+        return false;
+    int w = snprintf(out, n, "%s.%s%s%s", q->deferred_subjects, t1, typed ? "." : "",
+                     typed ? t2 : "");
+    return w > 0 && (size_t)w < n;
+}
+
 aq_status aq_park_msg(const aq_queue_config *q, natsMsg *orig, const aq_park_info *pi,
                       natsMsg **out, char msg_id[AQ_PARK_MSG_ID_MAX], aq_err *err)
 {
-    char token[3 * AQ_BUDGET_NAME_MAX + 2], subject[512], num[32], when[40];
-    if (!aq_budget_escape(pi->tenant ? pi->tenant : "", token, sizeof(token)))
-        return aq_err_set(err, AQ_INVALID_ARG, "tenant too long to park the task");
-    int w = snprintf(subject, sizeof(subject), "%s.%s", q->deferred_subjects, token);
-    if (w < 0 || (size_t)w >= sizeof(subject))
-        return aq_err_set(err, AQ_INVALID_ARG, "deferred subject too long");
+    char subject[512], num[32], when[40];
+    if (!park_subject(q, pi->tenant, pi->type, subject, sizeof(subject)))
+        return aq_err_set(err, AQ_INVALID_ARG, "tenant or type too long to park the task");
     natsMsg *m = NULL;
     if (natsMsg_Create(&m, subject, NULL, natsMsg_GetData(orig), natsMsg_GetDataLength(orig)) !=
         NATS_OK)
@@ -193,29 +205,57 @@ static bool parked_releasable(natsMsg *m, const aq_budget_spec *spec, int64_t to
 }
 
 aq_status aq_park_due(jsCtx *js, const aq_queue_config *q, const aq_budget_spec *spec,
-                      int64_t now_unix_ms, bool *due, aq_err *err)
+                      int64_t now_unix_ms, aq_park_view *view, bool *due, aq_err *err)
 {
     *due = false;
+    memset(view, 0, sizeof(*view));
     int64_t today = aq_budget_day_of(now_unix_ms);
-    size_t n = spec ? aq_budget_spec_count(spec) : 0;
     jsOptions jo;
     jsOptions_Init(&jo);
     jo.Wait = q->nats_timeout_ms;
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_GetStreamInfo(&si, js, q->deferred_stream, &jo, &jerr);
+    if (s != NATS_OK)
+        return aq_queue_nats_error(err, s, jerr, "deferred stream");
+    view->msgs = si->State.Msgs;
+    view->first_seq = si->State.FirstSeq;
+    view->last_seq = si->State.LastSeq;
+    jsStreamInfo_Destroy(si);
+    if (view->msgs == 0)
+        return AQ_OK;
+    /* The oldest: parked on an earlier day, it may go back (a reset the
+     * fleet was down for, or a worker whose clock was behind). */
+    natsMsg *m = NULL;
+    uint64_t seq = 0;
+    aq_err e;
+    aq_status st = aq_queue_scan_next(js, q->deferred_stream, view->first_seq, q->nats_timeout_ms,
+                                      &m, &seq, &e);
+    if (st == AQ_OK) {
+        int64_t day = 0;
+        *due = header_int(m, AQ_PARK_H_DAY, &day) && day < today;
+        natsMsg_Destroy(m);
+    } else if (st != AQ_NOT_FOUND) {
+        *err = e;
+        return st;
+    }
+    /* The last parked under each of this worker's budgets: under a lower
+     * limit than this worker's, it may go back (a raised budget). */
+    size_t n = spec ? aq_budget_spec_count(spec) : 0;
     for (size_t i = 0; i < n && !*due; i++) {
         const char *tenant = NULL, *type = NULL;
         int64_t limit = 0;
-        char token[3 * AQ_BUDGET_NAME_MAX + 2], subject[512];
+        char subject[512];
         if (!aq_budget_spec_entry(spec, i, &tenant, &type, &limit) ||
-            !aq_budget_escape(tenant, token, sizeof(token)))
+            !park_subject(q, tenant, type, subject, sizeof(subject)))
             continue;
-        snprintf(subject, sizeof(subject), "%s.%s", q->deferred_subjects, token);
         jsDirectGetMsgOptions dg;
         jsDirectGetMsgOptions_Init(&dg);
         dg.LastBySubject = subject;
-        natsMsg *m = NULL;
-        natsStatus s = js_DirectGetMsg(&m, js, q->deferred_stream, &jo, &dg);
+        m = NULL;
+        s = js_DirectGetMsg(&m, js, q->deferred_stream, &jo, &dg);
         if (s == NATS_NOT_FOUND)
-            continue; /* nothing parked for this tenant */
+            continue; /* nothing parked under this budget */
         if (s != NATS_OK)
             return aq_queue_nats_error(err, s, 0, "last parked task");
         *due = parked_releasable(m, spec, today);

@@ -1,8 +1,9 @@
 /* Parked tasks: a spent budget's backlog, out of the consumer's way.
  *
  * With budget_action=defer a task whose tenant's daily budget is spent is
- * copied to the deferred stream (subject <deferred_subjects>.<tenant>,
- * tenant escaped as in the budget keys) and then acked, so it no longer
+ * copied to the deferred stream (subject <deferred_subjects>.<tenant>, or
+ * <deferred_subjects>.<tenant>.<type> when the type's budget refused it;
+ * escaped as in the budget keys) and then acked, so it no longer
  * counts against the consumer's max_ack_pending: a spent tenant's backlog,
  * however long, never holds back the other tenants. The copy is the
  * original task bytes with the original headers (less the Nats-* ones) and:
@@ -19,8 +20,8 @@
  * from the deferred stream) by any worker's release pass when its budget
  * day is over, or when that worker's configured limit for the budget that
  * refused it is higher than Agentq-Parked-Limit (the budget was raised).
- * Workers run a pass when they start, just after 00:00 UTC and again a few
- * minutes later, and whenever aq_park_due says so (pipeline/keeper.c).
+ * Workers run a pass when aq_park_due says one is due: they check when they
+ * start and every 30 s (pipeline/keeper.c).
  *
  * Crash windows (every step is repeatable, none loses the task):
  *   park:    copy published, original not acked yet -> the original is
@@ -87,14 +88,20 @@ aq_status aq_park_release(jsCtx *js, const aq_queue_config *q, const aq_budget_s
                           int64_t now_unix_ms, const volatile bool *stop, aq_release_report *out,
                           aq_err *err);
 
-/* Is a release pass due? For each budget in `spec`, the last task parked
- * for its tenant (a direct get by subject: one round trip per budget) is
- * looked at: *due when that one may go back (aq_park_releasable). This is
- * how a worker notices, within a check period, tasks parked by a worker
- * with a lower limit than its own (a rolling restart that raises a budget)
- * without reading the whole deferred stream. */
+/* The deferred stream's state, as aq_park_due saw it. */
+typedef struct aq_park_view {
+    uint64_t msgs, first_seq, last_seq;
+} aq_park_view;
+
+/* Is a release pass due? Cheap, without reading the whole deferred stream:
+ * the oldest parked task is from an earlier budget day (its reset came; the
+ * fleet may have been down then, or its worker's clock behind), or the last
+ * task parked under one of the budgets of `spec` (subject
+ * <deferred_subjects>.<tenant>[.<type>]) was refused under a lower limit
+ * than `spec`'s (a raised budget, also while workers with the old limit
+ * still park tasks). One stream info and 1 + budgets direct gets. */
 aq_status aq_park_due(jsCtx *js, const aq_queue_config *q, const aq_budget_spec *spec,
-                      int64_t now_unix_ms, bool *due, aq_err *err);
+                      int64_t now_unix_ms, aq_park_view *view, bool *due, aq_err *err);
 
 /* The rule: may a task parked on `day` under `parked_limit` go back now? */
 bool aq_park_releasable(int64_t parked_day, int64_t parked_limit, int64_t today,

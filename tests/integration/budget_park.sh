@@ -14,7 +14,7 @@
 #     complete under their own ids; the deferred stream ends empty;
 #  5. a rolling restart: tasks parked by a worker that still has the lower
 #     limit after the raised worker started are released by its periodic
-#     check (every 30 s), without a restart.
+#     check (every 30-37 s), without a restart.
 [ $(( $(date -u +%s) % 86400 )) -lt $(( 86400 - 600 )) ] || { echo "skipped: near 00:00 UTC"; exit 77; }
 source "$(dirname "$0")/lib.sh"
 

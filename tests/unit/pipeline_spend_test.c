@@ -133,8 +133,8 @@ static void test_park_msg(void **state)
     aq_err err;
     assert_int_equal(aq_park_msg(&q, orig, &pi, &m, id, &err), AQ_OK);
     assert_string_equal(id, "park-AGENTQ_TASKS-42-t-1");
-    /* The tenant escaped into one subject token. */
-    assert_string_equal(natsMsg_GetSubject(m), "agentq.deferred.ac=2Eme=2A");
+    /* The tenant escaped into one subject token; the type refused it. */
+    assert_string_equal(natsMsg_GetSubject(m), "agentq.deferred.ac=2Eme=2A.sum");
     assert_int_equal(natsMsg_GetDataLength(m), 7);
     assert_memory_equal(natsMsg_GetData(m), "payload", 7);
     /* The task's own headers, all values; none of the server's. */
@@ -160,6 +160,7 @@ static void test_park_msg(void **state)
     /* The tenant's own budget refused it: no type header. */
     pi.type = NULL;
     assert_int_equal(aq_park_msg(&q, orig, &pi, &m, id, &err), AQ_OK);
+    assert_string_equal(natsMsg_GetSubject(m), "agentq.deferred.ac=2Eme=2A");
     assert_null(hdr(m, AQ_PARK_H_TYPE));
     natsMsg_Destroy(m);
     natsMsg_Destroy(orig);
