@@ -14,7 +14,10 @@
 #     complete under their own ids; the deferred stream ends empty;
 #  5. a rolling restart: tasks parked by a worker that still has the lower
 #     limit after the raised worker started are released by its periodic
-#     check (every 30-37 s), without a restart.
+#     check (every 30-37 s), without a restart;
+#  6. a task parked on an earlier day is released by a worker without any
+#     budget when it starts (the reset came while no worker ran); one parked
+#     today under a budget it does not have stays parked.
 [ $(( $(date -u +%s) % 86400 )) -lt $(( 86400 - 600 )) ] || { echo "skipped: near 00:00 UTC"; exit 77; }
 source "$(dirname "$0")/lib.sh"
 
@@ -107,4 +110,22 @@ agentq wait --timeout=60s $(ids 5 late) > "$T/late.jsonl" \
     || fail "tasks parked under a lower limit were not released by the running worker with a higher one"
 note "parked by a worker with a lower limit: released by a running worker's check within $((SECONDS - start)) s"
 wait_until 10 parked_is 0 || fail "left in the deferred stream: $(parked_count)"
+kill -TERM "$W4"; wait "$W4" || fail "worker w4 did not exit 0"; forget_pid "$W4"
+
+# ---- 6. parked yesterday (a reset the fleet was down for): a worker with
+#         no budget at all releases it when it starts ----
+today=$(( $(date -u +%s) / 86400 ))
+pb_task 'id: "yday-1" type: "it" tenant: "yday" prompt: "from yesterday" max_tokens: 40' > "$T/yday.bin"
+raw_publish --subject agentq.deferred.yday --msg-id park-test-yday-1 --header "Agentq-Parked-Subject:agentq.tasks.it" \
+    --header "Agentq-Parked-Tenant:yday" --header "Agentq-Parked-Limit:0" \
+    --header "Agentq-Parked-Day:$((today - 1))" --header "Agentq-Parked-Seq:1" --file "$T/yday.bin" > /dev/null
+# and one parked today under a budget no worker here has: it stays.
+pb_task 'id: "tday-1" type: "it" tenant: "tday" prompt: "from today" max_tokens: 40' > "$T/tday.bin"
+raw_publish --subject agentq.deferred.tday --msg-id park-test-tday-1 --header "Agentq-Parked-Subject:agentq.tasks.it" \
+    --header "Agentq-Parked-Tenant:tday" --header "Agentq-Parked-Limit:0" \
+    --header "Agentq-Parked-Day:$today" --header "Agentq-Parked-Seq:2" --file "$T/tday.bin" > /dev/null
+WORKER_NAME=w6 start_worker
+agentq wait --timeout=30s yday-1 > "$T/yday.json" || fail "a task parked yesterday was not released: $(cat "$T/yday.json")"
+wait_until 10 parked_is 1 || fail "expected only today's task left parked: $(parked_count)"
+[ "$(parked | jq -r .subject)" = agentq.deferred.tday ] || fail "the wrong task was released"
 echo "PASS"
