@@ -20,15 +20,20 @@ struct aq_keeper {
     pthread_cond_t cond;
     volatile bool stop;
     uint64_t sweep_cursor;
+    uint64_t kept_logged; /* the highest sequence said to have no result */
     bool idle_valid;     /* the last pass released nothing, the stream was then `idle` */
     int64_t idle_day;
     aq_park_view idle;
     bool sweep_off; /* the stream does not answer direct gets: said once */
 };
 
+/* Each such message is said once per worker (every sweep finds it again). */
 static void on_kept(void *ctx, uint64_t seq, const char *id)
 {
-    (void)ctx;
+    aq_keeper *k = ctx;
+    if (seq <= k->kept_logged)
+        return;
+    k->kept_logged = seq;
     aq_log(AQ_LOG_WARN, "sweep: message behind the ack floor has no stored result: left in the stream",
            AQ_LF_I("stream_seq", seq), AQ_LF_S("id", id));
 }
