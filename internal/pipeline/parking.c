@@ -149,7 +149,6 @@ static bool header_int(natsMsg *m, const char *key, int64_t *out)
     return true;
 }
 
-
 /* Back to the task stream under a Nats-Msg-Id of its own (the task's id as
  * Nats-Msg-Id would be dropped as a duplicate of the original within the
  * de-dup window), then out of the deferred stream. */
