@@ -8,7 +8,7 @@
 #     20 tasks of tenant `other` published after them: the 20 complete
 #     promptly; the 60 are parked (the deferred stream holds 60 copies with
 #     their headers, the task stream and the consumer's ack-pending are
-#     empty), none has a result;
+#     empty; agentq_parked_tasks says 60), none has a result;
 #  3. a worker restarted with the same budget releases nothing;
 #  4. a worker restarted with the budget raised releases all 60, which
 #     complete under their own ids; the deferred stream ends empty;
@@ -38,7 +38,9 @@ parked_count() { parked | wc -l; }
 parked_is() { [ "$(parked_count)" = "$1" ]; }
 
 # ---- 2. the spent tenant's backlog, then another tenant's tasks ----
-WORKER_NAME=w1 start_worker --budgets="spent=0" --concurrency=16
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+PORT=$(free_port)
+WORKER_NAME=w1 start_worker --budgets="spent=0" --concurrency=16 --metrics_port="$PORT" --metrics_bind=127.0.0.1
 W=$WORKER_PID
 # 57 plain tasks, one with a header of its own, one with a deadline in 3 days.
 tasks 58 spent | head -57 | agentq submit --file=- --quiet
@@ -70,6 +72,8 @@ jq -e -s 'all(.[]; .subject == "agentq.deferred.spent"
 jq -e -s 'map(select(.headers["X-Trace-Id"] == "trace-57")) | length == 1' "$T/parked.jsonl" > /dev/null \
     || fail "the task's own header was not kept: $(grep trace "$T/parked.jsonl")"
 grep -q '"daily budget spent: task parked until it resets or is raised"' "$T/worker-w1.log" || fail "no parking logged"
+gauge_is() { curl -sf "http://127.0.0.1:$PORT/metrics" | grep -qx "agentq_parked_tasks $1"; }
+wait_until 15 gauge_is 60 || fail "agentq_parked_tasks: $(curl -sf "http://127.0.0.1:$PORT/metrics" | grep parked)"
 kill -TERM "$W"; wait "$W" || fail "worker w1 did not exit 0"; forget_pid "$W"
 
 # ---- 3. the same budget again: nothing released ----
