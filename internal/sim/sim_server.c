@@ -59,6 +59,7 @@
 #define SIM_CUT_WAIT_TRIES 500
 #define SIM_MODELS_MAX_LIMIT 1000         /* GET /v1/models?limit= */
 #define SIM_MODELS_DEFAULT_LIMIT 20
+#define SIM_BODY_SLACK (1024 * 1024)      /* over max_body_bytes still read, to answer 413 in JSON */
 
 typedef enum pend_action { ACT_REPLY, ACT_DROP, ACT_STALL, ACT_STREAM } pend_action;
 
@@ -1344,7 +1345,9 @@ static aq_status worker_init(aq_sim_server *srv, sim_worker *w, size_t idx, int 
         return aq_err_set(err, AQ_NOMEM, "evhttp_new failed");
     evhttp_set_gencb(w->http, on_request, w);
     evhttp_set_max_headers_size(w->http, SIM_MAX_HEADERS_BYTES);
-    evhttp_set_max_body_size(w->http, srv->max_body);
+    /* evhttp refuses a larger body with a bare 413 before we see it; up to
+     * SIM_BODY_SLACK more reaches the handler, which answers the API's 413. */
+    evhttp_set_max_body_size(w->http, srv->max_body + SIM_BODY_SLACK);
     evhttp_set_timeout(w->http, SIM_IDLE_TIMEOUT_S);
     evhttp_set_allowed_methods(w->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
                                             EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |

@@ -18,7 +18,8 @@ struct aq_sim_stream {
     char *msg_id, *model, *text, *stop_seq;
     size_t model_len, text_len, stop_seq_len;
     bool text_block;      /* block 0 is a text block */
-    aq_sim_tool_call *calls;
+    aq_sim_tool_call *calls; /* their names point into names[], not the request */
+    char **names;
     size_t n_calls, n_blocks;
     const char *stop_reason; /* a string literal of the answer */
     int64_t in, out, cache_creation, cache_read;
@@ -43,9 +44,12 @@ void aq_sim_stream_free(aq_sim_stream *s)
 {
     if (!s)
         return;
-    for (size_t i = 0; s->calls && i < s->n_calls; i++)
+    for (size_t i = 0; s->calls && i < s->n_calls; i++) {
         free(s->calls[i].input);
+        free(s->names ? s->names[i] : NULL);
+    }
     free(s->calls);
+    free(s->names);
     free(s->msg_id);
     free(s->model);
     free(s->text);
@@ -87,6 +91,19 @@ aq_status aq_sim_stream_new(const aq_sim_request *r, aq_sim_answer *a, const cha
     s->n_calls = a->n_calls;
     a->calls = NULL;
     a->n_calls = 0;
+    if (s->n_calls && !(s->names = calloc(s->n_calls, sizeof(*s->names))))
+        st = AQ_NOMEM;
+    for (size_t i = 0; st == AQ_OK && i < s->n_calls; i++) {
+        aq_sim_text *name = &s->calls[i].name; /* the request's: it is freed before the stream ends */
+        if (!(s->names[i] = dup_n(name->ptr, name->len)))
+            st = AQ_NOMEM;
+        else
+            name->ptr = s->names[i];
+    }
+    if (st != AQ_OK) {
+        aq_sim_stream_free(s);
+        return aq_err_set(err, AQ_NOMEM, "out of memory");
+    }
     s->n_blocks = (s->text_block ? 1 : 0) + s->n_calls;
     s->stop_reason = a->stop_reason;
     s->in = a->input_tokens;
