@@ -440,6 +440,17 @@ static aq_status parse_tools(json_t *tools, aq_sim_request *r, marks *m, aq_err 
                               "tools.%zu.type: server tools ('%s') are not supported by agentq-sim; "
                               "only custom tools (no type, or 'custom')",
                               i, type);
+        static const char *const tool_fields[] = {
+            "name", "description", "input_schema", "cache_control", "type", "strict", "input_examples",
+            "allowed_callers", "defer_loading", "eager_input_streaming", NULL,
+        };
+        const char *key;
+        json_t *v;
+        json_object_foreach(t, key, v) {
+            if (!str_in(key, tool_fields))
+                return aq_err_set(err, AQ_INVALID_ARG, "tools.%zu.custom.%.100s: Extra inputs are not permitted", i,
+                                  key);
+        }
         json_t *name = json_object_get(t, "name"), *schema = json_object_get(t, "input_schema");
         json_t *desc = json_object_get(t, "description");
         if (!json_is_string(name))

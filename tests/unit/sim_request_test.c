@@ -16,7 +16,7 @@
 #include "sim/sim_tools.h"
 
 static const char *const models[] = {"claude-haiku-4-5", "claude-sonnet-4-6"};
-static const aq_sim_limits limits = {64000, models, 2};
+static const aq_sim_limits limits = {64000, models, 2, false};
 
 #define TEXT_CAP (1024 * 1024)
 
@@ -91,7 +91,10 @@ static void test_parse_rejects_every_error_case(void **state)
         {"{\"model\":\"claude-haiku-4-5\",\"max_tokens\":10,\"stop_sequences\":[\"\"],\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", AQ_INVALID_ARG, "stop_sequences.0"},
         {"{\"model\":\"claude-haiku-4-5\",\"max_tokens\":10,\"metadata\":\"u\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", AQ_INVALID_ARG, "metadata: Input should be a valid dictionary"},
         {"{\"model\":\"claude-haiku-4-5\",\"max_tokens\":10,\"metadata\":{\"user_id\":5},\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", AQ_INVALID_ARG, "metadata.user_id"},
-        {"{\"model\":\"claude-haiku-4-5\",\"max_tokens\":10,\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", AQ_INVALID_ARG, "stream"},
+        {"{\"model\":\"claude-haiku-4-5\",\"max_tokens\":10,\"stream\":\"yes\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", AQ_INVALID_ARG, "stream: Input should be a valid boolean"},
+        {"{\"model\":\"claude-haiku-4-5\",\"max_tokens\":10,\"foo\":1,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", AQ_INVALID_ARG, "foo: Extra inputs are not permitted"},
+        {"{\"model\":\"claude-haiku-4-5\",\"max_tokens\":10,\"messages\":[{\"role\":\"user\",\"content\":\"x\"},{\"role\":\"assistant\",\"content\":\"y \"}]}", AQ_INVALID_ARG, "final assistant content cannot end with trailing whitespace"},
+        {"{\"model\":\"claude-haiku-4-5\",\"max_tokens\":10,\"tools\":[{\"name\":\"t\",\"input_schema\":{\"type\":\"object\"},\"color\":1}],\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", AQ_INVALID_ARG, "tools.0.custom.color: Extra inputs are not permitted"},
         {"{\"model\":\"claude-nope-1\",\"max_tokens\":10,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", AQ_NOT_FOUND, "model: claude-nope-1"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -364,7 +367,7 @@ static void test_answer_echoes_last_user_message_capped(void **state)
     snprintf(body, sizeof(body),
              "{\"model\":\"claude-haiku-4-5\",\"max_tokens\":1000,\"messages\":["
              "{\"role\":\"user\",\"content\":\"first\"},{\"role\":\"assistant\",\"content\":\"ok\"},"
-             "{\"role\":\"user\",\"content\":\"%s\"},{\"role\":\"assistant\",\"content\":\"prefill\"}]}",
+             "{\"role\":\"user\",\"content\":\"%s\"}]}",
              prompt);
     answer(body, 10, 10, &t);
     assert_true(strncmp(t, "echo: ", 6) == 0);
