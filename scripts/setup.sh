@@ -3,7 +3,8 @@
 # configure and build.
 #   usage: scripts/setup.sh [--test] [--fuzz] [--deps-only] [BUILD_DIR] [CMAKE_ARGS...]
 #   --test       also install what the test suite uses (jq, curl, Go for the interop test,
-#                an HTTP/2 server and openssl for the TLS test)
+#                an HTTP/2 server and openssl for the TLS test; Node and npm for the SDK
+#                conformance test unless a node is installed already, e.g. from NodeSource)
 #   --fuzz       also install clang and libFuzzer (scripts/fuzz.sh)
 #   --deps-only  install, do not configure or build
 set -euo pipefail
@@ -22,7 +23,10 @@ want=("${BUILD_PKGS[@]}")
 deps_only=0
 while [ $# -gt 0 ]; do
     case $1 in
-        --test) want+=("${TEST_PKGS[@]}") ;;
+        --test) want+=("${TEST_PKGS[@]}")
+                # Debian's nodejs + npm, unless a node is there (NodeSource's nodejs
+                # bundles npm and conflicts with Debian's npm package).
+                command -v node >/dev/null 2>&1 || want+=(nodejs npm) ;;
         --fuzz) want+=("${FUZZ_PKGS[@]}") ;;
         --deps-only) deps_only=1 ;;
         *) break ;;
