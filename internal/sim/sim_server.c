@@ -45,14 +45,14 @@
 
 #define SIM_MAX_HEADERS_BYTES (64 * 1024) /* request line + headers of one request */
 #define SIM_LISTEN_BACKLOG 65535
-#define SIM_IDLE_TIMEOUT_S 120            /* evhttp read/write timeout per connection */
+#define SIM_IDLE_TIMEOUT_S 120            /* evhttp read/write timeout per connection (a stream that
+                                           * makes progress is not cut by it, however long) */
 #define SIM_TEXT_CAP ((size_t)AQ_SIM_MAX_OUTPUT_TOKENS * 4 + 4096)
 #define SIM_OUT_CAP (SIM_TEXT_CAP * 6 + 65536) /* escaped text (<= 6x) + the rest */
 #define SIM_MAX_LIST_ITEMS 4096           /* entries in the keys / models options */
 #define SIM_ID_LEN 32                     /* "req_" + 24 hex + NUL, rounded up */
 #define SIM_PROMPT_CACHE_SLOTS 4096       /* cached prompt prefixes (direct-mapped: a clash evicts) */
 #define SIM_STREAM_FLUSH_BYTES (256 * 1024) /* events gathered before they go to the connection */
-#define SIM_STREAM_IO_TIMEOUT_S 86400     /* a streaming connection's read/write timeout */
 #define SIM_STREAM_CHUNK_TOKENS 16        /* tokens per delta when streaming as fast as possible */
 #define SIM_STREAM_TICKS_PER_S 50         /* paced streams: deltas per second at most */
 #define SIM_CUT_WAIT_MS 10                /* a cut waits for what was sent to leave, this often */
@@ -371,7 +371,6 @@ static void stream_end(sim_conn *c, struct evhttp_request *req, bool counted)
     memset(&c->reply, 0, sizeof(c->reply));
     aq_sim_stats_response(w->srv->stats, w->idx, 200, counted ? rep.stat_input : 0, counted ? rep.stat_output : 0);
     conn_end_pending(c);
-    evhttp_connection_set_timeout(c->evcon, SIM_IDLE_TIMEOUT_S);
     evhttp_send_reply_end(req);
 }
 
@@ -414,7 +413,6 @@ static void stream_tick(sim_conn *c)
     aq_buf_reset(&w->out);
     if (!c->stream_started) {
         c->stream_started = true;
-        evhttp_connection_set_timeout(c->evcon, SIM_STREAM_IO_TIMEOUT_S);
         evhttp_send_reply_start(req, 200, "OK");
         st = aq_sim_stream_next(c->stream, &w->out, &tokens, &done);
         if (st == AQ_OK)
