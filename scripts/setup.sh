@@ -3,8 +3,9 @@
 # configure and build.
 #   usage: scripts/setup.sh [--test] [--fuzz] [--deps-only] [BUILD_DIR] [CMAKE_ARGS...]
 #   --test       also install what the test suite uses (jq, curl, Go for the interop test,
-#                an HTTP/2 server and openssl for the TLS test, node and npm for the
-#                trace export test)
+#                an HTTP/2 server and openssl for the TLS test; Node and npm for the
+#                trace export and SDK conformance tests unless a node is installed
+#                already, e.g. from NodeSource)
 #   --fuzz       also install clang and libFuzzer (scripts/fuzz.sh)
 #   --deps-only  install, do not configure or build
 set -euo pipefail
@@ -17,23 +18,23 @@ BUILD_PKGS=(build-essential cmake pkg-config
 TEST_PKGS=(jq curl procps python3-prometheus-client nghttp2-server openssl
            golang-go golang-github-nats-io-go-nats-dev golang-google-protobuf-dev protobuf-compiler
            golang-github-masterminds-sprig-dev golang-gopkg-yaml.v2-dev
-           golang-github-xeipuuv-gojsonschema-dev python3-yaml yamllint nodejs)
+           golang-github-xeipuuv-gojsonschema-dev python3-yaml yamllint)
 FUZZ_PKGS=(clang libclang-rt-14-dev)
 
 want=("${BUILD_PKGS[@]}")
 deps_only=0
 while [ $# -gt 0 ]; do
     case $1 in
-        --test) want+=("${TEST_PKGS[@]}") ;;
+        --test) want+=("${TEST_PKGS[@]}")
+                # Debian's nodejs + npm, unless a node is there (NodeSource's nodejs
+                # bundles npm and conflicts with Debian's npm package).
+                command -v node >/dev/null 2>&1 || want+=(nodejs npm) ;;
         --fuzz) want+=("${FUZZ_PKGS[@]}") ;;
         --deps-only) deps_only=1 ;;
         *) break ;;
     esac
     shift
 done
-# npm for the trace_export test's OpenTelemetry packages: Debian ships it as
-# its own package, other builds of nodejs bring it along.
-[[ " ${want[*]} " == *" nodejs "* ]] && ! command -v npm > /dev/null && want+=(npm)
 missing=()
 for p in "${want[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -139,6 +139,7 @@ static aq_status start_probe(const aq_worker_config *cfg, natsConnection **nc, j
         .task_stream = cfg->queue.task_stream,
         .consumer = cfg->queue.consumer,
         .dlq_stream = cfg->queue.dlq_stream,
+        .deferred_stream = cfg->queue.deferred_stream,
         .interval_ms = PROBE_INTERVAL_MS,
         .timeout_ms = cfg->queue.nats_timeout_ms < PROBE_TIMEOUT_MAX_MS ? cfg->queue.nats_timeout_ms
                                                                       : PROBE_TIMEOUT_MAX_MS,

@@ -149,6 +149,9 @@ int64_t aq_budget_day_end_ms(int64_t day);
  * other byte "=XX" (upper-case hex), the empty string "=". false when it
  * does not fit `n`. */
 bool aq_budget_key(int64_t day, const char *tenant, const char *type, char *out, size_t n);
+/* The escaping of one token alone (a subject token too: parked tasks go to
+ * <deferred_subjects>.<escaped tenant>); false when it does not fit `n`. */
+bool aq_budget_escape(const char *token, char *out, size_t n);
 /* The inverse of the escaping of one token; false for a malformed token. */
 bool aq_budget_unescape(const char *token, size_t len, char *out, size_t n);
 

@@ -332,6 +332,15 @@ static int hexval(char c)
     return -1;
 }
 
+bool aq_budget_escape(const char *token, char *out, size_t n)
+{
+    size_t pos = 0;
+    if (n == 0 || !escape_token(token ? token : "", out, n, &pos) || pos >= n)
+        return false;
+    out[pos] = '\0';
+    return true;
+}
+
 bool aq_budget_unescape(const char *token, size_t len, char *out, size_t n)
 {
     size_t o = 0;

@@ -142,25 +142,6 @@ static bool has_control(const char *s)
     return false;
 }
 
-static bool subject_prefix_ok(const char *s)
-{
-    if (!*s || strlen(s) > AQ_CONFIG_SUBJECT_MAX)
-        return false;
-    bool token_empty = true;
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '.') {
-            if (token_empty)
-                return false;
-            token_empty = true;
-            continue;
-        }
-        if (*p <= ' ' || *p == 0x7f || *p == '*' || *p == '>')
-            return false;
-        token_empty = false;
-    }
-    return !token_empty;
-}
-
 static bool js_name_ok(const char *s, bool bucket)
 {
     size_t n = strlen(s);
@@ -344,7 +325,7 @@ static aq_status check_text(const aq_option *o, const char *value, const char *s
         }
         return AQ_OK;
     case AQ_OPT_SUBJECT:
-        if (!subject_prefix_ok(value))
+        if (!aq_subject_prefix_valid(value, AQ_CONFIG_SUBJECT_MAX))
             return aq_err_set(err, AQ_CONFIG,
                               "%s (from %s): '%.200s' is not a subject prefix (dot-separated "
                               "tokens, no wildcards or spaces, at most %d bytes)",

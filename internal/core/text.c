@@ -150,3 +150,22 @@ int aq_span_setting(const char *b, const char *e, const char *const *names, int 
             return i;
     return AQ_SPAN_UNKNOWN_NAME;
 }
+
+bool aq_subject_prefix_valid(const char *s, size_t max_len)
+{
+    if (!s || !*s || strlen(s) > max_len)
+        return false;
+    bool token_empty = true;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '.') {
+            if (token_empty)
+                return false;
+            token_empty = true;
+            continue;
+        }
+        if (*p <= ' ' || *p == 0x7f || *p == '*' || *p == '>')
+            return false;
+        token_empty = false;
+    }
+    return !token_empty;
+}

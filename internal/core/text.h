@@ -36,4 +36,8 @@ const char *aq_span_find(const char *b, const char *e, char c);
 int aq_span_setting(const char *b, const char *e, const char *const *names, int n,
                     const char **nb, const char **ne, const char **vb, const char **ve);
 
+/* A NATS subject prefix: 1..max_len bytes of dot-separated, non-empty tokens
+ * without a wildcard ('*', '>'), space or control character. */
+bool aq_subject_prefix_valid(const char *s, size_t max_len);
+
 #endif

@@ -1,5 +1,7 @@
 #include "fleet/fleet_snapshot.h"
 
+#include "core/text.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -362,19 +364,5 @@ aq_status aq_fleet_subject_token(const char *worker, char *out, size_t n, aq_err
 
 bool aq_fleet_prefix_valid(const char *prefix)
 {
-    if (!prefix || !*prefix || strlen(prefix) > AQ_FLEET_PREFIX_MAX)
-        return false;
-    bool token_empty = true;
-    for (const unsigned char *p = (const unsigned char *)prefix; *p; p++) {
-        if (*p == '.') {
-            if (token_empty)
-                return false;
-            token_empty = true;
-            continue;
-        }
-        if (*p <= ' ' || *p == 0x7f || *p == '*' || *p == '>')
-            return false;
-        token_empty = false;
-    }
-    return !token_empty;
+    return aq_subject_prefix_valid(prefix, AQ_FLEET_PREFIX_MAX);
 }

@@ -8,6 +8,7 @@
 
 #include "core/clock.h"
 #include "llm/llm_request.h"
+#include "pipeline/keeper.h"
 #include "queue/queue_setup.h"
 #include "tool/tool_schema.h"
 
@@ -384,6 +385,13 @@ aq_status aq_pipeline_start(struct event_base *base, const aq_worker_config *cfg
 
     if ((st = aq_backstop_start(p->js, &cfg->queue, p->worker_name, &p->backstop, err)) != AQ_OK)
         goto fail;
+    /* Parked tasks are released by every worker that can see them, whatever
+     * its own budget_action (one switched to fail must not strand them). */
+    aq_err perr;
+    bool release = aq_queue_stream_exists(p->js, cfg->queue.deferred_stream, "deferred stream",
+                                          &perr) == AQ_OK;
+    if ((st = aq_keeper_start(p->js, &cfg->queue, p->budgets, release, &p->keeper, err)) != AQ_OK)
+        goto fail;
     aq_fetch_opts fo = {
         .slots = (int)cfg->concurrency,
         .max_batch = (int)cfg->fetch_batch,
@@ -435,6 +443,7 @@ void aq_pipeline_destroy(aq_pipeline *p)
         return;
     aq_fetcher_stop(p->fetcher);
     aq_backstop_destroy(p->backstop);
+    aq_keeper_destroy(p->keeper);
     /* Reads not completed are dropped: no job may hear from them again. */
     aq_kv_getter_destroy(p->results_get);
     aq_kv_getter_destroy(p->cache_get);

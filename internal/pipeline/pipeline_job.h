@@ -106,6 +106,8 @@ typedef struct job {
     bool spend_pending;  /* waiting for the budget's answer (cancel when released) */
     uint8_t spend_asks;  /* refusals confirmed by asking the bucket again */
     bool waits_for_budget;
+    int64_t park_limit;  /* parking: the limit of the budget that refused it */
+    bool park_by_type;   /* parking: the type's budget refused it */
     aq_buf request;
     aq_llm_call *call;
     uint32_t calls;    /* LLM calls made by this delivery */
@@ -182,6 +184,8 @@ struct aq_pipeline {
     aq_budget_spec *budgets;    /* the configured budgets, for messages */
     aq_budget_action budget_action;
     int64_t max_deliver;        /* the consumer's, as the server has it (-1: none) */
+    bool parking;               /* a spent budget's tasks go to the deferred stream */
+    struct aq_keeper *keeper;   /* release passes and the ghost sweep (keeper.h) */
     aq_llm_request_opts request_opts;
     const char *crash_marker; /* test builds only: see aq_job_begin */
     bool careful;             /* fetcher thread only: holding one task at a time */

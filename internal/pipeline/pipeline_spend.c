@@ -5,7 +5,8 @@
  *     GRANTED      go on (rate budget, then the call)
  *     PENDING      the job waits for the answer (a KV round trip), still owned
  *     EXCEEDED     budget_action=fail: dead letter + FAILED result, class
- *                  budget_exceeded; defer: handed back until the day resets
+ *                  budget_exceeded; defer: parked until the day resets or the
+ *                  budget is raised (parking.h)
  *     UNAVAILABLE  the bucket cannot be reached: wait in place, try again
  *   on_llm_done -> aq_job_spend_settle: the real cost (or what may have been
  *     billed); job_release -> aq_job_spend_release: cancel or charge the bound
@@ -14,18 +15,18 @@
  * at once without I/O, and the reservation is what records the tenant's
  * real cost in the fleet's "spent today" figures (agentq status).
  *
- * Why a deferral is one hand-back until the reset, not a wait in place nor
- * short hand-backs: a spent tenant's tasks may keep arriving all day, far
- * more than a worker can hold (waiting in place would fill every slot with
- * them and stop the other tenants' work). A hand-back (NakWithDelay) keeps
- * them in the stream, but each one is a delivery, which MaxDeliver counts
- * (default 10; then the backstop dead-letters the task as max_deliveries)
- * and which makes a task look like a crash suspect from its third delivery
- * on. Short hand-backs (every few minutes) would use up MaxDeliver within
- * the hour, and they do not free MaxAckPending either: nats-server keeps a
- * message nak'ed with a delay in the consumer's ack-pending set until it is
- * redelivered (checked against nats-server 2.9: the delayed messages filled
- * MaxAckPending and held back the next one). So one hand-back per budget day. */
+ * Why a deferral parks the task rather than waiting in place or handing it
+ * back: a spent tenant's tasks may keep arriving all day, far more than a
+ * worker can hold (waiting in place would fill every slot with them and
+ * stop the other tenants' work). A hand-back (NakWithDelay) keeps them in
+ * the stream, but nats-server keeps a message nak'ed with a delay in the
+ * consumer's ack-pending set until it is redelivered (checked against
+ * nats-server 2.9): a backlog above MaxAckPending stopped the consumer for
+ * every tenant until the reset. Each hand-back is also a delivery, which
+ * MaxDeliver counts. So the task is copied to the deferred stream and acked
+ * (parking.h: the headers, the crash windows, the release rules); only a
+ * deployment without that stream falls back to one hand-back until the
+ * reset. */
 #include "pipeline_job.h"
 #include "spend_rules.h"
 
@@ -36,6 +37,8 @@
 #include <time.h>
 
 #include "core/clock.h"
+#include "pipeline/parking.h"
+#include "queue/queue_setup.h"
 
 /* ---- pure rules (spend_rules.h) ---- */
 
@@ -88,6 +91,15 @@ aq_status aq_spend_start(aq_pipeline *p, aq_err *err)
     };
     if ((st = aq_budget_new(p->nc, p->base, &bc, &p->spend, err)) != AQ_OK)
         return aq_err_prefix(err, "budgets");
+    if (budgeted && p->budget_action == AQ_BUDGET_ACTION_DEFER) {
+        aq_err e;
+        aq_status ps = aq_queue_stream_exists(p->js, cfg->queue.deferred_stream, "deferred stream", &e);
+        p->parking = ps == AQ_OK;
+        if (ps != AQ_OK)
+            aq_log(AQ_LOG_WARN,
+                   "no deferred stream: tasks of a spent budget stay ack-pending until it resets",
+                   AQ_LF_S("error", e.msg));
+    }
     aq_log(AQ_LOG_INFO, "budgets", AQ_LF_I("budgets", aq_budget_spec_count(p->budgets)),
            AQ_LF_S("action", p->budget_action == AQ_BUDGET_ACTION_FAIL ? "fail" : "defer"),
            AQ_LF_S("bucket", cfg->budget_bucket), AQ_LF_S("instance", aq_budget_instance(p->spend)));
@@ -127,7 +139,67 @@ static void format_utc(int64_t unix_ms, char *out, size_t n)
         snprintf(out, n, "%" PRId64 " ms", unix_ms);
 }
 
-/* EXCEEDED: fail, or hand back until the budget day resets. */
+/* ---- parking (parking.h) ---- */
+
+static void park(job *j);
+
+/* The parked copy could not be confirmed: try again while the task is
+ * still owned (in-progress acks keep it); when stopping, hand it back. */
+static void park_failed(job *j, const aq_err *err)
+{
+    aq_pipeline *p = j->p;
+    aq_job_log(AQ_LOG_WARN, j, "parking not confirmed; retrying", err);
+    int64_t ms = aq_job_backoff_ms(p->cfg, ++j->store_tries);
+    if (p->stopping) {
+        aq_job_settle(j, SETTLE_NAK, ms);
+        return;
+    }
+    j->stage = STAGE_STORING; /* the timer comes back to it */
+    if (!aq_job_after(j, ms, park))
+        aq_job_settle(j, SETTLE_NAK, ms);
+}
+
+static void on_parked(void *ctx, aq_status st, uint64_t seq, const aq_err *err)
+{
+    (void)seq;
+    job *j = ctx;
+    if (st != AQ_OK) {
+        park_failed(j, err);
+        return;
+    }
+    /* The copy is durable: only now may the original leave the stream. */
+    aq_job_settle(j, SETTLE_ACK, 0);
+}
+
+static void park(job *j)
+{
+    aq_pipeline *p = j->p;
+    aq_park_info pi = {
+        .tenant = tenant_of(j),
+        .type = j->park_by_type ? job_type(j) : NULL,
+        .limit_micro = j->park_limit,
+        .reset_unix_ms = j->spend.reset_unix_ms,
+        .stream_seq = j->stream_seq,
+        .task_id = j->task->id,
+    };
+    natsMsg *m = NULL;
+    char msg_id[AQ_PARK_MSG_ID_MAX];
+    aq_err err;
+    j->stage = STAGE_STORING;
+    if (aq_park_msg(&p->cfg->queue, j->msg, &pi, &m, msg_id, &err) != AQ_OK) {
+        /* Nothing to retry: hand it back until the reset instead. */
+        aq_job_log(AQ_LOG_WARN, j, "cannot park: task handed back until the budget resets", &err);
+        aq_job_settle(j, SETTLE_NAK,
+                      aq_spend_defer_ms(aq_now_unix_ms(), j->spend.reset_unix_ms,
+                                        random() % (AQ_SPEND_RESET_JITTER_MS + 1)));
+        return;
+    }
+    if (aq_publisher_send(p->pub, m, msg_id, on_parked, j, &err) != AQ_OK)
+        park_failed(j, &err);
+}
+
+/* EXCEEDED: fail, or park until the budget day resets or the budget is
+ * raised (hand back when there is nowhere to park). */
 static void spend_refused(job *j)
 {
     aq_pipeline *p = j->p;
@@ -178,8 +250,20 @@ static void spend_refused(job *j)
         aq_job_fail(j, AQ_EXPIRED, &x);
         return;
     }
-    /* A hand-back now would be the task's last delivery: the backstop would
-     * dead-letter it as max_deliveries. Say why instead. */
+    if (p->parking) {
+        STAT_ADD(p, deferred);
+        aq_wm_deferral(p->wm, AQ_WM_DEFER_BUDGET);
+        aq_job_log(AQ_LOG_INFO, j, "daily budget spent: task parked until it resets or is raised", &e);
+        j->park_limit = aq_budget_spec_limit(p->budgets, tenant_of(j), by_type ? job_type(j) : "");
+        j->park_by_type = by_type;
+        j->store_tries = 0;
+        park(j);
+        return;
+    }
+    /* No deferred stream (a deployment set up before it existed): hand the
+     * task back until the reset, ack-pending meanwhile. A hand-back now
+     * would be the task's last delivery: the backstop would dead-letter it
+     * as max_deliveries. Say why instead. */
     if (p->max_deliver > 0 && j->delivered >= (uint64_t)p->max_deliver) {
         aq_err_prefix(&e, "cannot be deferred (delivery %" PRIu64 " of max_deliver %" PRId64 ")",
                       j->delivered, p->max_deliver);

@@ -30,6 +30,7 @@ enum {
     F_RL_REMAINING,
     F_BUDGET,
     F_BUDGET_LIMIT,
+    F_PARKED,
     F_BUILD_INFO,
     F_AGENT_RUNS,
     F_AGENT_STEPS,
@@ -96,6 +97,9 @@ static const aq_metric_desc families[F_COUNT] = {
                   G, 1, {"tenant"}, {TENANT_CAP_MARK}, NULL, 0},
     [F_BUDGET_LIMIT] = {"agentq_budget_limit_usd", "Today's spending budget per tenant, in US dollars.",
                         G, 1, {"tenant"}, {TENANT_CAP_MARK}, NULL, 0},
+    [F_PARKED] = {"agentq_parked_tasks",
+                  "Tasks of spent budgets parked in the deferred stream, fleet-wide (NaN until probed).",
+                  G, 0, {0}, {0}, NULL, 0},
     [F_BUILD_INFO] = {"agentq_build_info", "Always 1: the worker's version and name.", G, 2,
                       {"version", "worker"}, {1, 1}, NULL, 0},
     [F_AGENT_RUNS] = {"agentq_agent_runs_in_flight", "Agent runs this worker owns.", G, 0, {0}, {0},
@@ -131,7 +135,7 @@ struct aq_worker_metrics {
     aq_metrics *reg;
     aq_mfamily *f[F_COUNT];
     /* handles of the series whose labels never change: no lookup */
-    aq_mseries *pending, *ack_pending, *dlq, *in_progress, *llm_in_flight;
+    aq_mseries *pending, *ack_pending, *dlq, *in_progress, *llm_in_flight, *parked;
     aq_mseries *deferral[AQ_WM_DEFERRAL_COUNT];
     aq_mseries *cache[AQ_WM_CACHE_RESULT_COUNT];
     const aq_rl *rl;
@@ -163,9 +167,11 @@ aq_status aq_wm_new(aq_metrics *reg, const aq_wm_config *cfg, aq_worker_metrics 
     wm->pending = aq_mfamily_series(wm->f[F_QUEUE_PENDING], NULL);
     wm->ack_pending = aq_mfamily_series(wm->f[F_QUEUE_ACK_PENDING], NULL);
     wm->dlq = aq_mfamily_series(wm->f[F_DLQ], NULL);
+    wm->parked = aq_mfamily_series(wm->f[F_PARKED], NULL);
     wm->in_progress = aq_mfamily_series(wm->f[F_IN_PROGRESS], NULL);
     wm->llm_in_flight = aq_mfamily_series(wm->f[F_LLM_IN_FLIGHT], NULL);
-    bool ok = wm->pending && wm->ack_pending && wm->dlq && wm->in_progress && wm->llm_in_flight;
+    bool ok = wm->pending && wm->ack_pending && wm->dlq && wm->in_progress && wm->llm_in_flight &&
+              wm->parked;
     for (int i = 0; i < AQ_WM_DEFERRAL_COUNT; i++)
         ok &= (wm->deferral[i] = aq_mfamily_series(wm->f[F_DEFERRALS], AQ_LV(deferral_names[i]))) != NULL;
     for (int i = 0; i < AQ_WM_CACHE_RESULT_COUNT; i++)
@@ -179,6 +185,7 @@ aq_status aq_wm_new(aq_metrics *reg, const aq_wm_config *cfg, aq_worker_metrics 
     }
     aq_mseries_set(info, 1);
     aq_wm_set_queue(wm, -1, -1, -1);
+    aq_mseries_set(wm->parked, NAN);
     *out = wm;
     wm = NULL;
 out:
@@ -378,6 +385,7 @@ static void collect_probe(void *arg)
     aq_queue_probe_values v;
     aq_queue_probe_get(wm->probe, &v);
     aq_wm_set_queue(wm, v.pending, v.ack_pending, v.dlq_messages);
+    aq_mseries_set(wm->parked, v.parked < 0 ? NAN : (double)v.parked);
 }
 
 aq_status aq_wm_watch_probe(aq_worker_metrics *wm, const struct aq_queue_probe *probe, aq_err *err)

@@ -52,7 +52,7 @@ const aq_option aq_worker_options[] = {
      "daily spending budgets in USD per UTC day, per tenant and optionally per tenant/type, shared by the fleet, e.g. acme=25,globex=5;acme/summarize=2 (empty: none; the fleet's cost today is still recorded per tenant)"},
     {"budget_action", "AGENTQ_BUDGET_ACTION", AQ_OPT_STRING, "defer", 0, 0,
      offsetof(W, budget_action),
-     "a task whose tenant's budget is spent: defer (handed back until the budget day resets at 00:00 UTC) or fail (dead-lettered with class budget_exceeded)"},
+     "a task whose tenant's budget is spent: defer (parked in the deferred stream until the budget day resets at 00:00 UTC or the budget is raised) or fail (dead-lettered with class budget_exceeded)"},
     AQ_BUDGET_BUCKET_OPTIONS(W, budget_bucket, budget_ttl_ms),
     {"budget_flush", "AGENTQ_BUDGET_FLUSH", AQ_OPT_DURATION, "2s", 100, 60000,
      offsetof(W, budget_flush_ms), "how often this worker writes its spent figures and tidies its budget leases"},

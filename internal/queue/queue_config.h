@@ -41,6 +41,8 @@ typedef struct aq_queue_config {
     int64_t dlq_max_age_ms;
     char *advisory_stream;     /* captures the consumer's MAX_DELIVERIES advisories */
     char *backstop_consumer;   /* durable consumer on it, shared by the workers */
+    char *deferred_stream;     /* tasks parked until their tenant's budget allows them */
+    char *deferred_subjects;   /* prefix: parked tasks go to <prefix>.<tenant> */
 } aq_queue_config;
 
 /* Option rows for a config struct `T` that embeds aq_queue_config as `m`. */
@@ -103,7 +105,12 @@ typedef struct aq_queue_config {
      offsetof(T, m.advisory_stream),                                                             \
      "stream keeping the consumer's MAX_DELIVERIES advisories until a worker dead-letters the task"}, \
     {"backstop_consumer", "AGENTQ_BACKSTOP_CONSUMER", AQ_OPT_JS_NAME, "agentq-backstop", 0, 0,      \
-     offsetof(T, m.backstop_consumer), "durable consumer of the advisory stream, shared by all workers"}
+     offsetof(T, m.backstop_consumer), "durable consumer of the advisory stream, shared by all workers"}, \
+    {"deferred_stream", "AGENTQ_DEFERRED_STREAM", AQ_OPT_JS_NAME, "AGENTQ_DEFERRED", 0, 0,         \
+     offsetof(T, m.deferred_stream),                                                             \
+     "stream parking the tasks of a spent budget until it resets or is raised (budget_action=defer)"}, \
+    {"deferred_subjects", "AGENTQ_DEFERRED_SUBJECTS", AQ_OPT_SUBJECT, "agentq.deferred", 0, 0,     \
+     offsetof(T, m.deferred_subjects), "subject prefix: parked tasks go to <prefix>.<tenant>"}
 
 /* Checks across the queue options that one row cannot express (queue_config.c):
  * TLS certificate and key together, a password only with a user, distinct

@@ -14,7 +14,7 @@
 struct aq_queue_probe {
     natsConnection *nc;
     jsCtx *js;
-    char stream[NAME_MAX_LEN], consumer[NAME_MAX_LEN], dlq[NAME_MAX_LEN];
+    char stream[NAME_MAX_LEN], consumer[NAME_MAX_LEN], dlq[NAME_MAX_LEN], deferred[NAME_MAX_LEN];
     int64_t interval_ms, timeout_ms;
     pthread_t thread;
     bool running;
@@ -24,7 +24,7 @@ struct aq_queue_probe {
     /* written by the probe thread, read by anyone: atomics */
     bool connected;
     int state;
-    int64_t probed_unix_ms, pending, ack_pending, dlq_messages;
+    int64_t probed_unix_ms, pending, ack_pending, dlq_messages, parked;
     uint64_t probes, failures;
 };
 
@@ -86,6 +86,16 @@ static void probe_once(aq_queue_probe *pr)
         s = js_GetStreamInfo(&si, pr->js, pr->dlq, &jo, &jerr);
         if (s == NATS_OK)
             STORE(dlq_messages, (int64_t)si->State.Msgs);
+        jsStreamInfo_Destroy(si);
+    }
+    jerr = 0;
+    if (pr->deferred[0] && is_connected(pr)) {
+        si = NULL;
+        s = js_GetStreamInfo(&si, pr->js, pr->deferred, &jo, &jerr);
+        if (s == NATS_OK)
+            STORE(parked, (int64_t)si->State.Msgs);
+        else if (s == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr)
+            STORE(parked, (int64_t)-1);
         jsStreamInfo_Destroy(si);
     }
     if (st != AQ_PROBE_OK)
@@ -150,8 +160,9 @@ aq_status aq_queue_probe_new(natsConnection *nc, jsCtx *js, const aq_queue_probe
     if (!nc || !js || !opts->task_stream || !opts->consumer)
         return aq_err_set(err, AQ_INVALID_ARG, "queue probe: connection, stream and consumer needed");
     const char *dlq = opts->dlq_stream ? opts->dlq_stream : "";
+    const char *deferred = opts->deferred_stream ? opts->deferred_stream : "";
     if (strlen(opts->task_stream) >= NAME_MAX_LEN || strlen(opts->consumer) >= NAME_MAX_LEN ||
-        strlen(dlq) >= NAME_MAX_LEN)
+        strlen(dlq) >= NAME_MAX_LEN || strlen(deferred) >= NAME_MAX_LEN)
         return aq_err_set(err, AQ_TOO_BIG, "queue probe: a stream or consumer name is over %d bytes",
                           NAME_MAX_LEN - 1);
     aq_queue_probe *pr = calloc(1, sizeof(*pr));
@@ -162,11 +173,12 @@ aq_status aq_queue_probe_new(natsConnection *nc, jsCtx *js, const aq_queue_probe
     strcpy(pr->stream, opts->task_stream);
     strcpy(pr->consumer, opts->consumer);
     strcpy(pr->dlq, dlq);
+    strcpy(pr->deferred, deferred);
     pr->interval_ms = opts->interval_ms < AQ_QUEUE_PROBE_MIN_INTERVAL_MS
                           ? AQ_QUEUE_PROBE_MIN_INTERVAL_MS
                           : opts->interval_ms;
     pr->timeout_ms = opts->timeout_ms > 0 ? opts->timeout_ms : 2000;
-    pr->pending = pr->ack_pending = pr->dlq_messages = -1;
+    pr->pending = pr->ack_pending = pr->dlq_messages = pr->parked = -1;
     pthread_mutex_init(&pr->lock, NULL);
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -193,6 +205,7 @@ void aq_queue_probe_get(const aq_queue_probe *cpr, aq_queue_probe_values *out)
     out->pending = LOAD(pending);
     out->ack_pending = LOAD(ack_pending);
     out->dlq_messages = LOAD(dlq_messages);
+    out->parked = LOAD(parked);
     out->probes = LOAD(probes);
     out->failures = LOAD(failures);
 }

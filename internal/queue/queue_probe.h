@@ -27,6 +27,7 @@ typedef struct aq_queue_probe_opts {
     const char *task_stream; /* the consumer's stream */
     const char *consumer;
     const char *dlq_stream;
+    const char *deferred_stream; /* parked tasks (may be NULL: not probed) */
     int64_t interval_ms; /* between probes; at least AQ_QUEUE_PROBE_MIN_INTERVAL_MS */
     int64_t timeout_ms;  /* per JetStream API request; also bounds how long destroy waits */
 } aq_queue_probe_opts;
@@ -49,6 +50,7 @@ typedef struct aq_queue_probe_values {
     int64_t pending;            /* consumer NumPending (not yet delivered); -1 unknown */
     int64_t ack_pending;        /* consumer NumAckPending (delivered, not acked); -1 unknown */
     int64_t dlq_messages;       /* DLQ stream State.Msgs; -1 unknown */
+    int64_t parked;             /* deferred stream State.Msgs; -1 unknown or no such stream */
     uint64_t probes, failures;  /* probes made, and of them the ones that failed */
 } aq_queue_probe_values;
 

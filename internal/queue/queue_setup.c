@@ -138,7 +138,35 @@ aq_status aq_queue_ensure(jsCtx *js, const aq_queue_config *cfg, aq_queue_report
     sc.MaxBytes = cfg->stream_max_bytes;
     sc.MaxMsgSize = (int32_t)cfg->max_msg_size;
     sc.Discard = js_DiscardNew;
+    /* Direct gets with next_by_subj let the ghost sweep (pipeline/sweep.c)
+     * step over the gaps between the few messages left behind. */
+    sc.AllowDirect = true;
     if ((st = ensure_stream(js, &sc, fn, arg, err)) != AQ_OK)
+        return st;
+
+    /* Parked tasks (budget_action=defer, pipeline/parking.c): out of the
+     * consumer's ack-pending window, kept until a worker moves them back
+     * (limits retention and no consumer: each is deleted by sequence once
+     * it is back in the task stream). De-duplicated, so a parking repeated
+     * after a crash is absorbed; refuses rather than drops when full. */
+    char deferred_subject[256];
+    const char *deferred_subjects[1] = {deferred_subject};
+    snprintf(deferred_subject, sizeof(deferred_subject), "%s.>", cfg->deferred_subjects);
+    jsStreamConfig pc;
+    jsStreamConfig_Init(&pc);
+    pc.Name = cfg->deferred_stream;
+    pc.Subjects = deferred_subjects;
+    pc.SubjectsLen = 1;
+    pc.Retention = js_LimitsPolicy;
+    pc.Storage = js_FileStorage;
+    pc.Replicas = (int64_t)cfg->replicas;
+    pc.Duplicates = cfg->dedup_window_ms * NS_PER_MS;
+    pc.MaxMsgs = cfg->stream_max_msgs;
+    pc.MaxBytes = cfg->stream_max_bytes;
+    pc.MaxMsgSize = (int32_t)(cfg->max_msg_size + AQ_QUEUE_PARK_HEADROOM);
+    pc.Discard = js_DiscardNew;
+    pc.AllowDirect = true;
+    if ((st = ensure_stream(js, &pc, fn, arg, err)) != AQ_OK)
         return st;
 
     /* Dead letters: kept for a long time, de-duplicated so that a publish
@@ -205,6 +233,20 @@ aq_status aq_queue_ensure(jsCtx *js, const aq_queue_config *cfg, aq_queue_report
     bc.AckWait = cfg->ack_wait_ms * NS_PER_MS;
     bc.MaxDeliver = -1; /* handling is idempotent; an advisory must not be lost */
     return ensure_consumer(js, cfg->advisory_stream, &bc, fn, arg, err);
+}
+
+aq_status aq_queue_stream_exists(jsCtx *js, const char *stream, const char *what, aq_err *err)
+{
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_GetStreamInfo(&si, js, stream, NULL, &jerr);
+    jsStreamInfo_Destroy(si);
+    if (s == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr)
+        return aq_err_set(err, AQ_NOT_FOUND, "%s %s does not exist (run `agentq init`)", what,
+                          stream);
+    if (s != NATS_OK)
+        return aq_queue_nats_error(err, s, jerr, what);
+    return AQ_OK;
 }
 
 aq_status aq_queue_consumer_limits(jsCtx *js, const aq_queue_config *cfg, int64_t *ack_wait_ms,

@@ -29,6 +29,14 @@ typedef struct aq_queue_bucket {
 aq_status aq_queue_bucket_ensure(jsCtx *js, const aq_queue_bucket *b, aq_queue_report_fn fn,
                                  void *arg, aq_err *err);
 
+/* Bytes a parked task may carry beyond max_msg_size (its Agentq-Parked-*
+ * headers). */
+#define AQ_QUEUE_PARK_HEADROOM 4096
+
+/* AQ_OK when `stream` exists; AQ_NOT_FOUND (saying to run `agentq init`)
+ * when not. `what` names it in the message. For optional objects. */
+aq_status aq_queue_stream_exists(jsCtx *js, const char *stream, const char *what, aq_err *err);
+
 /* Check that every object exists; the error lists all that are missing. */
 aq_status aq_queue_check(jsCtx *js, const aq_queue_config *cfg, aq_err *err);
 

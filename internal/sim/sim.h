@@ -2,7 +2,9 @@
  * tests, demos and load tests. N worker threads, each with its own libevent
  * loop and evhttp, share one port through SO_REUSEPORT sockets.
  *
- * Routes: POST /v1/messages, GET /sim/stats, POST /sim/reset, GET /healthz.
+ * Routes: POST /v1/messages (also "stream": true: server-sent events, see
+ * sim_stream.h), POST /v1/messages/count_tokens, GET /v1/models,
+ * GET /v1/models/{id}, GET /sim/stats, POST /sim/reset, GET /healthz.
  * The answer is a pure function of the request (see sim_request.h); latency,
  * faults and the per-key rate limits (sim_ratelimit.h) are configured by the
  * options below. */
@@ -36,7 +38,12 @@ typedef struct aq_sim_config {
     double fault_tool_schema;  /* share of tool inputs made to violate their schema */
     int64_t stall_max;         /* ms a stalled request is held at most */
     int64_t huge_bytes;        /* fault_huge answers have a text longer than this */
-    int64_t retry_after;       /* seconds, on fault_429 answers */
+    int64_t retry_after;       /* seconds, on fault_429 and 529 answers */
+    int64_t stream_tokens_per_second; /* streamed answers' pace; 0 = as fast as possible */
+    int64_t stream_ping_interval;     /* ms between ping events; 0 = only the first */
+    double fault_stream_error;        /* share of streams ended by an error event halfway */
+    double fault_stream_cut;          /* share of streams whose connection is closed halfway */
+    char *api_versions;        /* comma-separated anthropic-version values accepted */
     char *keys;                /* comma-separated accepted API keys; empty = any */
     char *models;              /* comma-separated known model ids; empty = any */
     int64_t max_body_bytes;

@@ -440,6 +440,17 @@ static aq_status parse_tools(json_t *tools, aq_sim_request *r, marks *m, aq_err 
                               "tools.%zu.type: server tools ('%s') are not supported by agentq-sim; "
                               "only custom tools (no type, or 'custom')",
                               i, type);
+        static const char *const tool_fields[] = {
+            "name", "description", "input_schema", "cache_control", "type", "strict", "input_examples",
+            "allowed_callers", "defer_loading", "eager_input_streaming", NULL,
+        };
+        const char *key;
+        json_t *v;
+        json_object_foreach(t, key, v) {
+            if (!str_in(key, tool_fields))
+                return aq_err_set(err, AQ_INVALID_ARG, "tools.%zu.custom.%.100s: Extra inputs are not permitted", i,
+                                  key);
+        }
         json_t *name = json_object_get(t, "name"), *schema = json_object_get(t, "input_schema");
         json_t *desc = json_object_get(t, "description");
         if (!json_is_string(name))
@@ -725,6 +736,52 @@ static aq_status parse_directive(aq_sim_request *r, aq_err *err)
     return AQ_OK;
 }
 
+/* The top-level fields of a Messages body the API knows (the official SDK's
+ * MessageCreateParams); count_tokens takes the same without max_tokens,
+ * stream and a few options of a real call. Anything else is the API's 400. */
+static const char *const message_fields[] = {
+    "model", "messages", "max_tokens", "system", "metadata", "stop_sequences", "stream",
+    "temperature", "top_k", "top_p", "tools", "tool_choice", "thinking", "service_tier",
+    "container", "mcp_servers", "context_management", "cache_control", "diagnostics",
+    "inference_geo", "output_config", "speed", "user_profile_id", "workspace_id", NULL,
+};
+static const char *const count_tokens_fields[] = {
+    "model", "messages", "system", "tools", "tool_choice", "thinking", "mcp_servers",
+    "context_management", "cache_control", "output_config", "speed", "user_profile_id",
+    "workspace_id", NULL,
+};
+
+static aq_status check_fields(json_t *root, bool count_tokens, aq_err *err)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach(root, key, v) {
+        if (!str_in(key, count_tokens ? count_tokens_fields : message_fields))
+            return aq_err_set(err, AQ_INVALID_ARG, "%.100s: Extra inputs are not permitted", key);
+    }
+    return AQ_OK;
+}
+
+/* A prefill: the last (assistant) message is continued. Its text may not end
+ * in white space (the API's 400), and it cannot hold tool_use blocks (those
+ * need a tool_result after them: check_tool_pairs refused them already). */
+static aq_status check_prefill(aq_sim_request *r, aq_err *err)
+{
+    const aq_sim_message *m = &r->messages[r->n_messages - 1];
+    for (size_t b = m->first_block + m->n_blocks; b-- > m->first_block;) {
+        if (r->info[b].kind != AQ_SIM_BLOCK_TEXT)
+            continue;
+        const aq_sim_text *t = &r->blocks[b];
+        char c = t->len ? t->ptr[t->len - 1] : 'x';
+        if (c == ' ' || c == '\t' || c == '\n' || c == '\r')
+            return aq_err_set(err, AQ_INVALID_ARG,
+                              "messages: final assistant content cannot end with trailing whitespace");
+        break;
+    }
+    r->prefill = true;
+    return AQ_OK;
+}
+
 aq_status aq_sim_parse_request(const char *body, size_t len, const aq_sim_limits *lim,
                                aq_sim_request *out, aq_err *err)
 {
@@ -746,6 +803,9 @@ aq_status aq_sim_parse_request(const char *body, size_t len, const aq_sim_limits
         goto out;
     }
 
+    if ((st = check_fields(root, lim && lim->count_tokens, err)) != AQ_OK)
+        goto out;
+
     /* Pass 1: validate the shape and count. */
     json_t *model = json_object_get(root, "model");
     if (!model) {
@@ -759,6 +819,9 @@ aq_status aq_sim_parse_request(const char *body, size_t len, const aq_sim_limits
         goto out;
     }
     json_t *max_tokens = json_object_get(root, "max_tokens");
+    json_int_t mt = lim && lim->max_tokens_cap > 0 ? lim->max_tokens_cap : AQ_SIM_DEFAULT_MAX_TOKENS_CAP;
+    if (lim && lim->count_tokens)
+        goto max_tokens_done;
     if (!max_tokens) {
         st = aq_err_set(err, AQ_INVALID_ARG, "max_tokens: Field required");
         goto out;
@@ -767,7 +830,7 @@ aq_status aq_sim_parse_request(const char *body, size_t len, const aq_sim_limits
         st = aq_err_set(err, AQ_INVALID_ARG, "max_tokens: Input should be a valid integer");
         goto out;
     }
-    json_int_t mt = json_integer_value(max_tokens);
+    mt = json_integer_value(max_tokens);
     if (mt < 1) {
         st = aq_err_set(err, AQ_INVALID_ARG, "max_tokens: Input should be greater than or equal to 1");
         goto out;
@@ -779,6 +842,7 @@ aq_status aq_sim_parse_request(const char *body, size_t len, const aq_sim_limits
                         (int64_t)mt, lim->max_tokens_cap, json_string_value(model));
         goto out;
     }
+max_tokens_done:;
 
     json_t *messages = json_object_get(root, "messages");
     if (!messages) {
@@ -888,9 +952,12 @@ aq_status aq_sim_parse_request(const char *body, size_t len, const aq_sim_limits
     }
 
     json_t *stream = json_object_get(root, "stream");
-    if (stream && json_is_true(stream)) {
-        st = aq_err_set(err, AQ_INVALID_ARG, "stream: streaming is not supported by agentq-sim");
-        goto out;
+    if (stream && !json_is_null(stream)) {
+        if (!json_is_boolean(stream)) {
+            st = aq_err_set(err, AQ_INVALID_ARG, "stream: Input should be a valid boolean");
+            goto out;
+        }
+        r.stream = json_is_true(stream);
     }
 
     /* Tools (before the blocks: marks count in prefix order). */
@@ -968,6 +1035,8 @@ aq_status aq_sim_parse_request(const char *body, size_t len, const aq_sim_limits
         goto fail;
     }
     if ((r.n_tool_use || r.has_tool_result) && (st = check_tool_pairs(&r, err)) != AQ_OK)
+        goto fail;
+    if (r.messages[n - 1].assistant && (st = check_prefill(&r, err)) != AQ_OK)
         goto fail;
     if (r.n_tools && (st = parse_directive(&r, err)) != AQ_OK)
         goto fail;
@@ -1506,36 +1575,19 @@ static void buf_truncate(aq_buf *b, size_t n)
     }
 }
 
-aq_status aq_sim_answer_build(const aq_sim_request *r, aq_sim_output_range range,
-                              const aq_sim_tool_opts *topts, aq_buf *text, aq_sim_answer *out,
-                              aq_err *err)
+/* "echo: " + the last user message + " | " + filler words to the target
+ * length (see the header). */
+static aq_status echo_text(const aq_sim_request *r, uint64_t hash, aq_sim_output_range range, aq_buf *text)
 {
-    aq_status st = AQ_OK;
-    aq_sim_answer a = {.stop_reason = "end_turn"};
-    uint64_t rng;
-    bool used = false;
-
-    out->calls = NULL;
-    out->n_calls = 0;
-    a.hash = request_hash(r);
-    aq_buf_reset(text);
-    if (topts) {
-        if ((st = tool_answer(r, topts, text, &a, &used, err)) != AQ_OK) {
-            aq_sim_answer_free(&a);
-            return st;
-        }
-        if (used)
-            goto usage;
-    }
-
-    rng = a.hash;
+    aq_status st;
+    uint64_t rng = hash;
     uint32_t target = range.min;
     if (range.max > range.min)
         target += (uint32_t)(splitmix64(&rng) % ((uint64_t)range.max - range.min + 1));
     size_t target_bytes = (size_t)target * 4;
 
     if ((st = aq_buf_append(text, "echo: ", 6)) != AQ_OK)
-        goto fail;
+        return st;
     const aq_sim_message *last = NULL;
     for (size_t i = r->n_messages; i-- > 0;) {
         if (!r->messages[i].assistant) {
@@ -1544,7 +1596,7 @@ aq_status aq_sim_answer_build(const aq_sim_request *r, aq_sim_output_range range
         }
     }
     if (last && r->has_tool_result && (st = echo_tool_results(r, last, text)) != AQ_OK)
-        goto fail;
+        return st;
     size_t budget = AQ_SIM_ECHO_MAX_BYTES;
     for (size_t i = last ? last->first_block : 0; last && i < last->first_block + last->n_blocks && budget; i++) {
         if (r->info[i].kind != AQ_SIM_BLOCK_TEXT)
@@ -1553,21 +1605,101 @@ aq_status aq_sim_answer_build(const aq_sim_request *r, aq_sim_output_range range
         if (take == 0)
             break;
         if ((st = aq_buf_append(text, r->blocks[i].ptr, take)) != AQ_OK)
-            goto fail;
+            return st;
         budget -= take;
     }
     if ((st = aq_buf_append(text, " | ", 3)) != AQ_OK)
-        goto fail;
+        return st;
     size_t prefix = text->len;
     while (text->len < target_bytes) {
         const char *w = filler_words[splitmix64(&rng) % FILLER_WORDS];
         if (text->len > prefix && (st = aq_buf_append(text, " ", 1)) != AQ_OK)
-            goto fail;
+            return st;
         if ((st = aq_buf_append_str(text, w)) != AQ_OK)
-            goto fail;
+            return st;
     }
     if (target_bytes >= prefix)
         buf_truncate(text, target_bytes); /* fillers are ASCII: any cut is a boundary */
+    return AQ_OK;
+}
+
+/* A prefill's continuation (see the header): the rest of the text the
+ * request without its last message gets, or filler words after P. */
+static aq_status prefill_text(const aq_sim_request *r, uint64_t hash, aq_sim_output_range range, aq_buf *text)
+{
+    const aq_sim_message *m = &r->messages[r->n_messages - 1];
+    aq_sim_request r0 = *r;
+    aq_status st;
+    size_t p_len = 0;
+    r0.n_messages--;
+    r0.has_tool_result = false;
+    for (size_t i = 0; i < r0.n_messages && !r0.has_tool_result; i++)
+        for (size_t b = r0.messages[i].first_block; b < r0.messages[i].first_block + r0.messages[i].n_blocks; b++)
+            r0.has_tool_result = r0.has_tool_result || r0.info[b].kind == AQ_SIM_BLOCK_TOOL_RESULT;
+    if ((st = echo_text(&r0, request_hash(&r0), range, text)) != AQ_OK)
+        return st;
+    /* P: the prefill's text blocks, compared piece by piece with T0 */
+    bool prefix = true;
+    for (size_t b = m->first_block; b < m->first_block + m->n_blocks && prefix; b++) {
+        if (r->info[b].kind != AQ_SIM_BLOCK_TEXT)
+            continue;
+        const aq_sim_text *t = &r->blocks[b];
+        prefix = p_len + t->len <= text->len && memcmp(text->data + p_len, t->ptr, t->len) == 0;
+        p_len += t->len;
+    }
+    if (prefix) {
+        memmove(text->data, text->data + p_len, text->len - p_len);
+        buf_truncate(text, text->len - p_len);
+        return AQ_OK;
+    }
+    aq_buf_reset(text);
+    uint64_t rng = hash;
+    uint32_t target = range.min;
+    if (range.max > range.min)
+        target += (uint32_t)(splitmix64(&rng) % ((uint64_t)range.max - range.min + 1));
+    size_t target_bytes = (size_t)target * 4;
+    char last = 'x';
+    for (size_t b = m->first_block + m->n_blocks; b-- > m->first_block;)
+        if (r->info[b].kind == AQ_SIM_BLOCK_TEXT && r->blocks[b].len) {
+            last = r->blocks[b].ptr[r->blocks[b].len - 1];
+            break;
+        }
+    bool space = last != ' ';
+    while (text->len < target_bytes) {
+        if (space && (st = aq_buf_append(text, " ", 1)) != AQ_OK)
+            return st;
+        if ((st = aq_buf_append_str(text, filler_words[splitmix64(&rng) % FILLER_WORDS])) != AQ_OK)
+            return st;
+        space = true;
+    }
+    buf_truncate(text, target_bytes);
+    return AQ_OK;
+}
+
+aq_status aq_sim_answer_build(const aq_sim_request *r, aq_sim_output_range range,
+                              const aq_sim_tool_opts *topts, aq_buf *text, aq_sim_answer *out,
+                              aq_err *err)
+{
+    aq_status st = AQ_OK;
+    aq_sim_answer a = {.stop_reason = "end_turn"};
+    bool used = false;
+
+    out->calls = NULL;
+    out->n_calls = 0;
+    a.hash = request_hash(r);
+    aq_buf_reset(text);
+    if (topts && !r->prefill) {
+        if ((st = tool_answer(r, topts, text, &a, &used, err)) != AQ_OK) {
+            aq_sim_answer_free(&a);
+            return st;
+        }
+        if (used)
+            goto usage;
+    }
+
+    st = r->prefill ? prefill_text(r, a.hash, range, text) : echo_text(r, a.hash, range, text);
+    if (st != AQ_OK)
+        goto fail;
 
     if (aq_sim_tokens(text->len) > r->max_tokens) {
         uint64_t max_bytes = (uint64_t)r->max_tokens * 4;

@@ -16,6 +16,11 @@
  *   request>, cut to exactly the target length (target tokens * 4 bytes) unless
  *   the echo alone is already longer. The target comes from the output range
  *   ("40", or "20-200": uniform in the range, chosen from the hash).
+ * Prefill (the last message is the assistant's, its text P): the answer
+ * continues P. T0 is the text built as above for the request without that
+ * message; if P is a prefix of T0 the text is the rest of T0 (P + text = T0),
+ * else it is filler words (chosen from the hash of the whole request, a
+ * space first unless P ends in one) to the target length. No tool use.
  * Then: if tokens(text) > max_tokens, the text is cut to max_tokens*4 bytes
  * (UTF-8 boundary) and stop_reason is "max_tokens"; then, if a stop sequence
  * occurs in the (possibly cut) text, the text ends right before the earliest
@@ -143,6 +148,7 @@ typedef struct aq_sim_limits {
     int64_t max_tokens_cap;     /* max_tokens above this: 400 */
     const char *const *models;  /* known model ids; n_models == 0 accepts any */
     size_t n_models;
+    bool count_tokens;          /* a POST /v1/messages/count_tokens body: no max_tokens, no stream */
 } aq_sim_limits;
 
 typedef struct aq_sim_request {
@@ -177,10 +183,16 @@ typedef struct aq_sim_request {
     bool has_directive;
     bool has_directive_text;
     aq_sim_tool_opts directive;     /* numbers not given are negative (-1) */
+    bool stream;                    /* "stream": true (answered with server-sent events) */
+    bool prefill;                   /* the last message is the assistant's: the answer continues it */
 } aq_sim_request;
 
-/* Parse and validate a POST /v1/messages body. On failure nothing is left to
- * free and err->status says how to answer (aq_sim_error_http_status):
+/* Parse and validate a POST /v1/messages body (or, with lim->count_tokens, a
+ * POST /v1/messages/count_tokens body: max_tokens and stream are then unknown
+ * fields, and r->max_tokens is lim->max_tokens_cap). Top-level fields the API
+ * does not know are the API's 400 ("<field>: Extra inputs are not
+ * permitted"). On failure nothing is left to free and err->status says how to
+ * answer (aq_sim_error_http_status):
  * AQ_INVALID_ARG (400 invalid_request_error), AQ_NOT_FOUND (404 unknown model). */
 aq_status aq_sim_parse_request(const char *body, size_t len, const aq_sim_limits *lim,
                                aq_sim_request *out, aq_err *err);

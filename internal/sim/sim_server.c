@@ -21,6 +21,7 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <inttypes.h>
+#include <jansson.h>
 #include <netdb.h>
 #include <pthread.h>
 #include <signal.h>
@@ -28,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/queue.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -39,17 +41,30 @@
 #include "sim_ratelimit.h"
 #include "sim_request.h"
 #include "sim_stats.h"
+#include "sim_stream.h"
 
 #define SIM_MAX_HEADERS_BYTES (64 * 1024) /* request line + headers of one request */
 #define SIM_LISTEN_BACKLOG 65535
-#define SIM_IDLE_TIMEOUT_S 120            /* evhttp read/write timeout per connection */
+#define SIM_IDLE_TIMEOUT_S 120            /* evhttp read/write timeout per connection (a stream that
+                                           * makes progress is not cut by it, however long) */
 #define SIM_TEXT_CAP ((size_t)AQ_SIM_MAX_OUTPUT_TOKENS * 4 + 4096)
 #define SIM_OUT_CAP (SIM_TEXT_CAP * 6 + 65536) /* escaped text (<= 6x) + the rest */
 #define SIM_MAX_LIST_ITEMS 4096           /* entries in the keys / models options */
 #define SIM_ID_LEN 32                     /* "req_" + 24 hex + NUL, rounded up */
 #define SIM_PROMPT_CACHE_SLOTS 4096       /* cached prompt prefixes (direct-mapped: a clash evicts) */
+#define SIM_STREAM_FLUSH_BYTES (256 * 1024) /* events gathered before they go to the connection */
+#define SIM_STREAM_CHUNK_TOKENS 16        /* tokens per delta when streaming as fast as possible */
+#define SIM_STREAM_TICKS_PER_S 50         /* paced streams: deltas per second at most */
+#define SIM_CUT_WAIT_MS 10                /* a cut waits for what was sent to leave, this often */
+#define SIM_CUT_WAIT_TRIES 500
+#define SIM_MODELS_MAX_LIMIT 1000         /* GET /v1/models?limit= */
+#define SIM_MODELS_DEFAULT_LIMIT 20
+#define SIM_BODY_SLACK (1024 * 1024)      /* over max_body_bytes still read, to answer 413 in JSON */
 
-typedef enum pend_action { ACT_REPLY, ACT_DROP, ACT_STALL } pend_action;
+typedef enum pend_action { ACT_REPLY, ACT_DROP, ACT_STALL, ACT_STREAM } pend_action;
+
+/* What happens halfway through a stream. */
+typedef enum stream_fault { SF_NONE, SF_ERROR, SF_CUT } stream_fault;
 
 /* What a valid request is answered with, in the order of fault_cum. */
 typedef enum sim_fault {
@@ -76,8 +91,14 @@ typedef struct sim_conn {
     pend_action action;
     sim_reply reply;                /* of the pending request */
     int fd;
-    struct event timer; /* latency, or stall_max */
+    struct event timer; /* latency, or stall_max; a stream's pace */
     struct event watch; /* EOF from the client while pending */
+    /* A streamed answer (ACT_STREAM): pending stays set until it ends. */
+    aq_sim_stream *stream;
+    stream_fault sfault;
+    bool stream_started, cutting;
+    int cut_tries;
+    int64_t next_ping_ms;
 } sim_conn;
 
 struct sim_worker {
@@ -92,6 +113,7 @@ struct sim_worker {
     bool started;
     aq_sim_rng rng;
     aq_buf text, out; /* reused by every request of this worker */
+    struct evbuffer *chunk; /* a stream's events on their way to evhttp */
     uint64_t seq;
     aq_ptrmap conns; /* evhttp_connection* -> sim_conn* */
 };
@@ -103,11 +125,14 @@ struct aq_sim_server {
     aq_sim_limits limits;
     aq_list models;
     aq_list keys;
+    aq_list versions;
     aq_sim_output_range out_range;
     aq_sim_tool_opts tool_opts;
     aq_sim_latency latency;
     double fault_cum[N_FAULTS]; /* cumulative shares, in sim_fault order */
     int64_t retry_after_s, stall_max_ms, max_body, huge_bytes;
+    int64_t stream_rate, stream_ping_ms;
+    double stream_error_share, stream_cut_share;
     uint32_t nonce;
     aq_sim_stats *stats;
     aq_sim_ratelimit *rl;
@@ -164,8 +189,11 @@ static const char *reason_phrase(int code)
     case 200: return "OK";
     case 400: return "Bad Request";
     case 401: return "Unauthorized";
+    case 403: return "Forbidden";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
     case 413: return "Payload Too Large";
     case 429: return "Too Many Requests";
     case 500: return "Internal Server Error";
@@ -211,6 +239,16 @@ static void add_ratelimit_headers(struct evkeyvalq *h, const aq_sim_rl_state *v)
         evhttp_add_header(h, hdrs[i].name, hdrs[i].value);
 }
 
+/* x-should-retry on errors as the API sends it (the SDKs obey it): true for
+ * 408, 409, 429 and 5xx, false for the other statuses. */
+static void send_reply(struct evhttp_request *req, int code)
+{
+    if (code >= 400)
+        evhttp_add_header(evhttp_request_get_output_headers(req), "x-should-retry",
+                          code == 408 || code == 409 || code == 429 || code >= 500 ? "true" : "false");
+    evhttp_send_reply(req, code, reason_phrase(code), NULL);
+}
+
 /* Put w->out as the body, with its content type. */
 static void set_body(sim_worker *w, struct evhttp_request *req, const char *content_type)
 {
@@ -234,7 +272,7 @@ static void set_error(sim_worker *w, struct evhttp_request *req, const char *typ
 static void reply_messages(sim_worker *w, struct evhttp_request *req, int code, int64_t in, int64_t out)
 {
     aq_sim_stats_response(w->srv->stats, w->idx, code, in, out);
-    evhttp_send_reply(req, code, reason_phrase(code), NULL);
+    send_reply(req, code);
 }
 
 /* Send a prepared answer: settle its charge first, so that its headers show
@@ -276,6 +314,11 @@ static void conn_end_pending(sim_conn *c)
     }
     if (c->reply.ticket.key_hash)
         aq_sim_ratelimit_settle(c->w->srv->rl, &c->reply.ticket, 0, aq_mono_ms(), NULL);
+    memset(&c->reply, 0, sizeof(c->reply));
+    aq_sim_stream_free(c->stream);
+    c->stream = NULL;
+    c->stream_started = c->cutting = false;
+    c->cut_tries = 0;
 }
 
 static void on_close(struct evhttp_connection *evcon, void *arg)
@@ -297,6 +340,119 @@ static void conn_abort(sim_conn *c)
 {
     conn_end_pending(c);
     evhttp_connection_free(c->evcon);
+}
+
+/* ---------------------------------------------------------------- streams */
+
+static void timer_in_us(sim_conn *c, int64_t us)
+{
+    struct timeval tv = {(time_t)(us / 1000000), (suseconds_t)(us % 1000000)};
+    evtimer_add(&c->timer, &tv);
+}
+
+/* What the stream gathered in w->out goes to the connection. */
+static void stream_flush(sim_worker *w, struct evhttp_request *req)
+{
+    if (!w->out.len)
+        return;
+    evbuffer_add(w->chunk, w->out.data, w->out.len);
+    evhttp_send_reply_chunk(req, w->chunk); /* drains w->chunk */
+    aq_buf_reset(&w->out);
+}
+
+/* The stream is over (message_stop, or an error event): settle its charge,
+ * count it, and end the chunked reply last (evhttp may free c in it). */
+static void stream_end(sim_conn *c, struct evhttp_request *req, bool counted)
+{
+    sim_worker *w = c->w;
+    sim_reply rep = c->reply;
+    if (rep.ticket.key_hash)
+        aq_sim_ratelimit_settle(w->srv->rl, &rep.ticket, rep.settle_output, aq_mono_ms(), NULL);
+    memset(&c->reply, 0, sizeof(c->reply));
+    aq_sim_stats_response(w->srv->stats, w->idx, 200, counted ? rep.stat_input : 0, counted ? rep.stat_output : 0);
+    conn_end_pending(c);
+    evhttp_send_reply_end(req);
+}
+
+/* fault_stream_cut: once what was sent has left (or after a while), close
+ * the connection before message_stop. The charge is the whole answer's. */
+static void stream_cut(sim_conn *c)
+{
+    sim_worker *w = c->w;
+    struct bufferevent *bev = evhttp_connection_get_bufferevent(c->evcon);
+    if (!c->cutting) {
+        c->cutting = true;
+        aq_sim_stats_fault(w->srv->stats, w->idx, AQ_SIM_FAULT_STREAM_CUT);
+        if (c->reply.ticket.key_hash)
+            aq_sim_ratelimit_settle(w->srv->rl, &c->reply.ticket, c->reply.settle_output, aq_mono_ms(), NULL);
+        memset(&c->reply, 0, sizeof(c->reply));
+    }
+    if (bev && evbuffer_get_length(bufferevent_get_output(bev)) > 0 && c->cut_tries++ < SIM_CUT_WAIT_TRIES) {
+        timer_in_us(c, SIM_CUT_WAIT_MS * 1000);
+        return;
+    }
+    conn_abort(c);
+}
+
+/* One step of a streamed answer: the first one sends the headers,
+ * message_start and a ping; then events up to the next delta (paced) or all
+ * of them (stream_tokens_per_second 0); halfway, the stream fault if any. */
+static void stream_tick(sim_conn *c)
+{
+    sim_worker *w = c->w;
+    aq_sim_server *srv = w->srv;
+    struct evhttp_request *req = c->pending;
+    int64_t tokens = 0, now = aq_mono_ms();
+    bool done = false;
+    aq_status st = AQ_OK;
+
+    if (c->cutting) {
+        stream_cut(c);
+        return;
+    }
+    aq_buf_reset(&w->out);
+    if (!c->stream_started) {
+        c->stream_started = true;
+        evhttp_send_reply_start(req, 200, "OK");
+        st = aq_sim_stream_next(c->stream, &w->out, &tokens, &done);
+        if (st == AQ_OK)
+            st = aq_sim_stream_ping(&w->out);
+        c->next_ping_ms = now + srv->stream_ping_ms;
+    }
+    while (st == AQ_OK && !done) {
+        if (c->sfault != SF_NONE && aq_sim_stream_past_half(c->stream)) {
+            if (c->sfault == SF_CUT) {
+                stream_flush(w, req);
+                stream_cut(c);
+                return;
+            }
+            aq_sim_stats_fault(srv->stats, w->idx, AQ_SIM_FAULT_STREAM_ERROR);
+            if (aq_sim_stream_error(&w->out, "overloaded_error", "Overloaded") == AQ_OK)
+                stream_flush(w, req);
+            stream_end(c, req, false);
+            return;
+        }
+        if (srv->stream_ping_ms > 0 && now >= c->next_ping_ms) {
+            st = aq_sim_stream_ping(&w->out);
+            c->next_ping_ms = now + srv->stream_ping_ms;
+            continue;
+        }
+        st = aq_sim_stream_next(c->stream, &w->out, &tokens, &done);
+        if (tokens > 0 && srv->stream_rate > 0)
+            break;
+        if (w->out.len >= SIM_STREAM_FLUSH_BYTES)
+            stream_flush(w, req);
+    }
+    stream_flush(w, req);
+    if (st != AQ_OK) { /* out of memory: the stream is cut */
+        conn_abort(c);
+        return;
+    }
+    if (done) {
+        stream_end(c, req, true);
+        return;
+    }
+    timer_in_us(c, tokens * 1000000 / srv->stream_rate);
 }
 
 static void on_timer(evutil_socket_t fd, short what, void *arg)
@@ -321,6 +477,9 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         break;
     case ACT_STALL: /* held for stall_max: let it go */
         conn_abort(c);
+        break;
+    case ACT_STREAM:
+        stream_tick(c);
         break;
     }
 }
@@ -438,8 +597,31 @@ out:
 /* A 200 (or, for a fault answer, a bad 200) for an admitted request; 500 if
  * the simulator cannot build it. The charge is corrected to the answer's
  * output tokens either way: a fault answer costs what the answer it spoils would. */
-static void answer(sim_worker *w, struct evhttp_request *req, const aq_sim_request *r, sim_fault fault,
-                   sim_reply *rep, const char *rid)
+/* A streamed answer: its events come from c->stream (stream_tick); the
+ * body faults (bad JSON, truncated, huge) do not apply to streams. */
+static aq_status answer_stream(sim_conn *c, struct evhttp_request *req, const aq_sim_request *r,
+                               aq_sim_answer *ans, sim_reply *rep, const char *msg_id, aq_err *err)
+{
+    sim_worker *w = c->w;
+    aq_sim_server *srv = w->srv;
+    struct evkeyvalq *oh = evhttp_request_get_output_headers(req);
+    int64_t chunk = srv->stream_rate > 0 ? srv->stream_rate / SIM_STREAM_TICKS_PER_S : SIM_STREAM_CHUNK_TOKENS;
+    int64_t in = ans->input_tokens, out = ans->output_tokens;
+    if (ans->n_calls || r->has_tool_result)
+        aq_sim_stats_tools(srv->stats, w->idx, ans->n_calls, r->has_tool_result, ans->n_spoiled);
+    aq_status st = aq_sim_stream_new(r, ans, w->text.data, w->text.len, msg_id, chunk, &c->stream, err);
+    if (st != AQ_OK)
+        return st;
+    rep->code = 200;
+    rep->settle_output = rep->stat_output = out;
+    rep->stat_input = in;
+    evhttp_add_header(oh, "content-type", "text/event-stream; charset=utf-8");
+    evhttp_add_header(oh, "cache-control", "no-cache");
+    return AQ_OK;
+}
+
+static void answer(sim_worker *w, sim_conn *c, struct evhttp_request *req, const aq_sim_request *r,
+                   sim_fault fault, sim_reply *rep, const char *rid)
 {
     aq_sim_server *srv = w->srv;
     aq_sim_answer ans = {0};
@@ -451,6 +633,15 @@ static void answer(sim_worker *w, struct evhttp_request *req, const aq_sim_reque
         if (ans.n_cache_points)
             aq_sim_answer_cache_read(&ans, prompt_cache_apply(srv, &ans));
         make_id(w, "msg_", msg_id);
+        if (r->stream) {
+            st = answer_stream(c, req, r, &ans, rep, msg_id, &err);
+            aq_sim_answer_free(&ans);
+            if (st != AQ_OK) {
+                rep->code = 500;
+                set_error(w, req, "api_error", "the simulator could not build its answer", rid);
+            }
+            return;
+        }
         aq_buf_reset(&w->out);
         st = aq_sim_render_message(&w->out, r, &ans, w->text.data, w->text.len, msg_id);
     }
@@ -520,6 +711,126 @@ static void set_rate_limited(sim_worker *w, struct evhttp_request *req, const aq
     set_error(w, req, "rate_limit_error", msg, rid);
 }
 
+/* The API key: x-api-key, else Authorization: Bearer <key> (what the
+ * official TypeScript SDK sends). NULL when neither is there. */
+static const char *api_key(struct evkeyvalq *ih)
+{
+    const char *key = evhttp_find_header(ih, "x-api-key");
+    if (key && *key)
+        return key;
+    const char *auth = evhttp_find_header(ih, "authorization");
+    if (auth && strncasecmp(auth, "Bearer ", 7) == 0) {
+        auth += 7;
+        while (*auth == ' ')
+            auth++;
+        if (*auth)
+            return auth;
+    }
+    return NULL;
+}
+
+/* What every /v1 route checks first, in the API's order: the method, the
+ * key, the version, and for a body its content type. false: *code, *etype
+ * and msg (a buffer of msg_cap bytes) say how to answer. */
+static bool api_check(aq_sim_server *srv, struct evhttp_request *req, enum evhttp_cmd_type want,
+                      const char **key, int *code, const char **etype, char *msg, size_t msg_cap)
+{
+    struct evkeyvalq *ih = evhttp_request_get_input_headers(req);
+    const char *version;
+    *etype = "invalid_request_error";
+    *code = 400;
+    *key = NULL;
+    if (evhttp_request_get_command(req) != want) {
+        *code = 405;
+        snprintf(msg, msg_cap, "Method Not Allowed: use %s", want == EVHTTP_REQ_GET ? "GET" : "POST");
+        return false;
+    }
+    *key = api_key(ih);
+    if (!*key) {
+        *code = 401;
+        *etype = "authentication_error";
+        snprintf(msg, msg_cap, "x-api-key header is required");
+        return false;
+    }
+    if (srv->keys.n && !aq_list_contains(&srv->keys, *key)) {
+        *code = 401;
+        *etype = "authentication_error";
+        snprintf(msg, msg_cap, "invalid x-api-key");
+        *key = NULL;
+        return false;
+    }
+    version = evhttp_find_header(ih, "anthropic-version");
+    if (!version) {
+        snprintf(msg, msg_cap, "anthropic-version: header is required");
+        return false;
+    }
+    if (srv->versions.n && !aq_list_contains(&srv->versions, version)) {
+        snprintf(msg, msg_cap, "anthropic-version: \"%.64s\" is not a valid version", version);
+        return false;
+    }
+    if (want == EVHTTP_REQ_POST && !is_json_type(evhttp_find_header(ih, "content-type"))) {
+        snprintf(msg, msg_cap, "content-type: must be application/json");
+        return false;
+    }
+    return true;
+}
+
+/* An error answer outside /v1/messages (not in the messages counters). */
+static void reply_error(sim_worker *w, struct evhttp_request *req, int code, const char *type, const char *msg,
+                        const char *rid)
+{
+    set_error(w, req, type, msg, rid);
+    send_reply(req, code);
+}
+
+/* x-sim-fault: steer one valid request to an answer (for tests of clients):
+ * an HTTP status, or stream_error / stream_cut for a streamed request. */
+typedef struct steer {
+    bool set;
+    int code;          /* an error status, or 0 */
+    sim_fault fault;   /* the fault that answers it (F_NONE: a plain error) */
+    stream_fault sfault;
+} steer;
+
+static const struct {
+    int code;
+    const char *type;
+    sim_fault fault;
+} steer_codes[] = {
+    {400, "invalid_request_error", F_NONE}, {401, "authentication_error", F_NONE},
+    {403, "permission_error", F_NONE},      {404, "not_found_error", F_NONE},
+    {408, "timeout_error", F_NONE},         {409, "conflict_error", F_NONE},
+    {413, "request_too_large", F_NONE},     {429, "rate_limit_error", F_429},
+    {500, "api_error", F_500},              {504, "timeout_error", F_504},
+    {529, "overloaded_error", F_529},
+};
+#define N_STEER (sizeof(steer_codes) / sizeof(steer_codes[0]))
+
+static bool parse_steer(const char *v, steer *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->fault = F_NONE;
+    if (!v)
+        return true;
+    out->set = true;
+    if (strcmp(v, "stream_error") == 0 || strcmp(v, "stream_cut") == 0) {
+        out->sfault = v[7] == 'e' ? SF_ERROR : SF_CUT;
+        return true;
+    }
+    if (strcmp(v, "none") == 0)
+        return true;
+    for (size_t i = 0; i < N_STEER; i++) {
+        char num[8];
+        snprintf(num, sizeof(num), "%d", steer_codes[i].code);
+        if (strcmp(v, num) == 0) {
+            out->code = steer_codes[i].code;
+            out->fault = steer_codes[i].fault;
+            return true;
+        }
+    }
+    return false;
+}
+
 static void handle_messages(sim_worker *w, sim_conn *c, struct evhttp_request *req, const char *rid)
 {
     aq_sim_server *srv = w->srv;
@@ -530,37 +841,25 @@ static void handle_messages(sim_worker *w, sim_conn *c, struct evhttp_request *r
     aq_sim_rl_decision dec;
     sim_reply rep = {0};
     aq_err err = {0};
-    const char *etype = "invalid_request_error", *msg = NULL, *key;
+    const char *etype = "invalid_request_error", *msg = NULL, *key = NULL;
+    char msgbuf[160];
     size_t key_len = 0;
     int code = 400;
+    steer sv;
     aq_status st;
 
     aq_sim_stats_request(srv->stats, w->idx);
-    if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
-        code = 405;
-        msg = "Method Not Allowed: use POST /v1/messages";
-        goto fail_unauth;
-    }
-    key = evhttp_find_header(ih, "x-api-key");
-    if (!key || !*key) {
-        code = 401;
-        etype = "authentication_error";
-        msg = "x-api-key header is required";
-        goto fail_unauth;
-    }
-    if (srv->keys.n && !aq_list_contains(&srv->keys, key)) {
-        code = 401;
-        etype = "authentication_error";
-        msg = "invalid x-api-key";
-        goto fail_unauth;
-    }
-    key_len = strlen(key);
-    if (!evhttp_find_header(ih, "anthropic-version")) {
-        msg = "anthropic-version: header is required";
+    if (!api_check(srv, req, EVHTTP_REQ_POST, &key, &code, &etype, msgbuf, sizeof(msgbuf))) {
+        msg = msgbuf;
+        if (!key)
+            goto fail_unauth;
+        key_len = strlen(key);
         goto fail;
     }
-    if (!is_json_type(evhttp_find_header(ih, "content-type"))) {
-        msg = "content-type: must be application/json";
+    key_len = strlen(key);
+    if (!parse_steer(evhttp_find_header(ih, "x-sim-fault"), &sv)) {
+        msg = "x-sim-fault: not one of 400, 401, 403, 404, 408, 409, 413, 429, 500, 504, 529, "
+              "stream_error, stream_cut, none";
         goto fail;
     }
     struct evbuffer *in = evhttp_request_get_input_buffer(req);
@@ -585,8 +884,30 @@ static void handle_messages(sim_worker *w, sim_conn *c, struct evhttp_request *r
     }
 
     /* A valid request: fault, rate limits, answer, latency. */
+    sim_fault fault = F_NONE;
+    if (sv.set && sv.code && sv.fault == F_NONE) { /* a steered error without a fault of its own */
+        aq_sim_request_free(&r);
+        code = sv.code;
+        for (size_t i = 0; i < N_STEER; i++)
+            if (steer_codes[i].code == code)
+                etype = steer_codes[i].type;
+        snprintf(msgbuf, sizeof(msgbuf), "%s (simulated by agentq-sim: x-sim-fault)", reason_phrase(code));
+        msg = msgbuf;
+        goto fail;
+    }
     aq_sim_stats_begin(srv->stats);
-    sim_fault fault = pick_fault(srv, aq_sim_rng_uniform(&w->rng));
+    fault = sv.set ? sv.fault : pick_fault(srv, aq_sim_rng_uniform(&w->rng));
+    c->sfault = SF_NONE;
+    if (r.stream) {
+        if (sv.set) {
+            c->sfault = sv.sfault;
+        } else if (srv->stream_error_share > 0 || srv->stream_cut_share > 0) {
+            double u = aq_sim_rng_uniform(&w->rng);
+            c->sfault = u < srv->stream_error_share                            ? SF_ERROR
+                        : u < srv->stream_error_share + srv->stream_cut_share ? SF_CUT
+                                                                               : SF_NONE;
+        }
+    }
     pend_action action = ACT_REPLY;
     if (fault == F_429) { /* a random 429: charges nothing, like an enforced one */
         aq_sim_stats_fault(srv->stats, w->idx, AQ_SIM_FAULT_429);
@@ -617,6 +938,7 @@ static void handle_messages(sim_worker *w, sim_conn *c, struct evhttp_request *r
             break;
         case F_529:
             rep.code = 529;
+            add_header_i64(oh, "retry-after", srv->retry_after_s);
             set_error(w, req, "overloaded_error", "Overloaded (simulated by agentq-sim)", rid);
             break;
         case F_DROP:
@@ -626,7 +948,11 @@ static void handle_messages(sim_worker *w, sim_conn *c, struct evhttp_request *r
             action = ACT_STALL;
             break;
         default:
-            answer(w, req, &r, fault, &rep, rid);
+            answer(w, c, req, &r, fault, &rep, rid);
+            if (c->stream) {
+                add_ratelimit_headers(oh, &view);
+                action = ACT_STREAM;
+            }
             break;
         }
     }
@@ -644,7 +970,7 @@ static void handle_messages(sim_worker *w, sim_conn *c, struct evhttp_request *r
         return;
     }
     /* A drop always goes through the timer: freeing the connection from inside
-     * evhttp's request callback is not safe. */
+     * evhttp's request callback is not safe; a stream too (a cut frees it). */
     pend(c, req, action, &rep, delay);
     return;
 
@@ -654,6 +980,178 @@ fail:
 fail_unauth:
     set_error(w, req, etype, msg, rid);
     reply_messages(w, req, code, 0, 0);
+}
+
+/* POST /v1/messages/count_tokens: {"input_tokens": N}, N counted as the
+ * answers count it (input + cache creation + cache read tokens). */
+static void handle_count_tokens(sim_worker *w, struct evhttp_request *req, const char *rid)
+{
+    aq_sim_server *srv = w->srv;
+    aq_sim_limits lim = srv->limits;
+    aq_sim_request r = {0};
+    aq_err err = {0};
+    const char *etype, *key;
+    char msg[160];
+    int code;
+    if (!api_check(srv, req, EVHTTP_REQ_POST, &key, &code, &etype, msg, sizeof(msg))) {
+        reply_error(w, req, code, etype, msg, rid);
+        return;
+    }
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(in);
+    const char *body = len ? (const char *)evbuffer_pullup(in, -1) : "";
+    if (!body) {
+        reply_error(w, req, 500, "api_error", "out of memory", rid);
+        return;
+    }
+    lim.count_tokens = true;
+    aq_status st = aq_sim_parse_request(body, len, &lim, &r, &err);
+    if (st != AQ_OK) {
+        code = aq_sim_error_http_status(st, &etype);
+        reply_error(w, req, code, etype, err.msg, rid);
+        return;
+    }
+    aq_buf_reset(&w->out);
+    aq_buf_printf(&w->out, "{\"input_tokens\":%" PRId64 "}", aq_sim_input_tokens(&r));
+    aq_sim_request_free(&r);
+    set_body(w, req, "application/json");
+    send_reply(req, 200);
+}
+
+/* "claude-sonnet-4-5" -> "Claude Sonnet 4.5": words capitalised, numbers
+ * that follow a number joined by a dot. */
+static void display_name(const char *id, char *out, size_t cap)
+{
+    size_t n = 0;
+    bool prev_num = false, first = true;
+    const char *p = id;
+    while (*p && n + 2 < cap) {
+        size_t len = strcspn(p, "-");
+        bool num = len > 0 && strspn(p, "0123456789") == len;
+        if (!first)
+            out[n++] = num && prev_num ? '.' : ' ';
+        for (size_t i = 0; i < len && n + 1 < cap; i++)
+            out[n++] = (char)(i == 0 && !num && p[i] >= 'a' && p[i] <= 'z' ? p[i] - 'a' + 'A' : p[i]);
+        prev_num = num;
+        first = false;
+        p += len;
+        if (*p == '-')
+            p++;
+    }
+    out[n < cap ? n : cap - 1] = '\0';
+}
+
+static json_t *model_json(const char *id)
+{
+    char name[AQ_SIM_MAX_MODEL_BYTES + 1];
+    display_name(id, name, sizeof(name));
+    return json_pack("{s:s,s:s,s:s,s:s}", "type", "model", "id", id, "display_name", name, "created_at",
+                     "2025-01-01T00:00:00Z");
+}
+
+static void reply_json(sim_worker *w, struct evhttp_request *req, json_t *doc, const char *rid)
+{
+    char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+    json_decref(doc);
+    if (!text) {
+        reply_error(w, req, 500, "api_error", "out of memory", rid);
+        return;
+    }
+    evhttp_add_header(evhttp_request_get_output_headers(req), "content-type", "application/json");
+    evbuffer_add(evhttp_request_get_output_buffer(req), text, strlen(text));
+    free(text);
+    send_reply(req, 200);
+}
+
+/* GET /v1/models[?limit=&after_id=&before_id=] and GET /v1/models/{id}: the
+ * known models (the models option), in its order. */
+static void handle_models(sim_worker *w, struct evhttp_request *req, const char *uri, size_t plen,
+                          const char *rid)
+{
+    aq_sim_server *srv = w->srv;
+    const aq_list *m = &srv->models;
+    const char *etype, *key;
+    char msg[320];
+    int code;
+    if (!api_check(srv, req, EVHTTP_REQ_GET, &key, &code, &etype, msg, sizeof(msg))) {
+        reply_error(w, req, code, etype, msg, rid);
+        return;
+    }
+    if (plen > 11) { /* /v1/models/{id} */
+        char id[AQ_SIM_MAX_MODEL_BYTES + 1], raw[3 * AQ_SIM_MAX_MODEL_BYTES + 1];
+        char *dec = NULL;
+        if (plen - 11 < sizeof(raw)) {
+            memcpy(raw, uri + 11, plen - 11);
+            raw[plen - 11] = '\0';
+            dec = evhttp_uridecode(raw, 0, NULL);
+        }
+        size_t idlen = dec ? strlen(dec) : 0;
+        bool ok = dec && idlen > 0 && idlen <= AQ_SIM_MAX_MODEL_BYTES && !memchr(dec, '/', idlen);
+        if (ok) {
+            memcpy(id, dec, idlen);
+            id[idlen] = '\0';
+        }
+        free(dec);
+        if (!ok || !aq_list_contains(m, id)) {
+            snprintf(msg, sizeof(msg), "model: %.256s", ok ? id : "");
+            reply_error(w, req, 404, "not_found_error", msg, rid);
+            return;
+        }
+        reply_json(w, req, model_json(id), rid);
+        return;
+    }
+    struct evkeyvalq q;
+    const char *query = strchr(uri, '?');
+    long limit = SIM_MODELS_DEFAULT_LIMIT;
+    TAILQ_INIT(&q);
+    if (query && evhttp_parse_query_str(query + 1, &q) != 0) {
+        reply_error(w, req, 400, "invalid_request_error", "the query string is malformed", rid);
+        return;
+    }
+    const char *lim_s = evhttp_find_header(&q, "limit");
+    const char *after = evhttp_find_header(&q, "after_id"), *before = evhttp_find_header(&q, "before_id");
+    if (lim_s) {
+        char *e = NULL;
+        errno = 0;
+        limit = strtol(lim_s, &e, 10);
+        if (errno || e == lim_s || *e || limit < 1 || limit > SIM_MODELS_MAX_LIMIT) {
+            evhttp_clear_headers(&q);
+            reply_error(w, req, 400, "invalid_request_error",
+                        "limit: Input should be greater than or equal to 1 and less than or equal to 1000", rid);
+            return;
+        }
+    }
+    /* [from, to) of the list: after after_id, or the limit before before_id */
+    size_t from = 0, to = m->n;
+    for (size_t i = 0; after && i < m->n; i++)
+        if (strcmp(m->items[i], after) == 0)
+            from = i + 1;
+    for (size_t i = 0; before && i < m->n; i++)
+        if (strcmp(m->items[i], before) == 0)
+            to = i;
+    if (from > to)
+        from = to;
+    bool more;
+    if (before && !after) {
+        more = to - from > (size_t)limit;
+        if (more)
+            from = to - (size_t)limit;
+    } else {
+        more = to - from > (size_t)limit;
+        if (more)
+            to = from + (size_t)limit;
+    }
+    evhttp_clear_headers(&q);
+    json_t *data = json_array();
+    for (size_t i = from; data && i < to; i++)
+        if (json_array_append_new(data, model_json(m->items[i])) != 0) {
+            json_decref(data);
+            data = NULL;
+        }
+    json_t *doc = data ? json_pack("{s:o,s:b,s:s?,s:s?}", "data", data, "has_more", more, "first_id",
+                                   from < to ? m->items[from] : NULL, "last_id", from < to ? m->items[to - 1] : NULL)
+                       : NULL;
+    reply_json(w, req, doc, rid);
 }
 
 static bool path_is(const char *uri, size_t len, const char *path)
@@ -675,11 +1173,19 @@ static void on_request(struct evhttp_request *req, void *arg)
     evhttp_add_header(evhttp_request_get_output_headers(req), "request-id", rid);
     if (!c) {
         set_error(w, req, "api_error", "out of memory", rid);
-        evhttp_send_reply(req, 500, reason_phrase(500), NULL);
+        send_reply(req, 500);
         return;
     }
     if (path_is(uri, plen, "/v1/messages")) {
         handle_messages(w, c, req, rid);
+        return;
+    }
+    if (path_is(uri, plen, "/v1/messages/count_tokens")) {
+        handle_count_tokens(w, req, rid);
+        return;
+    }
+    if (path_is(uri, plen, "/v1/models") || (plen > 11 && strncmp(uri, "/v1/models/", 11) == 0)) {
+        handle_models(w, req, uri, plen, rid);
         return;
     }
     if (path_is(uri, plen, "/healthz") && (cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD)) {
@@ -694,7 +1200,7 @@ static void on_request(struct evhttp_request *req, void *arg)
         aq_err err = {0};
         if (aq_sim_stats_json(srv->stats, srv->rl, &doc, &err) != AQ_OK) {
             set_error(w, req, "api_error", err.msg, rid);
-            evhttp_send_reply(req, 500, reason_phrase(500), NULL);
+            send_reply(req, 500);
             return;
         }
         evhttp_add_header(evhttp_request_get_output_headers(req), "content-type", "application/json");
@@ -716,11 +1222,11 @@ static void on_request(struct evhttp_request *req, void *arg)
     if (path_is(uri, plen, "/healthz") || path_is(uri, plen, "/sim/stats") ||
         path_is(uri, plen, "/sim/reset")) {
         set_error(w, req, "invalid_request_error", "Method Not Allowed", rid);
-        evhttp_send_reply(req, 405, reason_phrase(405), NULL);
+        send_reply(req, 405);
         return;
     }
     set_error(w, req, "not_found_error", "Not Found", rid);
-    evhttp_send_reply(req, 404, reason_phrase(404), NULL);
+    send_reply(req, 404);
 }
 
 /* ------------------------------------------------------------- lifecycle */
@@ -810,7 +1316,8 @@ static aq_status worker_init(aq_sim_server *srv, sim_worker *w, size_t idx, int 
     aq_sim_rng_seed(&w->rng, seed ^ (0x9E3779B97F4A7C15ull * (idx + 1)));
     aq_buf_init(&w->text, SIM_TEXT_CAP);
     aq_buf_init(&w->out, SIM_OUT_CAP);
-    if (!ec)
+    w->chunk = evbuffer_new();
+    if (!ec || !w->chunk)
         return aq_err_set(err, AQ_NOMEM, "out of memory");
     event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK); /* one thread per base */
     /* The latency timers to the microsecond (timerfd), not rounded up to the
@@ -836,7 +1343,9 @@ static aq_status worker_init(aq_sim_server *srv, sim_worker *w, size_t idx, int 
         return aq_err_set(err, AQ_NOMEM, "evhttp_new failed");
     evhttp_set_gencb(w->http, on_request, w);
     evhttp_set_max_headers_size(w->http, SIM_MAX_HEADERS_BYTES);
-    evhttp_set_max_body_size(w->http, srv->max_body);
+    /* evhttp refuses a larger body with a bare 413 before we see it; up to
+     * SIM_BODY_SLACK more reaches the handler, which answers the API's 413. */
+    evhttp_set_max_body_size(w->http, srv->max_body + SIM_BODY_SLACK);
     evhttp_set_timeout(w->http, SIM_IDLE_TIMEOUT_S);
     evhttp_set_allowed_methods(w->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
                                             EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
@@ -862,6 +1371,8 @@ static void worker_free(sim_worker *w)
         event_base_free(w->base);
     aq_buf_free(&w->text);
     aq_buf_free(&w->out);
+    if (w->chunk)
+        evbuffer_free(w->chunk);
 }
 
 aq_status aq_sim_server_new(const aq_sim_config *cfg, aq_sim_server **out, aq_err *err)
@@ -905,8 +1416,20 @@ aq_status aq_sim_server_new(const aq_sim_config *cfg, aq_sim_server **out, aq_er
         st = aq_err_set(err, AQ_CONFIG, "fault rates add up to %g, more than 1", sum);
         goto out;
     }
+    if (!(cfg->fault_stream_error >= 0 && cfg->fault_stream_cut >= 0 &&
+          cfg->fault_stream_error + cfg->fault_stream_cut <= 1.0 + 1e-9) ||
+        cfg->stream_tokens_per_second < 0 || cfg->stream_ping_interval < 0) {
+        st = aq_err_set(err, AQ_CONFIG,
+                        "fault_stream_error + fault_stream_cut must be in [0, 1]; stream options not negative");
+        goto out;
+    }
+    srv->stream_error_share = cfg->fault_stream_error;
+    srv->stream_cut_share = cfg->fault_stream_cut;
+    srv->stream_rate = cfg->stream_tokens_per_second;
+    srv->stream_ping_ms = cfg->stream_ping_interval;
     if ((st = aq_list_split(cfg->models, "models", SIM_MAX_LIST_ITEMS, &srv->models, err)) != AQ_OK ||
-        (st = aq_list_split(cfg->keys, "keys", SIM_MAX_LIST_ITEMS, &srv->keys, err)) != AQ_OK)
+        (st = aq_list_split(cfg->keys, "keys", SIM_MAX_LIST_ITEMS, &srv->keys, err)) != AQ_OK ||
+        (st = aq_list_split(cfg->api_versions, "api_versions", SIM_MAX_LIST_ITEMS, &srv->versions, err)) != AQ_OK)
         goto out;
     srv->limits.max_tokens_cap = cfg->max_tokens_cap > 0 ? cfg->max_tokens_cap : AQ_SIM_DEFAULT_MAX_TOKENS_CAP;
     srv->limits.models = srv->models.items;
@@ -1031,6 +1554,7 @@ void aq_sim_server_destroy(aq_sim_server *srv)
     aq_sim_ratelimit_destroy(srv->rl);
     aq_list_free(&srv->models);
     aq_list_free(&srv->keys);
+    aq_list_free(&srv->versions);
     pthread_mutex_destroy(&srv->pc_lock);
     free(srv);
 }

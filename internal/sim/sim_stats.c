@@ -8,7 +8,7 @@
 #include <stdlib.h>
 
 /* Statuses the simulator sends, each with its own counter; anything else is "other". */
-static const int tracked_status[] = {200, 400, 401, 404, 405, 413, 429, 500, 504, 529};
+static const int tracked_status[] = {200, 400, 401, 403, 404, 405, 408, 409, 413, 429, 500, 504, 529};
 #define N_TRACKED (sizeof(tracked_status) / sizeof(tracked_status[0]))
 #define SLOT_OTHER N_TRACKED
 
@@ -20,8 +20,9 @@ typedef struct thread_counters {
     _Atomic uint64_t tool_use_blocks, tool_result_requests, tool_inputs_spoiled;
 } thread_counters;
 
-static const char *const fault_names[AQ_SIM_N_FAULTS] = {"fault_429", "fault_bad_json", "fault_truncated",
-                                                         "fault_huge"};
+static const char *const fault_names[AQ_SIM_N_FAULTS] = {"fault_429",         "fault_bad_json",
+                                                         "fault_truncated",   "fault_huge",
+                                                         "fault_stream_error", "fault_stream_cut"};
 
 struct aq_sim_stats {
     size_t n_threads;

@@ -29,6 +29,8 @@ typedef enum aq_sim_fault {
     AQ_SIM_FAULT_BAD_JSON,  /* a 200 whose body is not JSON */
     AQ_SIM_FAULT_TRUNCATED, /* a 200 whose JSON body is cut short */
     AQ_SIM_FAULT_HUGE,      /* a 200 with a text longer than huge_bytes */
+    AQ_SIM_FAULT_STREAM_ERROR, /* a stream ended halfway by an error event */
+    AQ_SIM_FAULT_STREAM_CUT,   /* a stream whose connection was closed halfway */
     AQ_SIM_N_FAULTS,
 } aq_sim_fault;
 void aq_sim_stats_fault(aq_sim_stats *s, size_t thread, aq_sim_fault f);

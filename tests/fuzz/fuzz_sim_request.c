@@ -15,7 +15,11 @@
  *    name tools of the request, with ids unique in the answer and an object
  *    input; input + cache tokens add up to aq_sim_input_tokens;
  *  - an error body is JSON that aq_llm_error_classify reads as the same
- *    HTTP class. */
+ *    HTTP class;
+ *  - the answer streamed (aq_sim_stream, as for "stream": true) is the API's
+ *    event sequence, each data line JSON, and its deltas add up to the same
+ *    text, tool inputs and usage as the rendered message;
+ *  - the body read as a count_tokens body parses or fails cleanly. */
 #include "fuzz.h"
 
 #include <jansson.h>
@@ -24,9 +28,96 @@
 #include "core/text.h"
 #include "llm/llm_response.h"
 #include "sim/sim_request.h"
+#include "sim/sim_stream.h"
 
 #define TEXT_CAP (300 * 4 + 4096)
 #define OUT_CAP (TEXT_CAP * 6 + 65536)
+
+/* Replay the stream of answer a (built again: the stream takes its calls)
+ * and compare it with the rendered message doc. */
+static void check_stream(const aq_sim_request *r, aq_sim_output_range range, const aq_sim_tool_opts *topts,
+                         json_t *doc)
+{
+    aq_sim_answer a;
+    aq_buf text, ev;
+    aq_err err;
+    aq_sim_stream *st = NULL;
+    aq_err_clear(&err);
+    aq_buf_init(&text, TEXT_CAP);
+    aq_buf_init(&ev, OUT_CAP);
+    FUZZ_CHECK(aq_sim_answer_build(r, range, topts, &text, &a, &err) == AQ_OK);
+    FUZZ_CHECK(aq_sim_stream_new(r, &a, text.data, text.len, "msg_fuzz", 3, &st, &err) == AQ_OK);
+    aq_sim_answer_free(&a);
+    json_t *content = json_array(), *start = NULL, *mdelta = NULL;
+    size_t n_events = 0;
+    bool done = false;
+    int phase = 0; /* 0 start, 1 blocks, 2 message_delta seen */
+    while (!done) {
+        int64_t tokens;
+        aq_buf_reset(&ev);
+        FUZZ_CHECK(aq_sim_stream_next(st, &ev, &tokens, &done) == AQ_OK);
+        FUZZ_CHECK(++n_events < 100000);
+        FUZZ_CHECK(ev.len > 14 && memcmp(ev.data, "event: ", 7) == 0);
+        const char *data = strstr(ev.data, "\ndata: ");
+        FUZZ_CHECK(data && ev.data[ev.len - 1] == '\n' && ev.data[ev.len - 2] == '\n');
+        json_t *j = json_loadb(data + 7, ev.len - (size_t)(data + 7 - ev.data) - 2, 0, NULL);
+        FUZZ_CHECK(j != NULL);
+        const char *type = json_string_value(json_object_get(j, "type"));
+        FUZZ_CHECK(type && strncmp(ev.data + 7, type, strlen(type)) == 0);
+        if (strcmp(type, "message_start") == 0) {
+            FUZZ_CHECK(phase == 0 && n_events == 1);
+            start = json_incref(json_object_get(j, "message"));
+            phase = 1;
+        } else if (strcmp(type, "content_block_start") == 0) {
+            FUZZ_CHECK(phase == 1 && json_integer_value(json_object_get(j, "index")) == (json_int_t)json_array_size(content));
+            json_array_append(content, json_object_get(j, "content_block"));
+        } else if (strcmp(type, "content_block_delta") == 0) {
+            size_t i = (size_t)json_integer_value(json_object_get(j, "index"));
+            FUZZ_CHECK(phase == 1 && i + 1 == json_array_size(content));
+            json_t *b = json_array_get(content, i), *d = json_object_get(j, "delta");
+            const char *dt = json_string_value(json_object_get(d, "type"));
+            const char *key = strcmp(dt, "text_delta") == 0 ? "text" : "partial_json";
+            json_t *piece = json_object_get(d, key);
+            json_t *have = json_object_get(b, key);
+            aq_buf cat;
+            aq_buf_init(&cat, OUT_CAP);
+            if (have)
+                aq_buf_append(&cat, json_string_value(have), json_string_length(have));
+            aq_buf_append(&cat, json_string_value(piece), json_string_length(piece));
+            json_object_set_new(b, key, json_stringn(cat.data ? cat.data : "", cat.len));
+            aq_buf_free(&cat);
+        } else if (strcmp(type, "content_block_stop") == 0) {
+            json_t *b = json_array_get(content, (size_t)json_integer_value(json_object_get(j, "index")));
+            json_t *pj = json_object_get(b, "partial_json");
+            if (pj) { /* a tool_use block: its input is the parsed pieces */
+                json_t *in = json_loads(json_string_value(pj), 0, NULL);
+                FUZZ_CHECK(in != NULL);
+                json_object_set_new(b, "input", in);
+                json_object_del(b, "partial_json");
+            }
+        } else if (strcmp(type, "message_delta") == 0) {
+            FUZZ_CHECK(phase == 1);
+            mdelta = json_incref(j);
+            phase = 2;
+        } else {
+            FUZZ_CHECK(strcmp(type, "message_stop") == 0 && phase == 2 && done);
+        }
+        json_decref(j);
+    }
+    FUZZ_CHECK(json_equal(content, json_object_get(doc, "content")));
+    FUZZ_CHECK(json_equal(json_object_get(json_object_get(mdelta, "delta"), "stop_reason"),
+                          json_object_get(doc, "stop_reason")));
+    FUZZ_CHECK(json_equal(json_object_get(json_object_get(mdelta, "delta"), "stop_sequence"),
+                          json_object_get(doc, "stop_sequence")));
+    FUZZ_CHECK(json_equal(json_object_get(mdelta, "usage"), json_object_get(doc, "usage")));
+    FUZZ_CHECK(json_equal(json_object_get(start, "model"), json_object_get(doc, "model")));
+    json_decref(start);
+    json_decref(mdelta);
+    json_decref(content);
+    aq_sim_stream_free(st);
+    aq_buf_free(&text);
+    aq_buf_free(&ev);
+}
 
 static void check_answer(const aq_sim_request *r)
 {
@@ -95,6 +186,7 @@ static void check_answer(const aq_sim_request *r)
         n_uses++;
     }
     FUZZ_CHECK(n_uses == a.n_calls);
+    check_stream(r, range, &topts, doc);
     json_decref(doc);
     aq_sim_answer_free(&a);
     aq_buf_free(&text);
@@ -122,13 +214,25 @@ static void check_error_body(const aq_err *perr)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static const char *const models[] = {"claude-sonnet-4-5", "claude-haiku-4-5"};
-    const aq_sim_limits any = {AQ_SIM_DEFAULT_MAX_TOKENS_CAP, NULL, 0};
-    const aq_sim_limits known = {AQ_SIM_DEFAULT_MAX_TOKENS_CAP, models, 2};
+    const aq_sim_limits any = {AQ_SIM_DEFAULT_MAX_TOKENS_CAP, NULL, 0, false};
+    const aq_sim_limits known = {AQ_SIM_DEFAULT_MAX_TOKENS_CAP, models, 2, false};
+    const aq_sim_limits count = {AQ_SIM_DEFAULT_MAX_TOKENS_CAP, NULL, 0, true};
     const char *body = (const char *)data;
     aq_sim_request r;
     aq_err err, err_known;
     aq_err_clear(&err);
     aq_err_clear(&err_known);
+
+    memset(&r, 0, sizeof(r));
+    aq_status st_count = aq_sim_parse_request(body, size, &count, &r, &err);
+    FUZZ_CHECK(st_count == AQ_OK || st_count == AQ_INVALID_ARG || st_count == AQ_NOMEM);
+    if (st_count == AQ_OK) {
+        FUZZ_CHECK(!r.stream && aq_sim_input_tokens(&r) >= 0);
+        aq_sim_request_free(&r);
+    } else {
+        check_error_body(&err);
+    }
+    aq_err_clear(&err);
 
     memset(&r, 0, sizeof(r));
     aq_status st_known = aq_sim_parse_request(body, size, &known, &r, &err_known);

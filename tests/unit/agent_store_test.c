@@ -12,18 +12,16 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "test_nats.h"
+
 #include <event2/event.h>
 #include <event2/thread.h>
-#include <fcntl.h>
-#include <ftw.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "agent/agent_event.h"
@@ -42,9 +40,7 @@
 #define TIMEOUT 5000
 
 typedef struct fixture {
-    char dir[64];
-    pid_t server;
-    char url[128];
+    aq_test_nats srv;
     natsConnection *nc;
     jsCtx *js;
     struct event_base *base;
@@ -55,66 +51,13 @@ static fixture F;
 
 /* ---- the server ---- */
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static bool read_port_file(const char *path, char *url, size_t n)
-{
-    json_error_t jerr;
-    json_t *root = json_load_file(path, 0, &jerr);
-    json_t *first = root ? json_array_get(json_object_get(root, "nats"), 0) : NULL;
-    bool ok = json_is_string(first);
-    if (ok)
-        snprintf(url, n, "%s", json_string_value(first));
-    json_decref(root);
-    return ok;
-}
-
 static int setup(void **state)
 {
     (void)state;
     evthread_use_pthreads();
-    snprintf(F.dir, sizeof(F.dir), "/tmp/aq-agent.XXXXXX");
-    if (!mkdtemp(F.dir))
+    if (aq_test_nats_start(&F.srv, "agent", true) != 0)
         return -1;
-    char store[128], log[128], ports[160];
-    snprintf(store, sizeof(store), "%s/js", F.dir);
-    snprintf(log, sizeof(log), "%s/nats.log", F.dir);
-    pid_t pid = fork();
-    if (pid < 0)
-        return -1;
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        char *args[] = {"nats-server", "-a", "127.0.0.1", "-p", "-1", "-js", "-sd", store,
-                        "--ports_file_dir", F.dir, NULL};
-        execvp("nats-server", args);
-        execv("/usr/sbin/nats-server", args);
-        _exit(127);
-    }
-    F.server = pid;
-    snprintf(ports, sizeof(ports), "%s/nats-server_%d.ports", F.dir, (int)pid);
-    int64_t until = aq_mono_ms() + 10000;
-    while (!read_port_file(ports, F.url, sizeof(F.url))) {
-        if (aq_mono_ms() > until)
-            return -1;
-        usleep(20000);
-    }
-    natsStatus s = NATS_ERR;
-    for (int i = 0; i < 100 && s != NATS_OK; i++) {
-        s = natsConnection_ConnectTo(&F.nc, F.url);
-        if (s != NATS_OK)
-            usleep(50000);
-    }
+    natsStatus s = aq_test_nats_connect(&F.srv, &F.nc);
     if (s != NATS_OK || natsConnection_JetStream(&F.js, F.nc, NULL) != NATS_OK)
         return -1;
     aq_err err;
@@ -136,11 +79,7 @@ static int teardown(void **state)
     event_base_free(F.base);
     jsCtx_Destroy(F.js);
     natsConnection_Destroy(F.nc);
-    if (F.server > 0) {
-        kill(F.server, SIGTERM);
-        waitpid(F.server, NULL, 0);
-    }
-    nftw(F.dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    aq_test_nats_stop(&F.srv);
     nats_Close();
     return 0;
 }

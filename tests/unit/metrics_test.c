@@ -487,10 +487,11 @@ static void test_print_families(void **state)
     assert_non_null(strstr(text, "agentq_tasks_total counter "));
     assert_non_null(strstr(text, "agentq_task_duration_seconds histogram "));
     assert_non_null(strstr(text, "agentq_build_info gauge "));
+    assert_non_null(strstr(text, "agentq_parked_tasks gauge "));
     size_t lines = 0;
     for (const char *p = text; *p; p++)
         lines += *p == '\n';
-    assert_int_equal(lines, 19);
+    assert_int_equal(lines, 20);
     free(text);
 }
 

@@ -11,18 +11,16 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "test_nats.h"
+
 #include <dirent.h>
 #include <event2/event.h>
 #include <event2/thread.h>
-#include <fcntl.h>
-#include <ftw.h>
 #include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "core/clock.h"
@@ -36,9 +34,7 @@
 #define MANY_KEYS 200
 
 typedef struct fixture {
-    char dir[64];
-    pid_t server;
-    char url[128];
+    aq_test_nats srv;
     natsConnection *nc;
     jsCtx *js;
     kvStore *kv;
@@ -50,71 +46,13 @@ static fixture F;
 
 /* ---- the server ---- */
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static bool read_port_file(const char *path, char *url, size_t n)
-{
-    json_error_t jerr;
-    json_t *root = json_load_file(path, 0, &jerr);
-    json_t *first = root ? json_array_get(json_object_get(root, "nats"), 0) : NULL;
-    bool ok = json_is_string(first);
-    if (ok)
-        snprintf(url, n, "%s", json_string_value(first));
-    json_decref(root);
-    return ok;
-}
-
-static void start_server(void)
-{
-    char store[128], log[128];
-    snprintf(store, sizeof(store), "%s/js", F.dir);
-    snprintf(log, sizeof(log), "%s/nats.log", F.dir);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        /* Never outlive the test, even if it crashes. */
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        char *args[] = {"nats-server", "-a", "127.0.0.1", "-p", "-1", "-js", "-sd", store,
-                        "--ports_file_dir", F.dir, NULL};
-        execvp("nats-server", args);
-        execv("/usr/sbin/nats-server", args);
-        _exit(127);
-    }
-    F.server = pid;
-    char ports[128];
-    snprintf(ports, sizeof(ports), "%s/nats-server_%d.ports", F.dir, (int)pid);
-    int64_t until = aq_mono_ms() + 10000;
-    while (!read_port_file(ports, F.url, sizeof(F.url))) {
-        assert_true(aq_mono_ms() < until);
-        usleep(20000);
-    }
-}
-
 static int setup(void **state)
 {
     (void)state;
     evthread_use_pthreads();
-    snprintf(F.dir, sizeof(F.dir), "/tmp/aq-kvget.XXXXXX");
-    if (!mkdtemp(F.dir))
+    if (aq_test_nats_start(&F.srv, "kvget", true) != 0)
         return -1;
-    start_server();
-    natsStatus s = NATS_ERR;
-    for (int i = 0; i < 100 && s != NATS_OK; i++) {
-        s = natsConnection_ConnectTo(&F.nc, F.url);
-        if (s != NATS_OK)
-            usleep(50000);
-    }
+    natsStatus s = aq_test_nats_connect(&F.srv, &F.nc);
     if (s != NATS_OK || natsConnection_JetStream(&F.js, F.nc, NULL) != NATS_OK)
         return -1;
     kvConfig kc;
@@ -137,12 +75,7 @@ static int teardown(void **state)
     kvStore_Destroy(F.kv);
     jsCtx_Destroy(F.js);
     natsConnection_Destroy(F.nc);
-    if (F.server > 0) {
-        kill(F.server, SIGCONT);
-        kill(F.server, SIGTERM);
-        waitpid(F.server, NULL, 0);
-    }
-    nftw(F.dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    aq_test_nats_stop(&F.srv);
     nats_Close();
     return 0;
 }
@@ -322,7 +255,7 @@ static void test_inbox_prefix(void **state)
     assert_int_equal(natsConnection_SubscribeSync(&other, F.nc, "_INBOX.>"), NATS_OK);
     assert_int_equal(natsConnection_Flush(F.nc), NATS_OK);
 
-    aq_queue_config qc = {.nats_url = F.url, .nats_timeout_ms = 2000,
+    aq_queue_config qc = {.nats_url = F.srv.url, .nats_timeout_ms = 2000,
                           .nats_inbox_prefix = "_INBOX_kvt"};
     natsConnection *nc = NULL;
     jsCtx *js = NULL;
@@ -547,7 +480,7 @@ static bool thread_stopped(const char *path)
 static bool server_stopped(void)
 {
     char dir[64], path[64 + 256 + 8];
-    snprintf(dir, sizeof(dir), "/proc/%d/task", (int)F.server);
+    snprintf(dir, sizeof(dir), "/proc/%d/task", (int)F.srv.pid);
     DIR *d = opendir(dir);
     assert_non_null(d);
     bool all = true;
@@ -563,7 +496,7 @@ static bool server_stopped(void)
 
 static void stop_server(void)
 {
-    assert_int_equal(kill(F.server, SIGSTOP), 0);
+    assert_int_equal(kill(F.srv.pid, SIGSTOP), 0);
     int64_t until = aq_mono_ms() + 5000;
     while (!server_stopped()) {
         assert_true(aq_mono_ms() < until);
@@ -584,7 +517,7 @@ static void test_timeout_server_stopped(void **state)
         get(kg, i, "slow");
     run_until_done(F.base);
     int64_t ms = aq_mono_ms() - t0;
-    assert_int_equal(kill(F.server, SIGCONT), 0);
+    assert_int_equal(kill(F.srv.pid, SIGCONT), 0);
     assert_int_equal(R.done, N);
     for (int i = 0; i < N; i++) {
         assert_int_equal(R.r[i].status, AQ_TIMEOUT);
@@ -660,7 +593,7 @@ static void test_destroy_after_close(void **state)
     assert_non_null(base);
     assert_int_equal(aq_mailbox_new(base, &mb, NULL), AQ_OK);
     natsConnection *nc = NULL;
-    assert_int_equal(natsConnection_ConnectTo(&nc, F.url), NATS_OK);
+    assert_int_equal(natsConnection_ConnectTo(&nc, F.srv.url), NATS_OK);
     aq_kv_getter_config cfg = {.timeout_ms = 5000, .max_in_flight = 16, .max_value_bytes = 1024};
     aq_kv_getter *kg = NULL;
     aq_err err = {0};

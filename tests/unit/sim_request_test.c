@@ -16,7 +16,7 @@
 #include "sim/sim_tools.h"
 
 static const char *const models[] = {"claude-haiku-4-5", "claude-sonnet-4-6"};
-static const aq_sim_limits limits = {64000, models, 2};
+static const aq_sim_limits limits = {64000, models, 2, false};
 
 #define TEXT_CAP (1024 * 1024)
 
@@ -91,7 +91,10 @@ static void test_parse_rejects_every_error_case(void **state)
         {"{\"model\":\"claude-haiku-4-5\",\"max_tokens\":10,\"stop_sequences\":[\"\"],\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", AQ_INVALID_ARG, "stop_sequences.0"},
         {"{\"model\":\"claude-haiku-4-5\",\"max_tokens\":10,\"metadata\":\"u\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", AQ_INVALID_ARG, "metadata: Input should be a valid dictionary"},
         {"{\"model\":\"claude-haiku-4-5\",\"max_tokens\":10,\"metadata\":{\"user_id\":5},\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", AQ_INVALID_ARG, "metadata.user_id"},
-        {"{\"model\":\"claude-haiku-4-5\",\"max_tokens\":10,\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", AQ_INVALID_ARG, "stream"},
+        {"{\"model\":\"claude-haiku-4-5\",\"max_tokens\":10,\"stream\":\"yes\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", AQ_INVALID_ARG, "stream: Input should be a valid boolean"},
+        {"{\"model\":\"claude-haiku-4-5\",\"max_tokens\":10,\"foo\":1,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", AQ_INVALID_ARG, "foo: Extra inputs are not permitted"},
+        {"{\"model\":\"claude-haiku-4-5\",\"max_tokens\":10,\"messages\":[{\"role\":\"user\",\"content\":\"x\"},{\"role\":\"assistant\",\"content\":\"y \"}]}", AQ_INVALID_ARG, "final assistant content cannot end with trailing whitespace"},
+        {"{\"model\":\"claude-haiku-4-5\",\"max_tokens\":10,\"tools\":[{\"name\":\"t\",\"input_schema\":{\"type\":\"object\"},\"color\":1}],\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", AQ_INVALID_ARG, "tools.0.custom.color: Extra inputs are not permitted"},
         {"{\"model\":\"claude-nope-1\",\"max_tokens\":10,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", AQ_NOT_FOUND, "model: claude-nope-1"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -364,7 +367,7 @@ static void test_answer_echoes_last_user_message_capped(void **state)
     snprintf(body, sizeof(body),
              "{\"model\":\"claude-haiku-4-5\",\"max_tokens\":1000,\"messages\":["
              "{\"role\":\"user\",\"content\":\"first\"},{\"role\":\"assistant\",\"content\":\"ok\"},"
-             "{\"role\":\"user\",\"content\":\"%s\"},{\"role\":\"assistant\",\"content\":\"prefill\"}]}",
+             "{\"role\":\"user\",\"content\":\"%s\"}]}",
              prompt);
     answer(body, 10, 10, &t);
     assert_true(strncmp(t, "echo: ", 6) == 0);
@@ -1213,6 +1216,74 @@ static void test_plain_answers_unchanged(void **state)
     }
 }
 
+/* Prefill: the answer continues the last (assistant) turn. When it is a
+ * prefix of what the request without it gets, prefill + answer = that text;
+ * otherwise filler words after a space. No tool use. */
+static void test_prefill_continues(void **state)
+{
+    (void)state;
+    char *base, *cont, *other, *tooled;
+    aq_sim_answer a0 = answer("{\"model\":\"claude-haiku-4-5\",\"max_tokens\":100,\"messages\":[{\"role\":\"user\","
+                              "\"content\":\"hello\"}]}", 30, 30, &base);
+    aq_sim_answer a1 = answer("{\"model\":\"claude-haiku-4-5\",\"max_tokens\":100,\"messages\":[{\"role\":\"user\","
+                              "\"content\":\"hello\"},{\"role\":\"assistant\",\"content\":[{\"type\":\"text\",\"text\":"
+                              "\"echo: \"},{\"type\":\"text\",\"text\":\"hel\"}]}]}", 30, 30, &cont);
+    assert_true(strlen(base) == 120 && strncmp(base, "echo: hello | ", 14) == 0);
+    assert_string_equal(cont, base + 9);
+    assert_int_equal(a1.output_tokens, aq_sim_tokens(strlen(base) - 9));
+    assert_int_equal(a1.input_tokens, a0.input_tokens + 4 + 3); /* the prefill is input */
+    aq_sim_answer a2 = answer("{\"model\":\"claude-haiku-4-5\",\"max_tokens\":100,\"messages\":[{\"role\":\"user\","
+                              "\"content\":\"hello\"},{\"role\":\"assistant\",\"content\":\"Sure\"}]}", 30, 30, &other);
+    assert_int_equal(strlen(other), 120);
+    assert_true(other[0] == ' ' && other[1] != ' ' && strstr(other, "echo") != other + 1);
+    assert_string_equal(a2.stop_reason, "end_turn");
+    /* with tools, a prefill is still text (the server's tool options) */
+    aq_sim_request r = {0};
+    aq_err err = {0};
+    aq_buf b;
+    aq_sim_answer a3;
+    static const aq_sim_tool_opts o = {2, 1, true, 0};
+    const char *tb = "{\"model\":\"claude-haiku-4-5\",\"max_tokens\":100,\"tools\":[{\"name\":\"t\",\"input_schema\":"
+                     "{\"type\":\"object\"}}],\"messages\":[{\"role\":\"user\",\"content\":\"hello\"},{\"role\":"
+                     "\"assistant\",\"content\":\"Let me\"}]}";
+    aq_buf_init(&b, TEXT_CAP);
+    assert_int_equal(parse(tb, &r, &err), AQ_OK);
+    assert_true(r.prefill);
+    assert_int_equal(aq_sim_answer_build(&r, (aq_sim_output_range){10, 10}, &o, &b, &a3, &err), AQ_OK);
+    assert_int_equal(a3.n_calls, 0);
+    tooled = strdup(b.data);
+    assert_true(tooled[0] == ' ');
+    aq_sim_answer_free(&a3);
+    aq_sim_request_free(&r);
+    aq_buf_free(&b);
+    free(base);
+    free(cont);
+    free(other);
+    free(tooled);
+}
+
+/* A count_tokens body: no max_tokens (an unknown field there), no stream. */
+static void test_count_tokens_body(void **state)
+{
+    (void)state;
+    aq_sim_limits lim = limits;
+    aq_sim_request r = {0};
+    aq_err err = {0};
+    lim.count_tokens = true;
+    const char *ok = "{\"model\":\"claude-haiku-4-5\",\"system\":\"abcd\",\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}]}";
+    assert_int_equal(aq_sim_parse_request(ok, strlen(ok), &lim, &r, &err), AQ_OK);
+    assert_int_equal(aq_sim_input_tokens(&r), 1 + 4 + 2);
+    aq_sim_request_free(&r);
+    const char *mt = "{\"model\":\"claude-haiku-4-5\",\"max_tokens\":5,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}";
+    assert_int_equal(aq_sim_parse_request(mt, strlen(mt), &lim, &r, &err), AQ_INVALID_ARG);
+    assert_string_equal(err.msg, "max_tokens: Extra inputs are not permitted");
+    const char *st = "{\"model\":\"claude-haiku-4-5\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}";
+    assert_int_equal(aq_sim_parse_request(st, strlen(st), &lim, &r, &err), AQ_INVALID_ARG);
+    assert_string_equal(err.msg, "stream: Extra inputs are not permitted");
+    const char *unk = "{\"model\":\"claude-nope-1\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}";
+    assert_int_equal(aq_sim_parse_request(unk, strlen(unk), &lim, &r, &err), AQ_NOT_FOUND);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1238,6 +1309,8 @@ int main(void)
         cmocka_unit_test(test_tool_fault_and_repair),
         cmocka_unit_test(test_cache_points),
         cmocka_unit_test(test_plain_answers_unchanged),
+        cmocka_unit_test(test_prefill_continues),
+        cmocka_unit_test(test_count_tokens_body),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -2,7 +2,11 @@
  * own worker threads) and libcurl talks to it. Success and error answers,
  * faults (including the bad 200s), latency, the body cap, and the per-key
  * rate limits (429 + retry-after + anthropic-ratelimit-* headers, refill,
- * separate keys, max_tokens reserved then corrected, report-only mode). */
+ * separate keys, max_tokens reserved then corrected, report-only mode).
+ * Issue 16: streaming (the API's SSE sequence, the same content as the plain
+ * answer, pacing by libevent timers with many streams at once, error and cut
+ * faults), count_tokens, models, Bearer auth, anthropic-version, unknown
+ * fields, x-should-retry / retry-after hints, x-sim-fault steering. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -33,6 +37,7 @@ typedef struct resp {
     char request_id[64];
     char content_type[64];
     char retry_after[16];
+    char should_retry[16];
     char rl_requests_limit[32];
     char rl_tokens_reset[40];
     int n_rl; /* every anthropic-ratelimit-* header */
@@ -68,6 +73,7 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *arg)
     header_value(line, n, "request-id", r->request_id, sizeof(r->request_id));
     header_value(line, n, "content-type", r->content_type, sizeof(r->content_type));
     header_value(line, n, "retry-after", r->retry_after, sizeof(r->retry_after));
+    header_value(line, n, "x-should-retry", r->should_retry, sizeof(r->should_retry));
     header_value(line, n, "anthropic-ratelimit-requests-limit", r->rl_requests_limit, sizeof(r->rl_requests_limit));
     header_value(line, n, "anthropic-ratelimit-tokens-reset", r->rl_tokens_reset, sizeof(r->rl_tokens_reset));
     const char *colon = memchr(line, ':', n);
@@ -1051,6 +1057,471 @@ static void test_http_tool_schema_fault(void **state)
     sim_stop(s);
 }
 
+
+/* ------------------------------------------------------------ issue 16 */
+
+#define MAX_EVENTS 4096
+
+/* A streamed body: the event names in order, and the message they build
+ * (as the SDK builds it: deltas appended, partial_json parsed at the block's
+ * stop, message_delta's stop and usage). Fails on anything malformed. */
+typedef struct sse {
+    size_t n;
+    char type[MAX_EVENTS][24];
+    json_t *message;
+    bool error_event; /* an "error" event came */
+    json_t *error;
+} sse;
+
+static void sse_parse(const char *body, size_t len, sse *out)
+{
+    memset(out, 0, sizeof(*out));
+    const char *p = body, *end = body + len;
+    while (p < end) {
+        const char *sep = strstr(p, "\n\n");
+        assert_non_null(sep);
+        char name[24];
+        const char *nl = memchr(p, '\n', (size_t)(sep - p));
+        assert_non_null(nl);
+        assert_true(strncmp(p, "event: ", 7) == 0 && nl - p - 7 < (long)sizeof(name));
+        snprintf(name, sizeof(name), "%.*s", (int)(nl - p - 7), p + 7);
+        assert_true(strncmp(nl + 1, "data: ", 6) == 0);
+        json_t *d = json_loadb(nl + 7, (size_t)(sep - nl - 7), 0, NULL);
+        if (!d)
+            fail_msg("event %s: data is not JSON: %.*s", name, (int)(sep - nl - 7), nl + 7);
+        assert_string_equal(json_string_value(json_object_get(d, "type")), name);
+        assert_true(out->n < MAX_EVENTS);
+        snprintf(out->type[out->n++], sizeof(out->type[0]), "%s", name);
+        json_t *content = out->message ? json_object_get(out->message, "content") : NULL;
+        if (strcmp(name, "message_start") == 0) {
+            out->message = json_deep_copy(json_object_get(d, "message"));
+        } else if (strcmp(name, "content_block_start") == 0) {
+            assert_int_equal(json_integer_value(json_object_get(d, "index")), json_array_size(content));
+            json_array_append(content, json_object_get(d, "content_block"));
+        } else if (strcmp(name, "content_block_delta") == 0) {
+            json_t *b = json_array_get(content, (size_t)json_integer_value(json_object_get(d, "index")));
+            json_t *delta = json_object_get(d, "delta");
+            const char *key = json_object_get(delta, "text") ? "text" : "partial_json";
+            const char *have = json_string_value(json_object_get(b, key));
+            char *cat = NULL;
+            assert_true(asprintf(&cat, "%s%s", have ? have : "", json_string_value(json_object_get(delta, key))) > 0);
+            json_object_set_new(b, key, json_string(cat));
+            free(cat);
+        } else if (strcmp(name, "content_block_stop") == 0) {
+            json_t *b = json_array_get(content, (size_t)json_integer_value(json_object_get(d, "index")));
+            json_t *pj = json_object_get(b, "partial_json");
+            if (pj) {
+                json_t *in = json_loads(json_string_value(pj), 0, NULL);
+                assert_non_null(in);
+                json_object_set_new(b, "input", in);
+                json_object_del(b, "partial_json");
+            }
+        } else if (strcmp(name, "message_delta") == 0) {
+            json_t *delta = json_object_get(d, "delta");
+            json_object_set(out->message, "stop_reason", json_object_get(delta, "stop_reason"));
+            json_object_set(out->message, "stop_sequence", json_object_get(delta, "stop_sequence"));
+            json_object_set(out->message, "usage", json_object_get(d, "usage"));
+        } else if (strcmp(name, "error") == 0) {
+            out->error_event = true;
+            out->error = json_incref(d);
+        }
+        json_decref(d);
+        p = sep + 2;
+    }
+}
+
+static void sse_free(sse *e)
+{
+    json_decref(e->message);
+    json_decref(e->error);
+}
+
+/* The event names without repeated deltas and pings: the API's shape. */
+static void sse_shape(const sse *e, char *out, size_t cap)
+{
+    out[0] = '\0';
+    for (size_t i = 0; i < e->n; i++) {
+        if (strcmp(e->type[i], "ping") == 0)
+            continue;
+        if (i && strcmp(e->type[i], "content_block_delta") == 0 && strcmp(e->type[i - 1], "content_block_delta") == 0)
+            continue;
+        snprintf(out + strlen(out), cap - strlen(out), "%s%s", out[0] ? " " : "", e->type[i]);
+    }
+}
+
+static char *with_stream(const char *body)
+{
+    char *b = NULL;
+    assert_true(asprintf(&b, "{\"stream\":true,%s", body + 1) > 0);
+    return b;
+}
+
+/* Streamed and plain answers of the same request: the same message (ids apart). */
+static void assert_stream_matches(sim *s, const char *body, const char *shape)
+{
+    resp plain, st;
+    sse e;
+    char got[1024];
+    char *sb = with_stream(body);
+    http(s, "POST", "/v1/messages", api_headers, body, 0, &plain);
+    assert_int_equal(plain.code, 200);
+    http(s, "POST", "/v1/messages", api_headers, sb, 0, &st);
+    assert_int_equal(st.code, 200);
+    assert_string_equal(st.content_type, "text/event-stream; charset=utf-8");
+    assert_true(st.request_id[0] != '\0');
+    sse_parse(st.body.data, st.body.len, &e);
+    sse_shape(&e, got, sizeof(got));
+    assert_string_equal(got, shape);
+    assert_string_equal(e.type[1], "ping"); /* right after message_start */
+    json_t *want = json_loads(plain.body.data, 0, NULL);
+    assert_non_null(want);
+    json_object_del(want, "id");
+    json_object_del(e.message, "id");
+    if (!json_equal(want, e.message)) {
+        char *a = json_dumps(want, JSON_COMPACT), *b = json_dumps(e.message, JSON_COMPACT);
+        fail_msg("streamed message differs:\n plain  %s\n stream %s", a, b);
+    }
+    json_decref(want);
+    sse_free(&e);
+    resp_free(&plain);
+    resp_free(&st);
+    free(sb);
+}
+
+static void test_http_stream_sequence_and_content(void **state)
+{
+    (void)state;
+    static const char *const opts[] = {"output_tokens", "300", NULL};
+    sim *s = sim_start(opts);
+    const char *text_shape = "message_start content_block_start content_block_delta content_block_stop "
+                             "message_delta message_stop";
+    assert_stream_matches(s, HELLO, text_shape);
+    /* cut by max_tokens, and by a stop sequence */
+    assert_stream_matches(s, "{\"model\":\"claude-haiku-4-5\",\"max_tokens\":5,\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}",
+                          text_shape);
+    assert_stream_matches(s, "{\"model\":\"claude-haiku-4-5\",\"max_tokens\":100,\"stop_sequences\":[\" | \"],"
+                             "\"messages\":[{\"role\":\"user\",\"content\":\"h\\u00e9llo \\\"q\\\"\"}]}",
+                          text_shape);
+    /* tool use: a text block and two tool_use blocks (input_json_delta) */
+    const char *tools = "{\"model\":\"claude-haiku-4-5\",\"max_tokens\":400,\"tools\":[{\"name\":\"get_weather\","
+                        "\"input_schema\":{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"},"
+                        "\"days\":{\"type\":\"integer\"}},\"required\":[\"city\",\"days\"]}}],\"messages\":[{\"role\":"
+                        "\"user\",\"content\":\"weather? [sim tool_parallel=2]\"}]}";
+    assert_stream_matches(s, tools,
+                          "message_start content_block_start content_block_delta content_block_stop "
+                          "content_block_start content_block_delta content_block_stop content_block_start "
+                          "content_block_delta content_block_stop message_delta message_stop");
+    /* prefill, streamed */
+    assert_stream_matches(s, "{\"model\":\"claude-haiku-4-5\",\"max_tokens\":100,\"messages\":[{\"role\":\"user\","
+                             "\"content\":\"hi\"},{\"role\":\"assistant\",\"content\":\"echo:\"}]}",
+                          text_shape);
+    /* the streamed answers count like the others */
+    json_t *doc = stats(s);
+    assert_int_equal(by_status(doc, "200"), 10);
+    json_decref(doc);
+    sim_stop(s);
+}
+
+/* 300 streams at once on one thread, each paced to about 1 s (40 tokens at
+ * 40 tokens/s): together they take about 1 s, not 300 (timers, no sleeps). */
+static void test_http_stream_pacing_concurrent(void **state)
+{
+    (void)state;
+    enum { N = 300 };
+    static const char *const opts[] = {"threads", "1", "stream_tokens_per_second", "40", "stream_ping_interval",
+                                       "200ms", NULL};
+    sim *s = sim_start(opts);
+    char url[128];
+    char *body = with_stream(HELLO);
+    CURLM *m = curl_multi_init();
+    CURL *h[N];
+    resp r[N];
+    struct curl_slist *hl = NULL;
+    for (size_t i = 0; api_headers[i]; i++)
+        hl = curl_slist_append(hl, api_headers[i]);
+    snprintf(url, sizeof(url), "%s/v1/messages", s->base);
+    for (int i = 0; i < N; i++) {
+        memset(&r[i], 0, sizeof(r[i]));
+        aq_buf_init(&r[i].body, 1 << 20);
+        h[i] = curl_easy_init();
+        curl_easy_setopt(h[i], CURLOPT_URL, url);
+        curl_easy_setopt(h[i], CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(h[i], CURLOPT_HTTPHEADER, hl);
+        curl_easy_setopt(h[i], CURLOPT_WRITEFUNCTION, on_body);
+        curl_easy_setopt(h[i], CURLOPT_WRITEDATA, &r[i]);
+        curl_easy_setopt(h[i], CURLOPT_TIMEOUT_MS, 30000L);
+        curl_multi_add_handle(m, h[i]);
+    }
+    int64_t t0 = aq_mono_ms();
+    int running = 1;
+    while (running) {
+        curl_multi_perform(m, &running);
+        if (running)
+            curl_multi_poll(m, NULL, 0, 100, NULL);
+    }
+    int64_t took = aq_mono_ms() - t0;
+    int ok = 0;
+    size_t pings = 0;
+    for (int i = 0; i < N; i++) {
+        long code = 0;
+        curl_easy_getinfo(h[i], CURLINFO_RESPONSE_CODE, &code);
+        sse e;
+        if (code == 200) {
+            sse_parse(r[i].body.data, r[i].body.len, &e);
+            ok += strcmp(e.type[e.n - 1], "message_stop") == 0;
+            for (size_t k = 0; k < e.n; k++)
+                pings += strcmp(e.type[k], "ping") == 0;
+            sse_free(&e);
+        }
+        curl_multi_remove_handle(m, h[i]);
+        curl_easy_cleanup(h[i]);
+        aq_buf_free(&r[i].body);
+    }
+    curl_multi_cleanup(m);
+    curl_slist_free_all(hl);
+    free(body);
+    assert_int_equal(ok, N);
+    /* 40 deltas of one token, 25 ms apart: about 1 s each, all at once */
+    if (took < 900 || took > 15000)
+        fail_msg("%d paced streams took %lld ms", N, (long long)took);
+    assert_true(pings >= (size_t)N * 3); /* the first one, and every 200 ms of a 1 s stream */
+    sim_stop(s);
+}
+
+static void test_http_stream_faults(void **state)
+{
+    (void)state;
+    static const char *const opts[] = {"output_tokens", "200", NULL};
+    sim *s = sim_start(opts);
+    char *body = with_stream(HELLO);
+    const char *err_h[] = {"x-api-key: k1", "anthropic-version: 2023-06-01", "content-type: application/json",
+                           "x-sim-fault: stream_error", NULL};
+    const char *cut_h[] = {"x-api-key: k1", "anthropic-version: 2023-06-01", "content-type: application/json",
+                           "x-sim-fault: stream_cut", NULL};
+    resp r;
+    sse e;
+    /* an error event after the 200, halfway, and no message_stop */
+    http(s, "POST", "/v1/messages", err_h, body, 0, &r);
+    assert_int_equal(r.rc, CURLE_OK);
+    assert_int_equal(r.code, 200);
+    sse_parse(r.body.data, r.body.len, &e);
+    assert_true(e.error_event);
+    assert_string_equal(e.type[e.n - 1], "error");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(e.error, "error"), "type")),
+                        "overloaded_error");
+    const char *partial = json_string_value(json_object_get(json_array_get(json_object_get(e.message, "content"), 0), "text"));
+    assert_true(partial && strlen(partial) >= 128 && strlen(partial) < 256); /* about half of max_tokens 64 */
+    sse_free(&e);
+    resp_free(&r);
+    /* a cut: the connection closes before message_stop (curl: a broken chunked body) */
+    http(s, "POST", "/v1/messages", cut_h, body, 0, &r);
+    assert_int_not_equal(r.rc, CURLE_OK);
+    assert_non_null(strstr(r.body.data, "event: message_start"));
+    assert_null(strstr(r.body.data, "event: message_stop"));
+    resp_free(&r);
+    json_t *doc = stats(s);
+    assert_int_equal(stat_int(doc, "fault_stream_error"), 1);
+    assert_int_equal(stat_int(doc, "fault_stream_cut"), 1);
+    json_decref(doc);
+    sim_stop(s);
+    /* the same as shares of every stream */
+    static const char *const shares[] = {"fault_stream_cut", "1", NULL};
+    s = sim_start(shares);
+    http(s, "POST", "/v1/messages", api_headers, body, 0, &r);
+    assert_int_not_equal(r.rc, CURLE_OK);
+    resp_free(&r);
+    http(s, "POST", "/v1/messages", api_headers, HELLO, 0, &r); /* a plain request is not a stream */
+    assert_int_equal(r.code, 200);
+    resp_free(&r);
+    sim_stop(s);
+    free(body);
+}
+
+static void test_http_count_tokens_and_models(void **state)
+{
+    (void)state;
+    sim *s = sim_start(NULL);
+    const char *get_h[] = {"x-api-key: k1", "anthropic-version: 2023-06-01", NULL};
+    resp r, a;
+    /* count_tokens: the input tokens an answer bills, with tools too */
+    const char *tools_body = "{\"model\":\"claude-haiku-4-5\",\"max_tokens\":100,\"system\":\"be brief\",\"tools\":[{"
+                             "\"name\":\"t\",\"description\":\"d\",\"input_schema\":{\"type\":\"object\"}}],\"messages\":"
+                             "[{\"role\":\"user\",\"content\":\"count these words\"}]}";
+    http(s, "POST", "/v1/messages", api_headers, tools_body, 0, &a);
+    assert_int_equal(a.code, 200);
+    json_t *ad = json_loads(a.body.data, 0, NULL);
+    json_int_t billed = json_integer_value(json_object_get(json_object_get(ad, "usage"), "input_tokens"));
+    json_decref(ad);
+    resp_free(&a);
+    http(s, "POST", "/v1/messages/count_tokens", api_headers,
+         "{\"model\":\"claude-haiku-4-5\",\"system\":\"be brief\",\"tools\":[{\"name\":\"t\",\"description\":\"d\","
+         "\"input_schema\":{\"type\":\"object\"}}],\"messages\":[{\"role\":\"user\",\"content\":\"count these words\"}]}",
+         0, &r);
+    assert_int_equal(r.code, 200);
+    assert_true(r.request_id[0] != '\0');
+    char want[64];
+    snprintf(want, sizeof(want), "{\"input_tokens\":%lld}", (long long)billed);
+    assert_string_equal(r.body.data, want);
+    resp_free(&r);
+    http(s, "POST", "/v1/messages/count_tokens", api_headers, HELLO, 0, &r); /* max_tokens is not a field here */
+    assert_int_equal(r.code, 400);
+    assert_non_null(strstr(r.body.data, "max_tokens: Extra inputs are not permitted"));
+    assert_string_equal(r.should_retry, "false");
+    resp_free(&r);
+    http(s, "POST", "/v1/messages/count_tokens", NULL, "{}", 0, &r);
+    assert_int_equal(r.code, 401);
+    resp_free(&r);
+
+    /* models: the list, its pages, one model, an unknown one */
+    http(s, "GET", "/v1/models", get_h, NULL, 0, &r);
+    assert_int_equal(r.code, 200);
+    json_t *doc = json_loads(r.body.data, 0, NULL);
+    assert_int_equal(json_array_size(json_object_get(doc, "data")), 7);
+    assert_false(json_is_true(json_object_get(doc, "has_more")));
+    assert_string_equal(json_string_value(json_object_get(doc, "first_id")), "claude-haiku-4-5");
+    assert_string_equal(json_string_value(json_object_get(doc, "last_id")), "claude-opus-4-8");
+    json_t *m0 = json_array_get(json_object_get(doc, "data"), 0);
+    assert_string_equal(json_string_value(json_object_get(m0, "type")), "model");
+    assert_string_equal(json_string_value(json_object_get(m0, "display_name")), "Claude Haiku 4.5");
+    assert_non_null(json_string_value(json_object_get(m0, "created_at")));
+    json_decref(doc);
+    resp_free(&r);
+    http(s, "GET", "/v1/models?limit=3&after_id=claude-sonnet-4-5", get_h, NULL, 0, &r);
+    doc = json_loads(r.body.data, 0, NULL);
+    assert_int_equal(json_array_size(json_object_get(doc, "data")), 3);
+    assert_true(json_is_true(json_object_get(doc, "has_more")));
+    assert_string_equal(json_string_value(json_object_get(doc, "first_id")), "claude-sonnet-4-6");
+    assert_string_equal(json_string_value(json_object_get(doc, "last_id")), "claude-opus-4-6");
+    json_decref(doc);
+    resp_free(&r);
+    http(s, "GET", "/v1/models?limit=2&before_id=claude-sonnet-4-6", get_h, NULL, 0, &r);
+    doc = json_loads(r.body.data, 0, NULL);
+    assert_string_equal(json_string_value(json_object_get(doc, "first_id")), "claude-haiku-4-5");
+    assert_string_equal(json_string_value(json_object_get(doc, "last_id")), "claude-sonnet-4-5");
+    assert_false(json_is_true(json_object_get(doc, "has_more")));
+    json_decref(doc);
+    resp_free(&r);
+    http(s, "GET", "/v1/models?limit=0", get_h, NULL, 0, &r);
+    assert_int_equal(r.code, 400);
+    resp_free(&r);
+    http(s, "GET", "/v1/models/claude-opus-4-8", get_h, NULL, 0, &r);
+    assert_int_equal(r.code, 200);
+    assert_string_equal(r.body.data, "{\"type\":\"model\",\"id\":\"claude-opus-4-8\",\"display_name\":\"Claude Opus 4.8\","
+                                     "\"created_at\":\"2025-01-01T00:00:00Z\"}");
+    resp_free(&r);
+    http(s, "GET", "/v1/models/claude-nope-1", get_h, NULL, 0, &r);
+    assert_int_equal(r.code, 404);
+    assert_non_null(strstr(r.body.data, "\"type\":\"not_found_error\",\"message\":\"model: claude-nope-1\""));
+    assert_string_equal(r.should_retry, "false");
+    assert_true(r.request_id[0] != '\0');
+    resp_free(&r);
+    http(s, "POST", "/v1/models", get_h, "{}", 0, &r);
+    assert_int_equal(r.code, 405);
+    resp_free(&r);
+    sim_stop(s);
+}
+
+static void test_http_auth_version_strictness(void **state)
+{
+    (void)state;
+    static const char *const opts[] = {"keys", "good", "retry_after", "3", NULL};
+    sim *s = sim_start(opts);
+    const char *bearer[] = {"Authorization: Bearer good", "anthropic-version: 2026-10-21",
+                            "content-type: application/json", NULL};
+    const char *wrong[] = {"Authorization: Bearer bad", "anthropic-version: 2023-06-01",
+                           "content-type: application/json", NULL};
+    const char *none[] = {"anthropic-version: 2023-06-01", "content-type: application/json", NULL};
+    const char *badver[] = {"x-api-key: good", "anthropic-version: 2024-10-22", "content-type: application/json", NULL};
+    const char *nover[] = {"x-api-key: good", "content-type: application/json", NULL};
+    const char *good[] = {"x-api-key: good", "anthropic-version: 2023-06-01", "content-type: application/json", NULL};
+    resp r;
+    http(s, "POST", "/v1/messages", bearer, HELLO, 0, &r);
+    assert_int_equal(r.code, 200);
+    resp_free(&r);
+    http(s, "POST", "/v1/messages", wrong, HELLO, 0, &r);
+    assert_int_equal(r.code, 401);
+    assert_non_null(strstr(r.body.data, "{\"type\":\"error\",\"error\":{\"type\":\"authentication_error\",\"message\":\"invalid x-api-key\"}"));
+    assert_string_equal(r.should_retry, "false");
+    resp_free(&r);
+    http(s, "POST", "/v1/messages", none, HELLO, 0, &r);
+    assert_int_equal(r.code, 401);
+    assert_non_null(strstr(r.body.data, "x-api-key header is required"));
+    resp_free(&r);
+    http(s, "POST", "/v1/messages", badver, HELLO, 0, &r);
+    assert_int_equal(r.code, 400);
+    assert_non_null(strstr(r.body.data, "\"invalid_request_error\",\"message\":\"anthropic-version: \\\"2024-10-22\\\" is not a valid version\""));
+    resp_free(&r);
+    http(s, "POST", "/v1/messages", nover, HELLO, 0, &r);
+    assert_int_equal(r.code, 400);
+    assert_non_null(strstr(r.body.data, "anthropic-version: header is required"));
+    resp_free(&r);
+    /* unknown top-level field, unknown tool_choice type, a tool without input_schema */
+    http(s, "POST", "/v1/messages", good,
+         "{\"model\":\"claude-haiku-4-5\",\"max_tokens\":5,\"speling\":1,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
+         0, &r);
+    assert_int_equal(r.code, 400);
+    assert_non_null(strstr(r.body.data, "\"message\":\"speling: Extra inputs are not permitted\""));
+    resp_free(&r);
+    http(s, "POST", "/v1/messages", good,
+         "{\"model\":\"claude-haiku-4-5\",\"max_tokens\":5,\"tools\":[{\"name\":\"t\",\"input_schema\":{\"type\":\"object\"}}],"
+         "\"tool_choice\":{\"type\":\"sometimes\"},\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", 0, &r);
+    assert_int_equal(r.code, 400);
+    assert_non_null(strstr(r.body.data, "tool_choice: Input tag 'sometimes'"));
+    resp_free(&r);
+    http(s, "POST", "/v1/messages", good,
+         "{\"model\":\"claude-haiku-4-5\",\"max_tokens\":5,\"tools\":[{\"name\":\"t\"}],\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
+         0, &r);
+    assert_int_equal(r.code, 400);
+    assert_non_null(strstr(r.body.data, "tools.0.custom.input_schema: Field required"));
+    resp_free(&r);
+    /* steered answers: the status, its error type, and the hints */
+    static const struct {
+        const char *fault;
+        long code;
+        const char *type, *retry, *retry_after;
+    } steer[] = {
+        {"403", 403, "permission_error", "false", ""}, {"409", 409, "conflict_error", "true", ""},
+        {"413", 413, "request_too_large", "false", ""}, {"429", 429, "rate_limit_error", "true", "3"},
+        {"500", 500, "api_error", "true", ""},          {"529", 529, "overloaded_error", "true", "3"},
+        {"404", 404, "not_found_error", "false", ""},
+    };
+    for (size_t i = 0; i < sizeof(steer) / sizeof(steer[0]); i++) {
+        char fh[64], want[96];
+        snprintf(fh, sizeof(fh), "x-sim-fault: %s", steer[i].fault);
+        const char *h[] = {"x-api-key: good", "anthropic-version: 2023-06-01", "content-type: application/json", fh, NULL};
+        http(s, "POST", "/v1/messages", h, HELLO, 0, &r);
+        assert_int_equal(r.code, steer[i].code);
+        snprintf(want, sizeof(want), "\"error\":{\"type\":\"%s\"", steer[i].type);
+        if (!strstr(r.body.data, want))
+            fail_msg("x-sim-fault %s: %s", steer[i].fault, r.body.data);
+        assert_string_equal(r.should_retry, steer[i].retry);
+        assert_string_equal(r.retry_after, steer[i].retry_after);
+        assert_true(r.request_id[0] != '\0');
+        resp_free(&r);
+    }
+    const char *bad_steer[] = {"x-api-key: good", "anthropic-version: 2023-06-01", "content-type: application/json",
+                               "x-sim-fault: 418", NULL};
+    http(s, "POST", "/v1/messages", bad_steer, HELLO, 0, &r);
+    assert_int_equal(r.code, 400);
+    assert_non_null(strstr(r.body.data, "x-sim-fault: not one of"));
+    resp_free(&r);
+    /* the plain answer carries no hints */
+    http(s, "POST", "/v1/messages", good, HELLO, 0, &r);
+    assert_int_equal(r.code, 200);
+    assert_string_equal(r.should_retry, "");
+    resp_free(&r);
+    sim_stop(s);
+    /* a 529 share: retry-after from the option */
+    static const char *const f529[] = {"fault_529", "1", "retry_after", "2", NULL};
+    s = sim_start(f529);
+    http(s, "POST", "/v1/messages", api_headers, HELLO, 0, &r);
+    assert_int_equal(r.code, 529);
+    assert_string_equal(r.retry_after, "2");
+    assert_string_equal(r.should_retry, "true");
+    resp_free(&r);
+    sim_stop(s);
+}
+
 static void test_bad_config_is_refused(void **state)
 {
     (void)state;
@@ -1091,6 +1562,11 @@ int main(void)
         cmocka_unit_test(test_http_prompt_cache),
         cmocka_unit_test(test_http_tool_run_and_cache_breakpoints),
         cmocka_unit_test(test_http_tool_schema_fault),
+        cmocka_unit_test(test_http_stream_sequence_and_content),
+        cmocka_unit_test(test_http_stream_pacing_concurrent),
+        cmocka_unit_test(test_http_stream_faults),
+        cmocka_unit_test(test_http_count_tokens_and_models),
+        cmocka_unit_test(test_http_auth_version_strictness),
         cmocka_unit_test(test_bad_config_is_refused),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);

@@ -13,18 +13,16 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "test_nats.h"
+
 #include <event2/event.h>
 #include <event2/thread.h>
-#include <fcntl.h>
-#include <ftw.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "core/clock.h"
@@ -36,9 +34,7 @@
 #define SLOW_MS 200
 
 typedef struct fixture {
-    char dir[64];
-    pid_t server;
-    char url[128];
+    aq_test_nats srv;
     natsConnection *nc;  /* the dispatcher's */
     natsConnection *svc; /* the tool services' */
     natsSubscription *subs[2];
@@ -53,58 +49,6 @@ typedef struct fixture {
 static fixture F;
 
 /* ---- the server ---- */
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static bool read_port_file(const char *path, char *url, size_t n)
-{
-    json_error_t jerr;
-    json_t *root = json_load_file(path, 0, &jerr);
-    json_t *first = root ? json_array_get(json_object_get(root, "nats"), 0) : NULL;
-    bool ok = json_is_string(first);
-    if (ok)
-        snprintf(url, n, "%s", json_string_value(first));
-    json_decref(root);
-    return ok;
-}
-
-static int start_server(void)
-{
-    char log[128];
-    snprintf(log, sizeof(log), "%s/nats.log", F.dir);
-    pid_t pid = fork();
-    if (pid < 0)
-        return -1;
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the test */
-        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        char *args[] = {"nats-server", "-a", "127.0.0.1", "-p", "-1", "--ports_file_dir", F.dir,
-                        NULL};
-        execvp("nats-server", args);
-        execv("/usr/sbin/nats-server", args);
-        _exit(127);
-    }
-    F.server = pid;
-    char ports[128];
-    snprintf(ports, sizeof(ports), "%s/nats-server_%d.ports", F.dir, (int)pid);
-    int64_t until = aq_mono_ms() + 10000;
-    while (!read_port_file(ports, F.url, sizeof(F.url))) {
-        if (aq_mono_ms() > until)
-            return -1;
-        usleep(20000);
-    }
-    return 0;
-}
 
 /* ---- the tool services ---- */
 
@@ -204,16 +148,10 @@ static int setup(void **state)
     (void)state;
     evthread_use_pthreads();
     pthread_mutex_init(&F.lock, NULL);
-    snprintf(F.dir, sizeof(F.dir), "/tmp/aq-tooldisp.XXXXXX");
-    if (!mkdtemp(F.dir) || start_server() != 0)
+    if (aq_test_nats_start(&F.srv, "tooldisp", false) != 0)
         return -1;
-    natsStatus s = NATS_ERR;
-    for (int i = 0; i < 100 && s != NATS_OK; i++) {
-        s = natsConnection_ConnectTo(&F.nc, F.url);
-        if (s != NATS_OK)
-            usleep(50000);
-    }
-    if (s != NATS_OK || natsConnection_ConnectTo(&F.svc, F.url) != NATS_OK)
+    natsStatus s = aq_test_nats_connect(&F.srv, &F.nc);
+    if (s != NATS_OK || natsConnection_ConnectTo(&F.svc, F.srv.url) != NATS_OK)
         return -1;
     if (natsConnection_Subscribe(&F.subs[0], F.svc, "agentq.tools.*", on_request, NULL) != NATS_OK ||
         natsConnection_Subscribe(&F.subs[1], F.svc, "custom.subject", on_request, NULL) != NATS_OK ||
@@ -234,11 +172,7 @@ static int teardown(void **state)
         natsSubscription_Destroy(F.subs[i]);
     natsConnection_Destroy(F.svc);
     natsConnection_Destroy(F.nc);
-    if (F.server > 0) {
-        kill(F.server, SIGTERM);
-        waitpid(F.server, NULL, 0);
-    }
-    nftw(F.dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    aq_test_nats_stop(&F.srv);
     nats_Close();
     return 0;
 }

@@ -166,6 +166,7 @@ nats_url nats_creds nats_user nats_timeout nats_inbox_prefix nats_tls_ca nats_tl
 task_stream task_subjects consumer dlq_stream dlq_subjects results_bucket replicas
 results_ttl dedup_window stream_max_msgs stream_max_bytes max_msg_size ack_wait
 max_deliver max_ack_pending dlq_max_age advisory_stream backstop_consumer
+deferred_stream deferred_subjects
 cache_bucket cache_ttl budget_bucket budget_ttl runs_bucket runs_ttl runs_max_bytes
 session_bucket session_ttl session_max_bytes
 {{- end -}}
