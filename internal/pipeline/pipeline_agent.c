@@ -104,6 +104,7 @@ static void load(job *j);
 static void save(job *j);
 static void lease_acquire(job *j);
 static void release_lease(aq_pipeline *p, job_agent *a, const char *session_id);
+static void lend_slot(job *j);
 
 /* ---- set up and tear down ---- */
 
@@ -352,6 +353,7 @@ static void lease_try_again(job *j, const char *why, const aq_err *err)
     }
     if (a->lease_waits == 1 || !err)
         aq_job_log(AQ_LOG_INFO, j, why, err);
+    lend_slot(j); /* waiting for another task, not calling: taken again before its first call */
     j->stage = STAGE_WAITING;
     if (p->stopping || !aq_job_after(j, ms, lease_acquire))
         aq_job_settle(j, SETTLE_NAK, ms);
@@ -778,8 +780,9 @@ void aq_agent_answered(job *j)
 /* ---- slots ----
  *
  * `concurrency` bounds the fetcher's slots, so the model calls in flight.
- * A run gives its slot back while its tools run (a tool may take minutes)
- * and takes one again before its next model call; while it waits for one
+ * A run gives its slot back while its tools run (a tool may take minutes),
+ * or while it waits for its session's lease, and takes one again before its
+ * next model call; while it waits for one
  * the fetcher is paused, so the freed slots go to waiting runs first.
  * agent_max_runs bounds the runs in flight (the fetcher pauses at it). */
 
