@@ -488,10 +488,12 @@ static void test_print_families(void **state)
     assert_non_null(strstr(text, "agentq_task_duration_seconds histogram "));
     assert_non_null(strstr(text, "agentq_build_info gauge "));
     assert_non_null(strstr(text, "agentq_parked_tasks gauge "));
+    assert_non_null(strstr(text, "agentq_agent_run_steps histogram "));
+    assert_non_null(strstr(text, "agentq_tool_calls_total counter "));
     size_t lines = 0;
     for (const char *p = text; *p; p++)
         lines += *p == '\n';
-    assert_int_equal(lines, 20);
+    assert_int_equal(lines, 28);
     free(text);
 }
 
