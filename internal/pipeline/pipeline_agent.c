@@ -1,5 +1,5 @@
-/* Agent runs in the pipeline (loop thread): a task with tools is a run of
- * steps, model call -> tool calls -> model call ..., its state checkpointed
+/* Agent runs in the pipeline (loop thread): a task with tools (or with a
+ * session_id: a conversation continued, tools or not) is a run of steps, model call -> tool calls -> model call ..., its state checkpointed
  * in the KV bucket agentq-runs (internal/agent) so that a redelivery resumes
  * where the last delivery stopped.
  *
@@ -292,7 +292,7 @@ void aq_agent_begin(job *j)
     if (!p->runs_get) {
         aq_err e;
         aq_err_set(&e, AQ_CONFIG,
-                   "task has tools but the runs bucket %s does not exist: run `agentq init`",
+                   "task is an agent run (tools or a session_id) but the runs bucket %s does not exist: run `agentq init`",
                    p->cfg->runs_bucket);
         aq_job_fail(j, AQ_CONFIG, &e);
         return;

@@ -112,7 +112,9 @@ void aq_job_begin(job *j)
     if (follow_if_in_flight(j))
         return;
     j->max_tokens = t->max_tokens ? t->max_tokens : (uint32_t)p->cfg->default_max_tokens;
-    if (t->n_tools > 0) { /* an agent run: its steps come back to aq_job_step */
+    /* A task with tools, or continuing a session, is an agent run: its
+     * steps come back to aq_job_step. */
+    if (t->n_tools > 0 || (t->session_id && *t->session_id)) {
         aq_agent_begin(j);
         return;
     }

@@ -50,5 +50,17 @@ agentq run show --json "$second" | jq -e --argjson n "$((n0 + n1))" '.history_me
     fail "$second did not start from both turns before it: $(agentq run show --json "$second" | jq -c '{history_messages}')"
 grep -q 'session busy' "$T"/worker-*.log || note "the two tasks did not overlap (no lease wait seen)"
 echo "ok - a session continued by three tasks, two at once: 3 turns in order, each run saw the turns before it"
+
+# A task of the session without tools: a one-step run that sees the history too.
+jq -nc '{id: "s4", type: "chat", session_id: "sess-1", prompt: "Fourth: no tools.", max_tokens: 64}' > "$T/s4.jsonl"
+agentq submit --file "$T/s4.jsonl" > /dev/null
+r4=$(agentq wait --timeout=30s s4) || fail "s4: $r4"
+jq -e '.status == "STATUS_COMPLETED" and .steps == 1 and .session_id == "sess-1"' <<< "$r4" > /dev/null || fail "s4: $r4"
+n2=$(jq '.turns[2].messages | length' "$T/sess.json")
+agentq run show --json s4 | jq -e --argjson n "$((n0 + n1 + n2))" '.history_messages == $n' > /dev/null ||
+    fail "s4 did not start from the three turns before it"
+agentq session show --json sess-1 | jq -e '(.turns | length) == 4 and .turns[3].task_id == "s4"' > /dev/null ||
+    fail "s4's turn not appended"
+echo "ok - a session task without tools: one step, the history before it, its turn appended"
 kill -0 "$W" 2>/dev/null || fail "the worker died"
 echo PASS
