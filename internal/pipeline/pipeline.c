@@ -143,7 +143,12 @@ static void job_admit(void *arg)
         aq_job_fail(j, j->decode_status, &j->decode_err);
         return;
     }
-    if (j->delivered > 1 && aq_job_has_valid_id(j)) {
+    /* A redelivered session task goes through its run instead: it may
+     * still hold the session's lease (a crash after its Result was stored),
+     * which the run takes back and releases; its checkpoint makes that
+     * cheap (no model call, the turn already appended, the Result kept). */
+    if (j->delivered > 1 && aq_job_has_valid_id(j) &&
+        !(j->task->session_id && *j->task->session_id)) {
         j->stage = STAGE_CHECKING;
         aq_job_read(j, p->results_get, j->task->id, on_redelivery_read);
         return;
