@@ -125,7 +125,8 @@ aq_status aq_agent_start(aq_pipeline *p, aq_err *err)
     } else if (st != AQ_OK) {
         return aq_err_prefix(err, "runs bucket");
     }
-    st = aq_kv_getter_new(p->nc, p->js, cfg->session_bucket, &gc, p->base, p->mb, &p->session_get,
+    aq_kv_getter_config sgc = {cfg->store_timeout_ms, reads, (size_t)cfg->session_max_bytes};
+    st = aq_kv_getter_new(p->nc, p->js, cfg->session_bucket, &sgc, p->base, p->mb, &p->session_get,
                           err);
     if (st == AQ_NOT_FOUND) {
         aq_log(AQ_LOG_WARN, "sessions bucket missing: tasks with a session_id will fail (run `agentq init`)",
@@ -136,6 +137,12 @@ aq_status aq_agent_start(aq_pipeline *p, aq_err *err)
     }
     if ((st = aq_tool_dispatcher_new(p->nc, &cfg->tool, p->base, p->mb, &p->tools, err)) != AQ_OK)
         return aq_err_prefix(err, "tool calls");
+    /* A checkpoint the server would refuse (over its max_payload, headers
+     * included) fails its run at once (too_large) instead of being retried. */
+    int64_t max_payload = natsConnection_GetMaxPayload(p->nc);
+    p->runs_save_cap = (size_t)cfg->runs_max_bytes;
+    if (max_payload > 4096 && (size_t)(max_payload - 4096) < p->runs_save_cap)
+        p->runs_save_cap = (size_t)(max_payload - 4096);
     return AQ_OK;
 }
 
@@ -654,11 +661,11 @@ static void save(job *j)
     aq_err err;
     j->stage = STAGE_STORING;
     aq_status st = aq_run_save_async(p->pub, p->cfg->runs_bucket, a->run, a->rev,
-                                     (size_t)p->cfg->runs_max_bytes, on_saved, j, &err);
+                                     p->runs_save_cap, on_saved, j, &err);
     if (st == AQ_OK)
         return;
     if (st == AQ_TOO_BIG) {
-        aq_err_prefix(&err, "checkpoint over runs_max_bytes");
+        aq_err_prefix(&err, "checkpoint over runs_max_bytes (or the server's max_payload)");
         aq_job_fail(j, AQ_TOO_BIG, &err);
         return;
     }

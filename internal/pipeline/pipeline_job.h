@@ -161,6 +161,7 @@ struct aq_pipeline {
     aq_kv_getter *session_get; /* session histories and leases (NULL: no sessions bucket) */
     struct aq_tool_dispatcher *tools; /* agent runs' tool calls */
     size_t runs_in_flight;     /* agent runs owned */
+    size_t runs_save_cap;      /* largest checkpoint written: runs_max_bytes, within max_payload */
     size_t slot_waiters;       /* runs waiting for a slot back; while any, the fetcher is paused */
     bool fetch_paused;
     char cache_prefix[256];    /* "$KV.<cache bucket>." */

@@ -261,5 +261,17 @@ wait_until 20 bash -c "'$RAW_PUBLISH' --url '$AGENTQ_NATS_URL' --dump-stream AGE
 note "budget mid-run: FAILED after $(jq .steps <<< "$r") steps, \$$(jq '.cost_micro_usd / 1e6' <<< "$r") of \$0.012"
 echo "ok - a budget spent mid-run: FAILED budget_exceeded with its steps and transcript, dead-lettered"
 
+# ---- 9. a transcript over runs_max_bytes: FAILED too_large, not retried ----
+note "checkpoint cap"
+kill -TERM "$W"; wait "$W" 2>/dev/null || true; forget_pid "$W"
+start_worker --runs_max_bytes=4096
+W=$WORKER_PID
+task big1 '[sim tool_steps=8 tool_parallel=3] A long transcript.' "$TWO" > "$T/big.jsonl"
+submit "$T/big.jsonl"
+r=$(result big1 60s)
+jq -e '.status == "STATUS_FAILED" and .error.class == "too_large" and (.error.message | test("runs_max_bytes"))' <<< "$r" > /dev/null ||
+    fail "checkpoint cap: $(jq -c '{status, error, steps}' <<< "$r")"
+echo "ok - a checkpoint over runs_max_bytes fails its run (too_large)"
+
 kill -0 "$W" 2>/dev/null || fail "the worker died"
 echo "PASS"
