@@ -1,10 +1,12 @@
 /* Reading results: get (now), wait (until they exist), watch (an agent run's
  * step events, then its result). */
 #include <jansson.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "agent/agent_event.h"
 #include "cli.h"
@@ -291,14 +293,34 @@ out:
     return rc;
 }
 
-/* One event line as it arrives (nats.c's thread; stdout is locked per call). */
+/* Events arrive on nats.c's thread, the Result on this one: the last step's
+ * event is published before the Result is stored, but the two could still
+ * be printed the other way round. So the Result is printed once the final
+ * event (phase done or failed) is in, or a second has passed. */
+typedef struct watch_state {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool final_seen, closed;
+} watch_state;
+
 static void on_step_event(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure)
 {
     (void)nc;
     (void)sub;
-    (void)closure;
-    printf("%.*s\n", natsMsg_GetDataLength(m), natsMsg_GetData(m));
-    fflush(stdout);
+    watch_state *w = closure;
+    const char *data = natsMsg_GetData(m);
+    int len = natsMsg_GetDataLength(m);
+    pthread_mutex_lock(&w->lock);
+    if (!w->closed) {
+        printf("%.*s\n", len, data);
+        fflush(stdout);
+        if (memmem(data, (size_t)len, "\"phase\":\"done\"", 14) ||
+            memmem(data, (size_t)len, "\"phase\":\"failed\"", 16)) {
+            w->final_seen = true;
+            pthread_cond_signal(&w->cond);
+        }
+    }
+    pthread_mutex_unlock(&w->lock);
     natsMsg_Destroy(m);
 }
 
@@ -309,6 +331,9 @@ int cmd_watch(int argc, char **argv)
     natsConnection *nc = NULL;
     jsCtx *js = NULL;
     natsSubscription *sub = NULL;
+    /* Static: a callback running while the subscription goes must not
+     * find it gone (one watch per process). */
+    static watch_state w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, false};
     char subject[AQ_TASK_ID_MAX + 64];
     int argi, rc = cli_parse(cli_get_options, &cfg, &cfg.queue, argc, argv,
                              "agentq watch [--timeout 60s] [options] ID", &argi);
@@ -324,7 +349,7 @@ int cmd_watch(int argc, char **argv)
     /* Events are core NATS, not stored: subscribe before looking for the
      * result, and what was published before now is not shown. */
     snprintf(subject, sizeof(subject), "%s.%s", AQ_AGENT_EVENTS_PREFIX, argv[argi]);
-    natsStatus s = natsConnection_Subscribe(&sub, nc, subject, on_step_event, NULL);
+    natsStatus s = natsConnection_Subscribe(&sub, nc, subject, on_step_event, &w);
     if (s == NATS_OK)
         s = natsConnection_Flush(nc);
     if (s != NATS_OK) {
@@ -332,7 +357,19 @@ int cmd_watch(int argc, char **argv)
         rc = CLI_CONNECT;
         goto out;
     }
-    rc = cli_wait_results(nc, js, &cfg.queue, argv + argi, 1, cfg.timeout_ms, true, "watch");
+    rc = cli_wait_results(nc, js, &cfg.queue, argv + argi, 1, cfg.timeout_ms, false, "watch");
+    if (rc == CLI_OK || rc == CLI_TASK_FAILED) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 1;
+        pthread_mutex_lock(&w.lock);
+        while (!w.final_seen &&
+               pthread_cond_timedwait(&w.cond, &w.lock, &until) == 0)
+            ;
+        w.closed = true; /* no event line after the Result */
+        pthread_mutex_unlock(&w.lock);
+        rc = cli_wait_results(nc, js, &cfg.queue, argv + argi, 1, cfg.timeout_ms, true, "watch");
+    }
 out:
     if (sub)
         natsSubscription_Unsubscribe(sub);
