@@ -789,9 +789,9 @@ void aq_agent_answered(job *j)
  * `concurrency` bounds the fetcher's slots, so the model calls in flight.
  * A run gives its slot back while its tools run (a tool may take minutes),
  * or while it waits for its session's lease, and takes one again before its
- * next model call; while it waits for one
- * the fetcher is paused, so the freed slots go to waiting runs first.
- * agent_max_runs bounds the runs in flight (the fetcher pauses at it). */
+ * next model call; while runs wait for one the fetcher is paused, so the
+ * freed slots go to them first. agent_max_runs bounds the runs in flight
+ * (the fetcher pauses at it). */
 
 static void lend_slot(job *j)
 {

@@ -43,11 +43,10 @@ static void fill_result(const job *j, Agentq__V1__Result *r, Agentq__V1__Usage *
         r->stop_reason = j->response.stop_reason ? j->response.stop_reason : (char *)"";
         if (j->response.model)
             r->model = j->response.model;
-        /* The answer's blocks when it is more than text, or the task has
-         * tools. Until the agent loop runs tools, a task with tools is one
-         * call: its Result is COMPLETED with stop_reason tool_use and the
-         * tool_use blocks here (temporary). A failed conversion leaves
-         * content empty, `output` still holds the text. */
+        /* The answer's blocks when it is more than text. (A task with
+         * tools is an agent run: aq_agent_fill_result fills its Result.) A
+         * failed conversion leaves content empty, `output` still holds the
+         * text. */
         if ((t->n_tools > 0 || j->response.n_tool_use > 0) &&
             aq_llm_response_content(&j->response, content, NULL) == AQ_OK) {
             r->content = content->blocks;
