@@ -59,7 +59,7 @@ json_t *aq_agent_block_json(const Agentq__V1__ContentBlock *b)
         put(o, "id", str(u ? u->id : ""));
         put(o, "name", str(u ? u->name : ""));
         json_t *input = u && u->input_json && *u->input_json
-                            ? json_loads(u->input_json, JSON_DECODE_ANY, NULL)
+                            ? json_loads(u->input_json, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL)
                             : json_object();
         put(o, "input", input ? input : str(u->input_json)); /* not JSON: shown as text */
         break;

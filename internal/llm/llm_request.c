@@ -313,10 +313,12 @@ static aq_status set_new(json_t *obj, const char *key, json_t *value, aq_err *er
 }
 
 /* A JSON object from text (validated tasks only hold objects here: a
- * failure still names the field). */
+ * failure still names the field). A "\u0000" inside a string is allowed:
+ * the model may write one in a tool input (the answer's parser keeps it),
+ * and that input goes back to it in the next step's request. */
 static aq_status parse_object(const char *text, const char *what, json_t **out, aq_err *err)
 {
-    json_t *v = json_loads(text ? text : "", JSON_REJECT_DUPLICATES, NULL);
+    json_t *v = json_loads(text ? text : "", JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, NULL);
     if (!json_is_object(v)) {
         json_decref(v);
         return aq_err_set(err, AQ_TASK_INVALID, "%s is not a JSON object", what);

@@ -80,7 +80,8 @@ static void check_blocks(const aq_llm_response *r)
         }
         FUZZ_CHECK(b->type == AQ_LLM_BLOCK_TOOL_USE);
         FUZZ_CHECK(b->id && *b->id && b->name && *b->name && b->input_json);
-        json_t *in = json_loads(b->input_json, 0, NULL);
+        /* the next step's request parses it the same way (llm_request.c) */
+        json_t *in = json_loads(b->input_json, JSON_ALLOW_NUL, NULL);
         FUZZ_CHECK(json_is_object(in));
         json_decref(in);
         tool_uses++;

@@ -660,6 +660,12 @@ static void test_blocks_and_tools_body(void **state)
         "{\"name\":\"noop\",\"input_schema\":{\"type\":\"object\"}}],"
         "\"tool_choice\":{\"type\":\"tool\",\"name\":\"get_weather\",\"disable_parallel_tool_use\":true}}");
     free(body);
+    /* A model's tool input may hold a "\u0000" (the answer's parser keeps
+     * it): it goes back in the next step's request as it came. */
+    c.ub.input_json = (char *)"{\"city\":\"\\u0000Paris\"}";
+    body = build_str(&c.task, NULL);
+    assert_non_null(strstr(body, "\"input\":{\"city\":\"\\u0000Paris\"}"));
+    free(body);
     /* no content, no is_error: both left out */
     c.rb.n_content = 0;
     c.rb.is_error = false;
