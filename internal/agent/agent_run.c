@@ -1,4 +1,5 @@
 #include "agent_run.h"
+#include "task/task_wire.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -307,6 +308,19 @@ aq_status aq_run_decode(const void *data, size_t len, size_t cap, aq_run **out, 
     if (len > cap)
         return aq_err_set(err, AQ_TOO_BIG, "run checkpoint is %zu bytes, over the cap of %zu", len,
                           cap);
+    /* Anyone who may write the bucket can put bytes here: the same wire
+     * check as a task's (nesting bounded before protobuf-c recurses, no
+     * NUL-cut strings, no field 0) before unpacking. */
+    int has_nul = 0;
+    aq_wire_nul nul;
+    if (aq_wire_scan(&agentq__v1__run_state__descriptor, data, len, &has_nul, &nul, err) != AQ_OK) {
+        aq_err_prefix(err, "run checkpoint");
+        if (err)
+            err->status = AQ_INVALID_ARG;
+        return AQ_INVALID_ARG;
+    }
+    if (has_nul)
+        return aq_err_set(err, AQ_INVALID_ARG, "run checkpoint: %s holds a NUL byte", nul.path);
     Agentq__V1__RunState *s = agentq__v1__run_state__unpack(NULL, len, data);
     if (!s)
         return aq_err_set(err, AQ_INVALID_ARG, "run checkpoint (%zu bytes) does not decode as "

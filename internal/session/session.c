@@ -9,6 +9,7 @@
 #include "core/clock.h"
 #include "queue/queue_conn.h"
 #include "task/task_codec.h"
+#include "task/task_wire.h"
 
 static aq_status nomem(aq_err *err)
 {
@@ -36,6 +37,16 @@ aq_status aq_session_decode(const void *data, size_t len, size_t cap, Agentq__V1
     if (len > cap)
         return aq_err_set(err, AQ_TOO_BIG, "session history is %zu bytes, over the cap of %zu",
                           len, cap);
+    int has_nul = 0; /* the same wire check as a task's, before protobuf-c */
+    aq_wire_nul nul;
+    if (aq_wire_scan(&agentq__v1__session__descriptor, data, len, &has_nul, &nul, err) != AQ_OK) {
+        aq_err_prefix(err, "session history");
+        if (err)
+            err->status = AQ_INVALID_ARG;
+        return AQ_INVALID_ARG;
+    }
+    if (has_nul)
+        return aq_err_set(err, AQ_INVALID_ARG, "session history: %s holds a NUL byte", nul.path);
     Agentq__V1__Session *s = agentq__v1__session__unpack(NULL, len, data);
     if (!s)
         return aq_err_set(err, AQ_INVALID_ARG, "session history (%zu bytes) does not decode as "
