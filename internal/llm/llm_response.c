@@ -176,6 +176,11 @@ static aq_status parse_tool_use(json_t *blk, size_t i, aq_llm_block *b, aq_err *
             return aq_err_set(err, AQ_LLM_BAD_RESPONSE,
                               "response content[%zu].%s is over the %u-byte cap", i, keys[k],
                               AQ_LLM_FIELD_MAX);
+        /* ids and names are C strings from here on (keys, subjects) */
+        if (memchr(json_string_value(v), 0, json_string_length(v)))
+            return aq_err_set(err, AQ_LLM_BAD_RESPONSE,
+                              "response content[%zu] (tool_use) \"%s\" holds a NUL byte", i,
+                              keys[k]);
         if (!(*dst[k] = dup_n(json_string_value(v), json_string_length(v))))
             return aq_err_set(err, AQ_NOMEM, "out of memory parsing the response");
     }

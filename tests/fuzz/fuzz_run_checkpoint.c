@@ -48,15 +48,17 @@ static void drive(aq_run *r, bool final)
             FUZZ_CHECK_ERR(st == AQ_OK, &err);
         } else if (act.kind == AQ_RUN_DISPATCH_TOOLS) {
             size_t n = act.n_calls;
-            char ids[AQ_RUN_MAX_CALLS_PER_TURN][64];
+            char *ids[AQ_RUN_MAX_CALLS_PER_TURN]; /* whole: a crafted id may be long */
             for (size_t k = 0; k < n; k++)
-                snprintf(ids[k], sizeof(ids[k]), "%s", act.calls[k]->id);
+                FUZZ_CHECK((ids[k] = strdup(act.calls[k]->id)) != NULL);
             for (size_t k = 0; k < n; k++) {
                 aq_run_tool_result res = {.tool_use_id = ids[k], .text = "r", .outcome = "ok"};
                 st = aq_run_apply_tool_result(r, &res, 1000, &err);
                 /* duplicate ids in a crafted checkpoint: the first takes it */
                 FUZZ_CHECK_ERR(st == AQ_OK || st == AQ_INVALID_ARG, &err);
             }
+            for (size_t k = 0; k < n; k++)
+                free(ids[k]);
             /* every call had a result, unless the checkpoint held more calls
              * than one dispatch lists */
             size_t undone = 0;
