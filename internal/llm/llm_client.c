@@ -70,6 +70,9 @@ struct aq_llm_call {
     unsigned stream : 1;         /* asked for a streamed answer */
     unsigned is_sse : 1;         /* the answer is text/event-stream */
     unsigned sse_failed : 1;     /* the parser refused the stream (its status says why) */
+    unsigned idle_out : 1;       /* a streamed call went idle_timeout without a byte */
+    int64_t idle_since_us;       /* when the bytes moved last (streamed calls) */
+    curl_off_t idle_bytes;       /* bytes up and down at idle_since_us */
     aq_llm_sse *sse;             /* set at the first byte of a 200 text/event-stream answer */
     int64_t first_delta_us;      /* 0 until the first content_block_delta */
     int64_t timeout_ms;          /* this call's whole-call limit */
@@ -498,6 +501,28 @@ static size_t header_cb(char *buf, size_t size, size_t nmemb, void *userp)
     return n;
 }
 
+/* Streamed calls: libcurl calls this as the transfer moves and, while it is
+ * below the low-speed limit, about once a second; no byte either way for
+ * idle_timeout aborts the call (reported as AQ_HTTP_TIMEOUT). */
+static int xferinfo_cb(void *clientp, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow)
+{
+    (void)dltotal;
+    (void)ultotal;
+    aq_llm_call *call = clientp;
+    int64_t now = aq_mono_us();
+    if (call->idle_since_us == 0 || dlnow + ulnow != call->idle_bytes) {
+        call->idle_bytes = dlnow + ulnow;
+        call->idle_since_us = now;
+        return 0;
+    }
+    if (now - call->idle_since_us >= call->c->idle_timeout_ms * 1000) {
+        call->idle_out = 1;
+        return 1; /* CURLE_ABORTED_BY_CALLBACK */
+    }
+    return 0;
+}
+
 /* ---- completion --------------------------------------------------------- */
 
 static void call_unlink(aq_llm_call *call)
@@ -543,17 +568,18 @@ static void call_complete(aq_llm_call *call, CURLcode rc)
 
     if (call->is_sse && code == 200 && !call->sse && !call->nomem)
         write_sse(call, "", 0); /* a 200 stream that closed before its first byte */
-    if (call->sse && rc == CURLE_OPERATION_TIMEDOUT) {
-        /* a streamed answer that stopped coming: idle (no byte for
+    if (call->stream && (call->idle_out || (call->sse && rc == CURLE_OPERATION_TIMEDOUT))) {
+        /* a streamed call that stopped moving: idle (no byte for
          * idle_timeout) or over its whole-call limit */
         int64_t ms = (end_us - call->start_us) / 1000;
-        res.streamed = 1;
+        res.streamed = call->sse != NULL;
         res.transport = AQ_HTTP_TIMEOUT;
-        if (ms + 1000 < call->timeout_ms)
+        if (call->idle_out || ms + 1000 < call->timeout_ms)
             snprintf(errtext, sizeof(errtext),
-                     "the stream stalled: no byte for %lld s (llm_idle_timeout) after %llu events",
-                     (long long)((call->c->idle_timeout_ms + 999) / 1000),
-                     (unsigned long long)aq_llm_sse_events(call->sse));
+                     "the %s stalled: no byte for %lld ms (llm_idle_timeout) after %llu events, "
+                     "%lld ms into the call",
+                     call->sse ? "stream" : "call", (long long)call->c->idle_timeout_ms,
+                     (unsigned long long)aq_llm_sse_events(call->sse), (long long)ms);
         else
             snprintf(errtext, sizeof(errtext),
                      "the stream was still going after %lld ms (the call's limit)", (long long)ms);
@@ -1016,10 +1042,16 @@ static aq_status easy_setup(aq_llm_client *c, aq_llm_call *call, const char *bod
     SET(CURLOPT_CONNECTTIMEOUT_MS, (long)c->connect_timeout_ms);
     SET(CURLOPT_TIMEOUT_MS, (long)timeout_ms);
     if (call->stream) {
-        /* the idle timeout: under 1 byte/s for idle_timeout (whole seconds,
-         * rounded up); the provider's pings keep a slow answer alive */
+        /* The idle timeout: no byte for idle_timeout (xferinfo_cb; the
+         * provider's pings keep a slow answer alive). The low-speed limit
+         * makes libcurl look (and call xferinfo_cb) about once a second
+         * while the transfer is quiet, and is a backstop: under 1 byte/s
+         * (averaged over ~5 s) for idle_timeout + 10 s. */
+        SET(CURLOPT_NOPROGRESS, 0L);
+        SET(CURLOPT_XFERINFOFUNCTION, xferinfo_cb);
+        SET(CURLOPT_XFERINFODATA, call);
         SET(CURLOPT_LOW_SPEED_LIMIT, 1L);
-        SET(CURLOPT_LOW_SPEED_TIME, (long)((c->idle_timeout_ms + 999) / 1000));
+        SET(CURLOPT_LOW_SPEED_TIME, (long)((c->idle_timeout_ms + 999) / 1000 + 10));
     }
     SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
     if (c->is_https)
