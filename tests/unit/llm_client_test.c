@@ -41,6 +41,7 @@ typedef struct server {
     char last_ctype[64];
     char last_path[64];
     char last_method[8];
+    void *stalled; /* an "sse-stall" answer, held until server_stop */
 } server;
 
 static const char OK_BODY[] =
@@ -93,6 +94,7 @@ static const char *const SSE_PIECES[] = {
 #define N_SSE_PIECES (sizeof(SSE_PIECES) / sizeof(SSE_PIECES[0]))
 
 typedef struct sse_job {
+    server *s;
     struct evhttp_request *req;
     struct event *timer;
     char kind[128];
@@ -114,8 +116,10 @@ static void sse_step(evutil_socket_t fd, short what, void *arg)
     sse_job *j = arg;
     size_t i = j->next++;
     int last = 0;
-    if (strcmp(j->kind, "stall") == 0 && i == 1)
-        return; /* the connection stays open, silent */
+    if (strcmp(j->kind, "stall") == 0 && i == 1) {
+        j->s->stalled = j; /* the connection stays open, silent */
+        return;
+    }
     if (strcmp(j->kind, "error") == 0 && i == 2) {
         sse_send(j->req, SEV("error", "{\"type\":\"error\",\"error\":{\"type\":"
                                       "\"overloaded_error\",\"message\":\"Overloaded\"}}"));
@@ -143,6 +147,7 @@ static void sse_step(evutil_socket_t fd, short what, void *arg)
 static void sse_start(server *s, struct evhttp_request *req, const char *kind)
 {
     sse_job *j = calloc(1, sizeof(*j));
+    j->s = s;
     j->req = req;
     snprintf(j->kind, sizeof(j->kind), "%s", kind);
     j->timer = evtimer_new(s->base, sse_step, j);
@@ -268,6 +273,12 @@ static void server_start(server *s, struct event_base *base)
 
 static void server_stop(server *s)
 {
+    if (s->stalled) {
+        sse_job *j = s->stalled;
+        event_free(j->timer);
+        free(j);
+        s->stalled = NULL;
+    }
     if (s->http)
         evhttp_free(s->http);
     s->http = NULL;
