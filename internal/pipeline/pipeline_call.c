@@ -274,6 +274,8 @@ static void on_llm_done(void *ctx, const aq_llm_call_result *res)
                        res->latency_us / 1e6);
     if (res->streamed)
         aq_wm_llm_stream(j->p->wm, j->model, res->ttft_us / 1e6, res->output_tokens_per_s);
+    j->ttft_us = res->ttft_us > 0 ? (uint64_t)res->ttft_us : 0;
+    j->output_tps = (float)res->output_tokens_per_s;
 
     /* Parse first: the budget learns from the answer what the provider
      * counted (usage) and what it has left (headers). */

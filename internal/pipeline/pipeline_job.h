@@ -112,6 +112,8 @@ typedef struct job {
     uint32_t failures; /* of them, retryable failures (deferrals do not count) */
     uint32_t deferrals;
     uint64_t llm_latency_ms;
+    uint64_t ttft_us;  /* the last call, streamed: time to first token (0: not streamed) */
+    float output_tps;  /* the last call, streamed: output tokens per second (0: not measured) */
     int64_t retry_after_ms; /* the provider's retry-after, -1 when absent */
     char request_id[128];
 

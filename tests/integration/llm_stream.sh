@@ -3,8 +3,9 @@
 # 1. the same answers streamed and not: N text tasks and a tool_use task go
 #    through a worker that never streams, then the same requests through one
 #    that always does; outputs, content blocks, stop reasons and usage are
-#    identical, and the streaming worker's time-to-first-token and tokens/s
-#    histograms count its calls;
+#    identical; the streamed results carry time_to_first_token_us, and the
+#    streaming worker's time-to-first-token and tokens/s histograms count
+#    its calls;
 # 2. an overloaded_error event after the 200 (fault_stream_error=1) is
 #    handled like a 529: deferred, no failure counted; with the fault off
 #    (simulator restarted on its port) every task completes;
@@ -58,6 +59,8 @@ norm() { jq -c '{k: (.id | sub("^[a-z]+-"; "")), status, output, content, stop_r
 diff <(norm "$T/plain.out") <(norm "$T/strm.out") > "$T/diff.txt" || { cat "$T/diff.txt" >&2; fail "streamed answers differ from non-streamed ones"; }
 jq -e 'select(.id == "strm-tool") | .stop_reason == "tool_use" and (.content | map(select(.toolUse or .tool_use)) | length) == 1' \
     "$T/strm.out" > /dev/null || fail "the streamed tool_use answer: $(jq -c 'select(.id == "strm-tool")' "$T/strm.out")"
+jq -s -e 'all(.time_to_first_token_us > 0)' "$T/strm.out" > /dev/null || fail "streamed results without time_to_first_token_us"
+jq -s -e 'all(has("time_to_first_token_us") | not)' "$T/plain.out" > /dev/null || fail "non-streamed results with time_to_first_token_us"
 ttft=$(metric_sum agentq_llm_time_to_first_token_seconds_count)
 tps=$(metric_sum agentq_llm_output_tokens_per_second_count)
 [ "$ttft" = $((N + 1)) ] || fail "time-to-first-token observations: $ttft, want $((N + 1))"
