@@ -16,7 +16,7 @@ DURATION=${1:-60}
 case $DURATION in # (libFuzzer reads -max_total_time=0 as "no limit")
     '' | *[!0-9]* | 0) echo "usage: scripts/fuzz.sh [SECONDS>0] [TARGET...]" >&2; exit 2 ;;
 esac
-ALL_TARGETS=(task_decode llm_response config sim_request run_checkpoint trace_context tool)
+ALL_TARGETS=(task_decode llm_response llm_sse config sim_request run_checkpoint trace_context tool)
 TARGETS=("$@")
 [ ${#TARGETS[@]} -gt 0 ] || TARGETS=("${ALL_TARGETS[@]}")
 for t in "${TARGETS[@]}"; do

@@ -62,7 +62,8 @@ typedef enum aq_disposition {
     X(HTTP_TOO_LARGE,      "http_413",            AQ_DISP_PERMANENT,   "provider refused the request size (413)") \
     X(HTTP_UNEXPECTED,     "http_unexpected",     AQ_DISP_PERMANENT,   "unexpected provider status") \
     X(LLM_BAD_RESPONSE,    "bad_response",        AQ_DISP_RETRY,       "provider response does not parse") \
-    X(LLM_RESPONSE_TOO_BIG,"response_too_large",  AQ_DISP_RETRY,       "provider response over the size cap")
+    X(LLM_RESPONSE_TOO_BIG,"response_too_large",  AQ_DISP_RETRY,       "provider response over the size cap") \
+    X(LLM_STREAM_CUT,      "stream_cut",          AQ_DISP_RETRY,       "provider stream ended before message_stop")
 
 typedef enum aq_status {
 #define AQ_X_ENUM(name, cls, disp, desc) AQ_##name,

@@ -14,6 +14,7 @@
 #include "core/buf.h"
 #include "core/clock.h"
 #include "llm_internal.h"
+#include "llm_sse.h"
 
 /* Distinct API keys whose header lists are kept for reuse (most processes
  * use one or a few keys); calls with other keys get a list of their own. */
@@ -66,6 +67,15 @@ struct aq_llm_call {
     unsigned sends;              /* times the request was sent (see prereq_cb) */
     unsigned max_sends;          /* 0 = no bound */
     unsigned withheld : 1;       /* a re-send past max_sends was refused */
+    unsigned stream : 1;         /* asked for a streamed answer */
+    unsigned is_sse : 1;         /* the answer is text/event-stream */
+    unsigned sse_failed : 1;     /* the parser refused the stream (its status says why) */
+    unsigned idle_out : 1;       /* a streamed call went idle_timeout without a byte */
+    int64_t idle_since_us;       /* when the bytes moved last (streamed calls) */
+    curl_off_t idle_bytes;       /* bytes up and down at idle_since_us */
+    aq_llm_sse *sse;             /* set at the first byte of a 200 text/event-stream answer */
+    int64_t first_delta_us;      /* 0 until the first content_block_delta */
+    int64_t timeout_ms;          /* this call's whole-call limit */
     unsigned too_big : 1;
     unsigned nomem : 1;
     unsigned in_done : 1;
@@ -86,6 +96,8 @@ struct aq_llm_client {
     char *ca_file;
     int64_t connect_timeout_ms;
     int64_t timeout_ms;
+    int64_t idle_timeout_ms;
+    int64_t stream_timeout_ms;
     size_t max_response_bytes;
     long recv_buffer_bytes;
     int is_https;
@@ -342,10 +354,40 @@ static int64_t parse_delay_ms(const char *s, size_t n, double scale_to_ms)
 
 /* ---- curl callbacks ----------------------------------------------------- */
 
+/* A 200 text/event-stream answer: parsed as it comes. The caps: one event
+ * at most 1 MiB (or the body cap when smaller), one block and the whole
+ * answer's text and tool inputs at most max_response_bytes. */
+static size_t write_sse(aq_llm_call *call, const char *ptr, size_t n)
+{
+    aq_err err;
+    if (!call->sse) {
+        size_t cap = call->body.cap;
+        aq_llm_sse_limits lim = {cap < AQ_LLM_SSE_DEFAULT_EVENT_MAX ? cap : AQ_LLM_SSE_DEFAULT_EVENT_MAX,
+                                 cap, cap};
+        if (aq_llm_sse_new(&lim, &call->sse, &err) != AQ_OK) {
+            call->nomem = 1;
+            return 0;
+        }
+    }
+    if (aq_llm_sse_feed(call->sse, ptr, n, &err) != AQ_OK) {
+        call->sse_failed = 1;
+        return 0; /* aborts the transfer; call_complete reports the parser's status */
+    }
+    if (call->first_delta_us == 0 && aq_llm_sse_deltas(call->sse) > 0)
+        call->first_delta_us = aq_mono_us();
+    return n;
+}
+
 static size_t write_cb(char *ptr, size_t size, size_t nmemb, void *userp)
 {
     aq_llm_call *call = userp;
     size_t n = size * nmemb;
+    if (call->is_sse) {
+        long code = 0;
+        curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &code);
+        if (code == 200)
+            return write_sse(call, ptr, n);
+    }
     aq_status st = aq_buf_append(&call->body, ptr, n);
     if (st == AQ_OK)
         return n;
@@ -400,6 +442,7 @@ static size_t header_cb(char *buf, size_t size, size_t nmemb, void *userp)
 
     if (n >= 5 && strncmp(buf, "HTTP/", 5) == 0) {
         /* a new response (after a 1xx): forget what the previous one said */
+        call->is_sse = 0;
         call->request_id[0] = '\0';
         call->retry_after_ms = call->retry_after_s_ms = -1;
         ratelimit_init(&call->rl);
@@ -442,6 +485,10 @@ static size_t header_cb(char *buf, size_t size, size_t nmemb, void *userp)
             }
         }
         call->retry_after_s_ms = ms;
+    } else if (hdr_is(name, nlen, "content-type")) {
+        static const char sse[] = "text/event-stream";
+        call->is_sse = call->stream && vlen >= sizeof(sse) - 1 &&
+                       strncasecmp(v, sse, sizeof(sse) - 1) == 0;
     } else if (hdr_is(name, nlen, "content-length")) {
         int64_t cl = parse_nonneg(v, vlen);
         if (cl > 0 && (uint64_t)cl > call->body.cap) {
@@ -452,6 +499,28 @@ static size_t header_cb(char *buf, size_t size, size_t nmemb, void *userp)
         ratelimit_header(&call->rl, name, nlen, v, vlen);
     }
     return n;
+}
+
+/* Streamed calls: libcurl calls this as the transfer moves and, while it is
+ * below the low-speed limit, about once a second; no byte either way for
+ * idle_timeout aborts the call (reported as AQ_HTTP_TIMEOUT). */
+static int xferinfo_cb(void *clientp, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow)
+{
+    (void)dltotal;
+    (void)ultotal;
+    aq_llm_call *call = clientp;
+    int64_t now = aq_mono_us();
+    if (call->idle_since_us == 0 || dlnow + ulnow != call->idle_bytes) {
+        call->idle_bytes = dlnow + ulnow;
+        call->idle_since_us = now;
+        return 0;
+    }
+    if (now - call->idle_since_us >= call->c->idle_timeout_ms * 1000) {
+        call->idle_out = 1;
+        return 1; /* CURLE_ABORTED_BY_CALLBACK */
+    }
+    return 0;
 }
 
 /* ---- completion --------------------------------------------------------- */
@@ -476,6 +545,7 @@ static void call_free(aq_llm_call *call)
         curl_easy_cleanup(call->easy);
     key_release(call->key);
     aq_buf_free(&call->body);
+    aq_llm_sse_free(call->sse);
     free(call);
 }
 
@@ -484,15 +554,56 @@ static void client_free(aq_llm_client *c);
 static void call_complete(aq_llm_call *call, CURLcode rc)
 {
     aq_llm_call_result res;
-    char errtext[CURL_ERROR_SIZE + 64];
+    aq_llm_response resp;
+    char errtext[CURL_ERROR_SIZE + AQ_ERR_MAX + 64];
     long code = 0;
+    int64_t end_us = aq_mono_us();
 
     memset(&res, 0, sizeof(res));
+    memset(&resp, 0, sizeof(resp));
     curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &code);
     res.http_status = code;
+    res.ttft_us = call->first_delta_us ? call->first_delta_us - call->start_us : -1;
     errtext[0] = '\0';
 
-    if (rc == CURLE_OK) {
+    if (call->is_sse && code == 200 && !call->sse && !call->nomem)
+        write_sse(call, "", 0); /* a 200 stream that closed before its first byte */
+    if (call->stream && (call->idle_out || (call->sse && rc == CURLE_OPERATION_TIMEDOUT))) {
+        /* a streamed call that stopped moving: idle (no byte for
+         * idle_timeout) or over its whole-call limit */
+        int64_t ms = (end_us - call->start_us) / 1000;
+        res.streamed = call->sse != NULL;
+        res.transport = AQ_HTTP_TIMEOUT;
+        if (call->idle_out || ms + 1000 < call->timeout_ms)
+            snprintf(errtext, sizeof(errtext),
+                     "the %s stalled: no byte for %lld ms (llm_idle_timeout) after %llu events, "
+                     "%lld ms into the call",
+                     call->sse ? "stream" : "call", (long long)call->c->idle_timeout_ms,
+                     (unsigned long long)aq_llm_sse_events(call->sse), (long long)ms);
+        else
+            snprintf(errtext, sizeof(errtext),
+                     "the stream was still going after %lld ms (the call's limit)", (long long)ms);
+    } else if (call->sse && !call->too_big && !call->nomem) {
+        /* the stream ended (or the parser refused it, or the connection
+         * broke): the parser says what came of it */
+        aq_err perr;
+        res.streamed = 1;
+        res.transport = aq_llm_sse_finish(call->sse, &resp, &perr);
+        if (res.transport == AQ_OK) {
+            res.response = &resp;
+            double secs = (double)(end_us - call->first_delta_us) / 1e6;
+            if (call->first_delta_us && aq_llm_sse_deltas(call->sse) >= 2 && secs > 0)
+                res.output_tokens_per_s = resp.usage.output_tokens / secs;
+        } else if (rc != CURLE_OK && !call->sse_failed) {
+            const char *raw = call->errbuf[0] ? call->errbuf : curl_easy_strerror(rc);
+            char clean[CURL_ERROR_SIZE + 16];
+            aq_llm_sanitize(clean, sizeof(clean), raw, strnlen(raw, CURL_ERROR_SIZE),
+                            CURL_ERROR_SIZE, call->key ? call->key->key : NULL);
+            snprintf(errtext, sizeof(errtext), "%s (curl error %d: %s)", perr.msg, (int)rc, clean);
+        } else {
+            snprintf(errtext, sizeof(errtext), "%s", perr.msg);
+        }
+    } else if (rc == CURLE_OK) {
         res.transport = AQ_OK;
     } else if (call->too_big) {
         res.transport = AQ_LLM_RESPONSE_TOO_BIG;
@@ -523,7 +634,7 @@ static void call_complete(aq_llm_call *call, CURLcode rc)
     res.retry_after_ms = call->retry_after_ms >= 0 ? call->retry_after_ms : call->retry_after_s_ms;
     res.ratelimit = call->rl;
     res.error = errtext;
-    res.latency_us = aq_mono_us() - call->start_us;
+    res.latency_us = end_us - call->start_us;
     res.sends = call->sends;
 
     /* Give the connection back to the cache before the callback, which may
@@ -532,6 +643,7 @@ static void call_complete(aq_llm_call *call, CURLcode rc)
     call_unlink(call);
     call->in_done = 1;
     call->done(call->ctx, &res);
+    aq_llm_response_free(&resp);
     call_free(call);
 }
 
@@ -810,7 +922,8 @@ aq_status aq_llm_client_new(struct event_base *base, const aq_llm_client_config 
     const char *ver = cfg->anthropic_version ? cfg->anthropic_version : AQ_LLM_DEFAULT_VERSION;
     if (!ver[0] || !header_value_ok(ver))
         return aq_err_set(err, AQ_CONFIG, "anthropic_version is empty or has control characters");
-    if (cfg->connect_timeout_ms < 0 || cfg->timeout_ms < 0 || cfg->max_connections < 0)
+    if (cfg->connect_timeout_ms < 0 || cfg->timeout_ms < 0 || cfg->max_connections < 0 ||
+        cfg->idle_timeout_ms < 0 || cfg->stream_timeout_ms < 0)
         return aq_err_set(err, AQ_CONFIG, "llm timeouts and max_connections must not be negative");
     if (cfg->shard_calls < 0 || cfg->shard_calls > 1000000)
         return aq_err_set(err, AQ_CONFIG, "llm shard_calls must be in [1, 1000000] (0: default)");
@@ -827,6 +940,9 @@ aq_status aq_llm_client_new(struct event_base *base, const aq_llm_client_config 
     c->connect_timeout_ms =
         cfg->connect_timeout_ms ? cfg->connect_timeout_ms : AQ_LLM_DEFAULT_CONNECT_TIMEOUT_MS;
     c->timeout_ms = cfg->timeout_ms ? cfg->timeout_ms : AQ_LLM_DEFAULT_TIMEOUT_MS;
+    c->idle_timeout_ms = cfg->idle_timeout_ms ? cfg->idle_timeout_ms : AQ_LLM_DEFAULT_IDLE_TIMEOUT_MS;
+    c->stream_timeout_ms =
+        cfg->stream_timeout_ms ? cfg->stream_timeout_ms : AQ_LLM_DEFAULT_STREAM_TIMEOUT_MS;
     c->max_response_bytes =
         cfg->max_response_bytes ? cfg->max_response_bytes : AQ_LLM_DEFAULT_MAX_RESPONSE_BYTES;
     c->recv_buffer_bytes =
@@ -925,6 +1041,18 @@ static aq_status easy_setup(aq_llm_client *c, aq_llm_call *call, const char *bod
     SET(CURLOPT_NOSIGNAL, 1L);
     SET(CURLOPT_CONNECTTIMEOUT_MS, (long)c->connect_timeout_ms);
     SET(CURLOPT_TIMEOUT_MS, (long)timeout_ms);
+    if (call->stream) {
+        /* The idle timeout: no byte for idle_timeout (xferinfo_cb; the
+         * provider's pings keep a slow answer alive). The low-speed limit
+         * makes libcurl look (and call xferinfo_cb) about once a second
+         * while the transfer is quiet, and is a backstop: under 1 byte/s
+         * (averaged over ~5 s) for idle_timeout + 10 s. */
+        SET(CURLOPT_NOPROGRESS, 0L);
+        SET(CURLOPT_XFERINFOFUNCTION, xferinfo_cb);
+        SET(CURLOPT_XFERINFODATA, call);
+        SET(CURLOPT_LOW_SPEED_LIMIT, 1L);
+        SET(CURLOPT_LOW_SPEED_TIME, (long)((c->idle_timeout_ms + 999) / 1000 + 10));
+    }
     SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
     if (c->is_https)
         SET(CURLOPT_PIPEWAIT, 1L);   /* wait to multiplex on a connection being set up */
@@ -949,8 +1077,20 @@ aq_status aq_llm_call_start(aq_llm_client *c, const char *api_key, const char *b
                             int64_t timeout_ms, unsigned max_sends, aq_llm_done_fn done, void *ctx,
                             aq_llm_call **out, aq_err *err)
 {
+    aq_llm_call_opts o = {timeout_ms, max_sends, 0};
+    return aq_llm_call_start_opts(c, api_key, body, len, &o, done, ctx, out, err);
+}
+
+aq_status aq_llm_call_start_opts(aq_llm_client *c, const char *api_key, const char *body,
+                                 size_t len, const aq_llm_call_opts *opts, aq_llm_done_fn done,
+                                 void *ctx, aq_llm_call **out, aq_err *err)
+{
     aq_status st = AQ_OK;
     aq_llm_call *call = NULL;
+    aq_llm_call_opts none = {0, 0, 0};
+    if (!opts)
+        opts = &none;
+    int64_t timeout_ms = opts->timeout_ms;
 
     if (!c || !done || (!body && len > 0))
         return aq_err_set(err, AQ_INVALID_ARG, "aq_llm_call_start: NULL client, callback or body");
@@ -969,7 +1109,9 @@ aq_status aq_llm_call_start(aq_llm_client *c, const char *api_key, const char *b
     call->done = done;
     call->ctx = ctx;
     call->retry_after_ms = call->retry_after_s_ms = -1;
-    call->max_sends = max_sends;
+    call->max_sends = opts->max_sends;
+    call->stream = opts->stream ? 1 : 0;
+    call->timeout_ms = timeout_ms ? timeout_ms : call->stream ? c->stream_timeout_ms : c->timeout_ms;
     ratelimit_init(&call->rl);
     aq_buf_init(&call->body, c->max_response_bytes);
 
@@ -981,8 +1123,7 @@ aq_status aq_llm_call_start(aq_llm_client *c, const char *api_key, const char *b
         st = aq_err_set(err, AQ_NOMEM, "curl_easy_init failed");
         goto out;
     }
-    if ((st = easy_setup(c, call, body ? body : "", len, timeout_ms ? timeout_ms : c->timeout_ms,
-                         err)) != AQ_OK)
+    if ((st = easy_setup(c, call, body ? body : "", len, call->timeout_ms, err)) != AQ_OK)
         goto out;
 
     shard *sh = NULL;

@@ -32,6 +32,7 @@
 #include <stdint.h>
 
 #include "core/status.h"
+#include "llm_response.h"
 
 struct event_base;
 
@@ -49,6 +50,8 @@ void aq_llm_global_cleanup(void);
 #define AQ_LLM_DEFAULT_MAX_RESPONSE_BYTES (8u * 1024 * 1024)
 #define AQ_LLM_DEFAULT_RECV_BUFFER_BYTES 4096
 #define AQ_LLM_DEFAULT_SHARD_CALLS 500
+#define AQ_LLM_DEFAULT_IDLE_TIMEOUT_MS 60000
+#define AQ_LLM_DEFAULT_STREAM_TIMEOUT_MS 3600000
 #define AQ_LLM_MAX_SHARDS 256
 
 typedef struct aq_llm_client_config {
@@ -71,6 +74,11 @@ typedef struct aq_llm_client_config {
                                       AQ_LLM_DEFAULT_SHARD_CALLS. At most
                                       AQ_LLM_MAX_SHARDS open; past that the least
                                       busy takes the call. */
+    int64_t idle_timeout_ms;       /* streamed calls: fail (AQ_HTTP_TIMEOUT) after this
+                                      long without a byte (pings count), checked to the
+                                      second; 0: AQ_LLM_DEFAULT_IDLE_TIMEOUT_MS */
+    int64_t stream_timeout_ms;     /* streamed calls: whole call; 0:
+                                      AQ_LLM_DEFAULT_STREAM_TIMEOUT_MS */
 } aq_llm_client_config;
 
 /* -1 where the header is absent or does not parse. */
@@ -100,6 +108,22 @@ typedef struct aq_llm_call_result {
                                 libcurl re-sent it after a reused connection died (each
                                 send but the last then ended without an answer);
                                 never more than the call's max_sends */
+    /* ---- streamed calls (aq_llm_call_opts.stream) ----
+     * A 200 answer with content-type text/event-stream is parsed as it
+     * arrives (llm_sse.h) and `body` is "". A stream that fails after the 200
+     * ends with http_status 200 and transport set to its status: an error
+     * event's class (overloaded_error: AQ_HTTP_OVERLOADED, as a 529),
+     * AQ_LLM_STREAM_CUT (closed before message_stop), AQ_LLM_BAD_RESPONSE,
+     * AQ_LLM_RESPONSE_TOO_BIG (over a cap), AQ_HTTP_TIMEOUT (idle or whole-call
+     * timeout, the message says which). */
+    int streamed;            /* 1: the answer came as server-sent events */
+    aq_llm_response *response; /* streamed, transport AQ_OK: the parsed answer. The
+                                callback may take it (copy *response, then memset it
+                                to 0); else it is freed after the callback. NULL
+                                otherwise: parse `body` (aq_llm_response_parse). */
+    int64_t ttft_us;         /* streamed: start to the first content_block_delta; -1 none */
+    double output_tokens_per_s; /* streamed, complete, 2+ deltas: output_tokens over
+                                the time from the first delta to the end; 0 otherwise */
 } aq_llm_call_result;        /* every pointer is valid only during the callback */
 
 typedef void (*aq_llm_done_fn)(void *ctx, const aq_llm_call_result *res);
@@ -129,6 +153,22 @@ aq_status aq_llm_client_new(struct event_base *base, const aq_llm_client_config 
 aq_status aq_llm_call_start(aq_llm_client *c, const char *api_key, const char *body, size_t len,
                             int64_t timeout_ms, unsigned max_sends, aq_llm_done_fn done, void *ctx,
                             aq_llm_call **out, aq_err *err);
+
+/* Per-call options (aq_llm_call_start_opts). */
+typedef struct aq_llm_call_opts {
+    int64_t timeout_ms;  /* whole call; 0: the configured timeout_ms, or stream_timeout_ms
+                            for a streamed call */
+    unsigned max_sends;  /* as aq_llm_call_start's */
+    int stream;          /* the body asks for "stream": true: a 200 text/event-stream
+                            answer is parsed as it arrives, the idle timeout applies
+                            (see aq_llm_call_result) */
+} aq_llm_call_opts;
+
+/* aq_llm_call_start with options (`opts` NULL: all 0, the same as
+ * aq_llm_call_start with timeout 0 and no max_sends). Same errors. */
+aq_status aq_llm_call_start_opts(aq_llm_client *c, const char *api_key, const char *body,
+                                 size_t len, const aq_llm_call_opts *opts, aq_llm_done_fn done,
+                                 void *ctx, aq_llm_call **out, aq_err *err);
 
 /* Abort a call: no callback afterwards; frees the call. Accepts NULL. Inside
  * the call's own `done` callback it is a no-op (the call is freed after it). */

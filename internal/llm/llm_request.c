@@ -723,6 +723,11 @@ aq_status aq_llm_request_build_parts(const aq_llm_request_parts *p,
         (st = add_tools(root, p, (marks & AQ_LLM_CACHE_TOOLS) != 0, err)) != AQ_OK)
         goto out;
 
+    if (opts && opts->stream && json_object_set_new(root, "stream", json_true()) != 0) {
+        st = NOMEM(err);
+        goto out;
+    }
+
     dump_ctx d = {out, AQ_OK};
     if (json_dump_callback(root, dump_to_buf, &d, REQ_DUMP_FLAGS) != 0) {
         if (d.st == AQ_TOO_BIG)

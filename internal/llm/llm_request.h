@@ -114,6 +114,10 @@ typedef struct aq_llm_request_opts {
      * are four bits, so never more than the API's four breakpoints. 0 = none
      * (the bodies of single calls). */
     uint32_t cache_breakpoints;
+    /* "stream": true, last in the body (the answer comes as server-sent
+     * events: aq_llm_call_opts.stream). false: not sent, the body is the
+     * same as without this field. */
+    bool stream;
 } aq_llm_request_opts;
 
 /* The cached prefix runs tools -> system -> messages. */

@@ -107,7 +107,7 @@ void aq_llm_redact_inplace(char *buf, size_t n, const char *secret)
 /* ---- 200 bodies --------------------------------------------------------- */
 
 /* An optional string member: absent or null -> NULL; a string -> a copy. */
-static aq_status opt_string(json_t *obj, const char *key, char **out, aq_err *err)
+aq_status aq_llm_json_opt_string(json_t *obj, const char *key, char **out, aq_err *err)
 {
     json_t *v = json_object_get(obj, key);
     *out = NULL;
@@ -131,7 +131,7 @@ static aq_status opt_string(json_t *obj, const char *key, char **out, aq_err *er
 
 /* A token count: an integer in [0, UINT32_MAX]; `required` says whether
  * absent/null is an error (else it reads as 0). */
-static aq_status token_count(json_t *usage, const char *key, int required, uint32_t *out,
+aq_status aq_llm_json_token_count(json_t *usage, const char *key, int required, uint32_t *out,
                              aq_err *err)
 {
     json_t *v = json_object_get(usage, key);
@@ -305,18 +305,18 @@ aq_status aq_llm_response_parse(const char *body, size_t len, aq_llm_response *o
         st = aq_err_set(err, AQ_LLM_BAD_RESPONSE, "response \"usage\" is not an object");
         goto out;
     }
-    if ((st = token_count(usage, "input_tokens", 1, &r.usage.input_tokens, err)) != AQ_OK ||
-        (st = token_count(usage, "output_tokens", 1, &r.usage.output_tokens, err)) != AQ_OK ||
-        (st = token_count(usage, "cache_creation_input_tokens", 0,
+    if ((st = aq_llm_json_token_count(usage, "input_tokens", 1, &r.usage.input_tokens, err)) != AQ_OK ||
+        (st = aq_llm_json_token_count(usage, "output_tokens", 1, &r.usage.output_tokens, err)) != AQ_OK ||
+        (st = aq_llm_json_token_count(usage, "cache_creation_input_tokens", 0,
                           &r.usage.cache_creation_input_tokens, err)) != AQ_OK ||
-        (st = token_count(usage, "cache_read_input_tokens", 0, &r.usage.cache_read_input_tokens,
+        (st = aq_llm_json_token_count(usage, "cache_read_input_tokens", 0, &r.usage.cache_read_input_tokens,
                           err)) != AQ_OK)
         goto out;
 
-    if ((st = opt_string(root, "id", &r.id, err)) != AQ_OK ||
-        (st = opt_string(root, "model", &r.model, err)) != AQ_OK ||
-        (st = opt_string(root, "stop_reason", &r.stop_reason, err)) != AQ_OK ||
-        (st = opt_string(root, "stop_sequence", &r.stop_sequence, err)) != AQ_OK)
+    if ((st = aq_llm_json_opt_string(root, "id", &r.id, err)) != AQ_OK ||
+        (st = aq_llm_json_opt_string(root, "model", &r.model, err)) != AQ_OK ||
+        (st = aq_llm_json_opt_string(root, "stop_reason", &r.stop_reason, err)) != AQ_OK ||
+        (st = aq_llm_json_opt_string(root, "stop_sequence", &r.stop_sequence, err)) != AQ_OK)
         goto out;
 
     if ((st = parse_content(content, &text, &r, err)) != AQ_OK)

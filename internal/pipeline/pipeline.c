@@ -370,6 +370,8 @@ aq_status aq_pipeline_start(struct event_base *base, const aq_worker_config *cfg
         .anthropic_version = cfg->anthropic_version,
         .connect_timeout_ms = cfg->llm_connect_timeout_ms,
         .timeout_ms = cfg->llm_timeout_ms,
+        .idle_timeout_ms = cfg->llm_idle_timeout_ms,
+        .stream_timeout_ms = cfg->llm_stream_timeout_ms,
         .max_response_bytes = (size_t)cfg->max_response_bytes,
         .max_connections = 0,
         .shard_calls = (long)cfg->llm_shard_calls,

@@ -674,10 +674,10 @@ static void save(job *j)
 
 /* ---- model calls ---- */
 
-aq_status aq_agent_build_request(job *j, aq_err *err)
+aq_status aq_agent_build_request(job *j, const aq_llm_request_opts *base, aq_err *err)
 {
     aq_llm_request_parts parts;
-    aq_llm_request_opts opts = j->p->request_opts;
+    aq_llm_request_opts opts = *base;
     step_parts(j, &parts);
     /* Incremental prompt caching: tools + system, and the conversation up
      * to the last message (this step's entry) and to the previous user

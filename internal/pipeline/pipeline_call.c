@@ -56,14 +56,21 @@ static bool follow_if_in_flight(job *j)
 
 static void on_llm_done(void *ctx, const aq_llm_call_result *res);
 
+/* Whether the call streams its answer (llm_stream_min_max_tokens). */
+static bool job_streams(const job *j)
+{
+    return (int64_t)j->max_tokens >= j->p->cfg->llm_stream_min_max_tokens;
+}
+
 /* The body of the call: the task's, or the agent run's current step's. */
 static aq_status build_request(job *j, aq_err *err)
 {
+    aq_llm_request_opts o = j->p->request_opts;
+    o.stream = job_streams(j);
     aq_buf_reset(&j->request); /* a fallback rebuilds it for another model */
     if (j->agent)
-        return aq_agent_build_request(j, err);
-    return aq_llm_request_build_opts(j->task, j->model, j->max_tokens, &j->p->request_opts,
-                                     &j->request, err);
+        return aq_agent_build_request(j, &o, err);
+    return aq_llm_request_build_opts(j->task, j->model, j->max_tokens, &o, &j->request, err);
 }
 
 /* After a 529: the fallback model answers instead, at once, when one is
@@ -243,9 +250,13 @@ void aq_job_call(job *j)
     uint32_t left = (uint32_t)p->cfg->max_attempts > j->failures
                         ? (uint32_t)p->cfg->max_attempts - j->failures
                         : 1;
-    aq_status st = aq_llm_call_start(p->llm, p->keys.items[j->budget.key], j->request.data,
-                                     j->request.len, call_timeout_ms(p->cfg, j->max_tokens), left,
-                                     on_llm_done, j, &j->call, &err);
+    /* A streamed call is bounded by the idle timeout and llm_stream_timeout */
+    bool stream = job_streams(j);
+    aq_llm_call_opts co = {stream ? p->cfg->llm_stream_timeout_ms
+                                  : call_timeout_ms(p->cfg, j->max_tokens),
+                           left, stream};
+    aq_status st = aq_llm_call_start_opts(p->llm, p->keys.items[j->budget.key], j->request.data,
+                                          j->request.len, &co, on_llm_done, j, &j->call, &err);
     if (st == AQ_OK)
         aq_wm_set_llm_in_flight(p->wm, (int64_t)++p->llm_in_flight);
     if (st != AQ_OK) {
@@ -281,11 +292,21 @@ static void on_llm_done(void *ctx, const aq_llm_call_result *res)
     aq_wm_set_llm_in_flight(j->p->wm, (int64_t)--j->p->llm_in_flight);
     aq_wm_llm_response(j->p->wm, j->model, res->transport == AQ_OK ? res->http_status : 0,
                        res->latency_us / 1e6);
+    if (res->streamed)
+        aq_wm_llm_stream(j->p->wm, j->model, res->ttft_us / 1e6, res->output_tokens_per_s);
+    j->ttft_us = res->ttft_us > 0 ? (uint64_t)res->ttft_us : 0;
+    j->output_tps = (float)res->output_tokens_per_s;
 
     /* Parse first: the budget learns from the answer what the provider
      * counted (usage) and what it has left (headers). */
     bool answered = res->transport == AQ_OK && res->http_status == 200;
-    st = answered ? aq_llm_response_parse(res->body, res->body_len, &j->response, &err) : AQ_OK;
+    if (answered && res->response) { /* streamed: parsed as it came */
+        j->response = *res->response;
+        memset(res->response, 0, sizeof(*res->response));
+        st = AQ_OK;
+    } else {
+        st = answered ? aq_llm_response_parse(res->body, res->body_len, &j->response, &err) : AQ_OK;
+    }
     size_t key = j->budget.key;
     aq_rl_class cls = j->budget.cls;
     bool heard = aq_rl_heard(j->p->limiter, key, cls);

@@ -114,6 +114,8 @@ typedef struct job {
     uint32_t failures; /* of them, retryable failures (deferrals do not count) */
     uint32_t deferrals;
     uint64_t llm_latency_ms;
+    uint64_t ttft_us;  /* the last call, streamed: time to first token (0: not streamed) */
+    float output_tps;  /* the last call, streamed: output tokens per second (0: not measured) */
     int64_t retry_after_ms; /* the provider's retry-after, -1 when absent */
     char request_id[128];
 
@@ -267,7 +269,7 @@ void aq_agent_stop(aq_pipeline *p);
 /* A task with tools, admitted: load its checkpoint and run it. */
 void aq_agent_begin(job *j);
 /* The request of the run's current step into j->request. */
-aq_status aq_agent_build_request(job *j, aq_err *err);
+aq_status aq_agent_build_request(job *j, const aq_llm_request_opts *base, aq_err *err);
 /* The cache key of the run's current step into j->cache_key. */
 bool aq_agent_cache_key(job *j, aq_err *err);
 /* The model answered the step (j->response): record, checkpoint, go on. */

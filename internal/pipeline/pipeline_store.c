@@ -27,6 +27,8 @@ static void fill_result(const job *j, Agentq__V1__Result *r, Agentq__V1__Usage *
     r->attempts = j->outcome == AQ_MAX_DELIVERIES ? (uint32_t)j->delivered : j->calls;
     r->stream_seq = j->stream_seq;
     r->llm_latency_ms = j->llm_latency_ms;
+    r->time_to_first_token_us = j->ttft_us;
+    r->output_tokens_per_second = j->output_tps;
     int64_t since = t->created_unix_ms ? t->created_unix_ms : j->published_unix_ms;
     r->queue_latency_ms = since && j->started_unix_ms > since ? (uint64_t)(j->started_unix_ms - since) : 0;
     r->completed_unix_ms = aq_now_unix_ms();

@@ -40,6 +40,9 @@ typedef struct aq_worker_config {
     int64_t default_max_tokens;
     int64_t llm_connect_timeout_ms;
     int64_t llm_timeout_ms;
+    int64_t llm_idle_timeout_ms;       /* streamed calls: no byte for this long */
+    int64_t llm_stream_timeout_ms;     /* streamed calls: whole call */
+    int64_t llm_stream_min_max_tokens; /* stream calls with max_tokens >= this (0: all) */
     int64_t llm_shard_calls;
     int64_t max_response_bytes;
     /* task caps */

@@ -21,6 +21,8 @@ enum {
     F_TASK_DURATION,
     F_LLM_DURATION,
     F_LLM_RESPONSES,
+    F_LLM_TTFT,
+    F_LLM_TPS,
     F_RETRIES,
     F_DEFERRALS,
     F_CACHE,
@@ -51,6 +53,11 @@ static const double count_buckets[] = {1, 2, 3, 5, 8, 13, 21, 34, 55, 100, 200, 
 #define H AQ_METRIC_HISTOGRAM
 #define TENANT_CAP_MARK ((size_t)-1) /* replaced by cfg->max_tenants */
 
+/* Output tokens per second of a streamed answer: from a stalled stream to
+ * far past any model's rate (a cached or simulated answer). */
+static const double tps_buckets[] = {1, 2, 5, 10, 20, 30, 40, 50, 60, 80, 100, 150,
+                                     200, 300, 500, 1000, 2000, 5000, 10000, 100000};
+
 static const aq_metric_desc families[F_COUNT] = {
     [F_TASKS] = {"agentq_tasks_total", "Tasks settled, by type and outcome.", C, 2,
                  {"type", "outcome"}, {AQ_WM_MAX_TYPES, AQ_WM_OUTCOME_COUNT}, NULL, 0},
@@ -74,6 +81,12 @@ static const aq_metric_desc families[F_COUNT] = {
     [F_LLM_RESPONSES] = {"agentq_llm_responses_total",
                          "Provider responses by model and HTTP status (code=\"error\": no response).",
                          C, 2, {"model", "code"}, {AQ_WM_MAX_MODELS, AQ_WM_MAX_CODES}, NULL, 0},
+    [F_LLM_TTFT] = {"agentq_llm_time_to_first_token_seconds",
+                    "Seconds from a streamed call's start to its first content delta.", H, 1,
+                    {"model"}, {AQ_WM_MAX_MODELS}, aq_metrics_buckets_llm, 0},
+    [F_LLM_TPS] = {"agentq_llm_output_tokens_per_second",
+                   "Output tokens per second of a streamed answer (first delta to the end).", H, 1,
+                   {"model"}, {AQ_WM_MAX_MODELS}, tps_buckets, 0},
     [F_RETRIES] = {"agentq_llm_retries_total", "Retryable failures that were retried.", C, 1,
                    {"type"}, {AQ_WM_MAX_TYPES}, NULL, 0},
     [F_DEFERRALS] = {"agentq_llm_deferrals_total",
@@ -160,7 +173,8 @@ aq_status aq_wm_new(aq_metrics *reg, const aq_wm_config *cfg, aq_worker_metrics 
                 d.caps[l] = tenants;
         if (d.type == AQ_METRIC_HISTOGRAM && d.n_buckets == 0)
             d.n_buckets = d.buckets == aq_metrics_buckets_task ? aq_metrics_buckets_task_n
-                                                               : aq_metrics_buckets_llm_n;
+                          : d.buckets == tps_buckets ? sizeof(tps_buckets) / sizeof(tps_buckets[0])
+                                                     : aq_metrics_buckets_llm_n;
         if ((st = aq_metrics_family(reg, &d, &wm->f[i], err)) != AQ_OK)
             goto out;
     }
@@ -231,6 +245,17 @@ void aq_wm_set_llm_in_flight(aq_worker_metrics *wm, int64_t calls)
         return;
     wm->totals.llm_in_flight = calls;
     aq_mseries_set(wm->llm_in_flight, (double)calls);
+}
+
+void aq_wm_llm_stream(aq_worker_metrics *wm, const char *model, double ttft_seconds,
+                      double tokens_per_second)
+{
+    if (!wm)
+        return;
+    if (ttft_seconds >= 0)
+        aq_mfamily_observe(wm->f[F_LLM_TTFT], AQ_LV(model), ttft_seconds);
+    if (tokens_per_second > 0)
+        aq_mfamily_observe(wm->f[F_LLM_TPS], AQ_LV(model), tokens_per_second);
 }
 
 void aq_wm_llm_response(aq_worker_metrics *wm, const char *model, long http_status,

@@ -74,6 +74,10 @@ void aq_wm_set_llm_in_flight(aq_worker_metrics *wm, int64_t calls);
  * (code="error"); `seconds` the call's duration (negative: not observed). */
 void aq_wm_llm_response(aq_worker_metrics *wm, const char *model, long http_status,
                         double seconds);
+/* A streamed call's time to first token (negative: none came) and output
+ * tokens per second (0: not measured). */
+void aq_wm_llm_stream(aq_worker_metrics *wm, const char *model, double ttft_seconds,
+                      double tokens_per_second);
 /* A retryable failure that will be retried. */
 void aq_wm_retry(aq_worker_metrics *wm, const char *type);
 

@@ -792,6 +792,12 @@ json_t *aq_result_to_json(const Agentq__V1__Result *r)
         json_object_set_new(o, "stream_seq", json_integer((json_int_t)r->stream_seq));
     json_object_set_new(o, "llm_latency_ms", json_integer((json_int_t)r->llm_latency_ms));
     json_object_set_new(o, "queue_latency_ms", json_integer((json_int_t)r->queue_latency_ms));
+    if (r->time_to_first_token_us) { /* a streamed call */
+        json_object_set_new(o, "time_to_first_token_us",
+                            json_integer((json_int_t)r->time_to_first_token_us));
+        json_object_set_new(o, "output_tokens_per_second",
+                            json_real((double)r->output_tokens_per_second));
+    }
     if (r->error)
         json_object_set_new(o, "error",
                             json_pack("{s:s, s:s, s:i}", "class", r->error->class_,

@@ -41,6 +41,7 @@ typedef struct server {
     char last_ctype[64];
     char last_path[64];
     char last_method[8];
+    void *stalled; /* an "sse-stall" answer, held until server_stop */
 } server;
 
 static const char OK_BODY[] =
@@ -68,6 +69,93 @@ static void drop_connection(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     evhttp_connection_free(arg);
+}
+
+/* ---- streamed answers: "sse-<kind>" bodies ----
+ * A 200 text/event-stream answer sent one piece every 20 ms (pieces cut
+ * mid-event), then: "sse-ok" ends it, "sse-error" sends an overloaded_error
+ * event, "sse-cut" closes the connection before message_stop, "sse-stall"
+ * stops after message_start and holds the connection. */
+#define SEV(name, json) "event: " name "\ndata: " json "\n\n"
+static const char *const SSE_PIECES[] = {
+    SEV("message_start", "{\"type\":\"message_start\",\"message\":{\"id\":\"msg_s\",\"model\":"
+                         "\"claude-test\",\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}")
+    SEV("ping", "{\"type\":\"ping\"}") "event: content_block_start\ndata: {\"type\":",
+    "\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n"
+    SEV("content_block_delta", "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":"
+                               "\"text_delta\",\"text\":\"Hello\"}}"),
+    SEV("content_block_delta", "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":"
+                               "\"text_delta\",\"text\":\" world\"}}") "event: content_bl",
+    "ock_stop\r\ndata: {\"type\":\"content_block_stop\",\"index\":0}\r\n\r\n"
+    SEV("message_delta", "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},"
+                         "\"usage\":{\"output_tokens\":2}}")
+    SEV("message_stop", "{\"type\":\"message_stop\"}"),
+};
+#define N_SSE_PIECES (sizeof(SSE_PIECES) / sizeof(SSE_PIECES[0]))
+
+typedef struct sse_job {
+    server *s;
+    struct evhttp_request *req;
+    struct event *timer;
+    char kind[128];
+    size_t next;
+} sse_job;
+
+static void sse_send(struct evhttp_request *req, const char *text)
+{
+    struct evbuffer *b = evbuffer_new();
+    evbuffer_add(b, text, strlen(text));
+    evhttp_send_reply_chunk(req, b);
+    evbuffer_free(b);
+}
+
+static void sse_step(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    sse_job *j = arg;
+    size_t i = j->next++;
+    int last = 0;
+    if (strcmp(j->kind, "stall") == 0 && i == 1) {
+        j->s->stalled = j; /* the connection stays open, silent */
+        return;
+    }
+    if (strcmp(j->kind, "error") == 0 && i == 2) {
+        sse_send(j->req, SEV("error", "{\"type\":\"error\",\"error\":{\"type\":"
+                                      "\"overloaded_error\",\"message\":\"Overloaded\"}}"));
+        evhttp_send_reply_end(j->req);
+        last = 1;
+    } else if (strcmp(j->kind, "cut") == 0 && i == 2) {
+        evhttp_connection_free(evhttp_request_get_connection(j->req));
+        last = 1;
+    } else {
+        sse_send(j->req, SSE_PIECES[i]);
+        if (i + 1 == N_SSE_PIECES) {
+            evhttp_send_reply_end(j->req);
+            last = 1;
+        }
+    }
+    if (last) {
+        event_free(j->timer);
+        free(j);
+        return;
+    }
+    struct timeval tv = {0, 20000};
+    evtimer_add(j->timer, &tv);
+}
+
+static void sse_start(server *s, struct evhttp_request *req, const char *kind)
+{
+    sse_job *j = calloc(1, sizeof(*j));
+    j->s = s;
+    j->req = req;
+    snprintf(j->kind, sizeof(j->kind), "%s", kind);
+    j->timer = evtimer_new(s->base, sse_step, j);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "content-type",
+                      "text/event-stream; charset=utf-8");
+    evhttp_send_reply_start(req, 200, "OK");
+    struct timeval now = {0, 0};
+    evtimer_add(j->timer, &now);
 }
 
 static void on_request(struct evhttp_request *req, void *arg)
@@ -158,6 +246,8 @@ static void on_request(struct evhttp_request *req, void *arg)
         struct timeval now = {0, 0};
         event_base_once(s->base, -1, EV_TIMEOUT, drop_connection,
                         evhttp_request_get_connection(req), &now);
+    } else if (strncmp(mode, "sse-", 4) == 0) {
+        sse_start(s, req, mode + 4);
     } else if (strcmp(mode, "hang") == 0) {
         /* never answer; the client times out or cancels */
     } else {
@@ -183,6 +273,12 @@ static void server_start(server *s, struct event_base *base)
 
 static void server_stop(server *s)
 {
+    if (s->stalled) {
+        sse_job *j = s->stalled;
+        event_free(j->timer);
+        free(j);
+        s->stalled = NULL;
+    }
     if (s->http)
         evhttp_free(s->http);
     s->http = NULL;
@@ -202,6 +298,12 @@ typedef struct got {
     char error[600];
     int64_t latency_us;
     unsigned sends;
+    int streamed;
+    int have_response;
+    char text[64];
+    uint32_t output_tokens;
+    int64_t ttft_us;
+    double tps;
 } got;
 
 typedef struct fix {
@@ -236,6 +338,14 @@ static void on_done(void *ctx, const aq_llm_call_result *res)
     snprintf(g->error, sizeof(g->error), "%s", res->error);
     g->latency_us = res->latency_us;
     g->sends = res->sends;
+    g->streamed = res->streamed;
+    g->have_response = res->response != NULL;
+    if (res->response) {
+        snprintf(g->text, sizeof(g->text), "%s", res->response->text);
+        g->output_tokens = res->response->usage.output_tokens;
+    }
+    g->ttft_us = res->ttft_us;
+    g->tps = res->output_tokens_per_s;
 }
 
 static void got_free(got *g)
@@ -799,6 +909,106 @@ static void test_resends_counted_and_bounded(void **state)
     got_free(&g);
 }
 
+static void start_stream(fix *f, aq_llm_client *c, const char *body, got *g)
+{
+    aq_err err;
+    aq_llm_call_opts o = {0, 0, 1};
+    if (aq_llm_call_start_opts(c ? c : f->client, KEY, body, strlen(body), &o, on_done, g, NULL,
+                               &err) != AQ_OK)
+        fail_msg("aq_llm_call_start_opts: %s", err.msg);
+}
+
+/* A streamed answer, cut in pieces mid-event and with a CRLF event, is
+ * parsed as it comes: the response, time to first token, tokens/s. */
+static void test_stream_ok(void **state)
+{
+    fix *f = *state;
+    got g = {0};
+    start_stream(f, NULL, "sse-ok", &g);
+    assert_int_equal(run_until(f, &g.calls, 1, 5000), 1);
+    if (g.transport != AQ_OK)
+        fail_msg("transport %s: %s", aq_status_class(g.transport), g.error);
+    assert_int_equal(g.http_status, 200);
+    assert_true(g.streamed);
+    assert_true(g.have_response);
+    assert_string_equal(g.text, "Hello world");
+    assert_int_equal(g.output_tokens, 2);
+    assert_int_equal(g.body_len, 0);
+    /* the first delta comes with the 2nd piece, 20 ms in */
+    if (g.ttft_us < 15000 || g.ttft_us >= g.latency_us)
+        fail_msg("ttft %lld us, latency %lld us", (long long)g.ttft_us, (long long)g.latency_us);
+    assert_true(g.tps > 0);
+    /* not streamed: the same body comes whole, unparsed */
+    got h = {0};
+    start(f, KEY, "sse-ok", 0, &h, NULL);
+    assert_int_equal(run_until(f, &h.calls, 1, 5000), 1);
+    assert_int_equal(h.transport, AQ_OK);
+    assert_false(h.streamed);
+    assert_false(h.have_response);
+    assert_non_null(strstr(h.body, "message_stop"));
+    assert_int_equal(h.ttft_us, -1);
+    /* streamed but answered with JSON (or an error status): the body as before */
+    got k = {0};
+    start_stream(f, NULL, "ok", &k);
+    assert_int_equal(run_until(f, &k.calls, 1, 5000), 1);
+    assert_int_equal(k.transport, AQ_OK);
+    assert_false(k.have_response);
+    assert_non_null(strstr(k.body, "pong"));
+    got e = {0};
+    start_stream(f, NULL, "529", &e);
+    assert_int_equal(run_until(f, &e.calls, 1, 5000), 1);
+    assert_int_equal(e.http_status, 529);
+    assert_non_null(strstr(e.body, "overloaded_error"));
+    got_free(&g);
+    got_free(&h);
+    got_free(&k);
+    got_free(&e);
+}
+
+/* After the 200: an error event is the error's class; a connection closed
+ * before message_stop is a cut stream. */
+static void test_stream_error_and_cut(void **state)
+{
+    fix *f = *state;
+    got g = {0}, h = {0};
+    start_stream(f, NULL, "sse-error", &g);
+    start_stream(f, NULL, "sse-cut", &h);
+    assert_int_equal(run_until(f, &f->done_total, 2, 5000), 2);
+    assert_int_equal(g.http_status, 200);
+    assert_int_equal(g.transport, AQ_HTTP_OVERLOADED);
+    assert_non_null(strstr(g.error, "overloaded_error: Overloaded"));
+    assert_false(g.have_response);
+    assert_int_equal(h.http_status, 200);
+    assert_int_equal(h.transport, AQ_LLM_STREAM_CUT);
+    assert_non_null(strstr(h.error, "before message_stop"));
+    got_free(&g);
+    got_free(&h);
+}
+
+/* A stream that goes quiet fails after the idle timeout, long before the
+ * call's whole-time limit. */
+static void test_stream_idle_timeout(void **state)
+{
+    fix *f = *state;
+    aq_llm_client_config cfg = default_cfg(f);
+    cfg.idle_timeout_ms = 1000;
+    cfg.stream_timeout_ms = 30000;
+    aq_llm_client *c = NULL;
+    aq_err err;
+    assert_int_equal(aq_llm_client_new(f->base, &cfg, &c, &err), AQ_OK);
+    got g = {0};
+    int64_t t0 = aq_mono_ms();
+    start_stream(f, c, "sse-stall", &g);
+    assert_int_equal(run_until(f, &g.calls, 1, 10000), 1);
+    int64_t took = aq_mono_ms() - t0;
+    assert_int_equal(g.transport, AQ_HTTP_TIMEOUT);
+    assert_non_null(strstr(g.error, "llm_idle_timeout"));
+    if (took < 1000 || took > 3500)
+        fail_msg("idle timeout after %lld ms", (long long)took);
+    aq_llm_client_destroy(c);
+    got_free(&g);
+}
+
 static void test_bad_arguments(void **state)
 {
     fix *f = *state;
@@ -862,6 +1072,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_destroy_with_calls_in_flight, setup, teardown),
         cmocka_unit_test_setup_teardown(test_destroy_from_callback, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resends_counted_and_bounded, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_ok, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_error_and_cut, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_idle_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_arguments, setup, teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);

@@ -507,6 +507,16 @@ static void test_old_bodies_unchanged(void **state)
                 "\"messages\":[{\"role\":\"user\",\"content\":\"Q\"},{\"role\":\"assistant\","
                 "\"content\":\"A\"}],\"temperature\":0.7,\"stop_sequences\":[\"END\",\"\\n\\nH:\"],"
                 "\"metadata\":{\"user_id\":\"acme\"}}");
+    /* streaming adds "stream":true last and changes nothing else */
+    o.stream = true;
+    aq_buf_reset(&b);
+    assert_int_equal(aq_llm_request_build_opts(&t, "claude-haiku-4-5", 10, &o, &b, NULL), AQ_OK);
+    assert_string_equal(
+        b.data, "{\"model\":\"claude-haiku-4-5\",\"max_tokens\":10,\"system\":[{\"text\":\"Be "
+                "\\\"terse\\\".\\n\",\"type\":\"text\",\"cache_control\":{\"type\":\"ephemeral\"}}],"
+                "\"messages\":[{\"role\":\"user\",\"content\":\"Q\"},{\"role\":\"assistant\","
+                "\"content\":\"A\"}],\"temperature\":0.7,\"stop_sequences\":[\"END\",\"\\n\\nH:\"],"
+                "\"metadata\":{\"user_id\":\"acme\"},\"stream\":true}");
     aq_buf_free(&b);
 }
 

@@ -399,6 +399,9 @@ static void test_worker_metrics(void **state)
     aq_wm_llm_response(wm, "claude-sonnet-4-5", 200, 0.8);
     aq_wm_llm_response(wm, "claude-sonnet-4-5", 429, 0.01);
     aq_wm_llm_response(wm, "claude-sonnet-4-5", 0, -1);
+    aq_wm_llm_stream(wm, "claude-sonnet-4-5", 0.3, 55);
+    aq_wm_llm_stream(wm, "claude-sonnet-4-5", 1.2, 0); /* tokens/s not measured */
+    aq_wm_llm_stream(wm, "claude-sonnet-4-5", -1, 0);  /* no first token: nothing */
     aq_wm_retry(wm, "summarize");
     aq_wm_deferral(wm, AQ_WM_DEFER_OVERLOADED);
     aq_wm_cache(wm, AQ_WM_CACHE_HIT);
@@ -430,6 +433,11 @@ static void test_worker_metrics(void **state)
         "agentq_llm_responses_total{model=\"claude-sonnet-4-5\",code=\"200\"} 1",
         "agentq_llm_responses_total{model=\"claude-sonnet-4-5\",code=\"429\"} 1",
         "agentq_llm_responses_total{model=\"claude-sonnet-4-5\",code=\"error\"} 1",
+        "agentq_llm_time_to_first_token_seconds_bucket{model=\"claude-sonnet-4-5\",le=\"0.5\"} 1",
+        "agentq_llm_time_to_first_token_seconds_count{model=\"claude-sonnet-4-5\"} 2",
+        "agentq_llm_output_tokens_per_second_bucket{model=\"claude-sonnet-4-5\",le=\"50\"} 0",
+        "agentq_llm_output_tokens_per_second_bucket{model=\"claude-sonnet-4-5\",le=\"60\"} 1",
+        "agentq_llm_output_tokens_per_second_count{model=\"claude-sonnet-4-5\"} 1",
         "agentq_llm_retries_total{type=\"summarize\"} 1",
         "agentq_llm_deferrals_total{reason=\"rate_limited\"} 0",
         "agentq_llm_deferrals_total{reason=\"overloaded\"} 1",
@@ -468,6 +476,7 @@ static void test_worker_metrics(void **state)
     /* NULL metrics: every update is a no-op. */
     aq_wm_task_settled(NULL, "x", AQ_WM_COMPLETED, 1);
     aq_wm_llm_response(NULL, "m", 200, 1);
+    aq_wm_llm_stream(NULL, "m", 1, 1);
     aq_wm_cost(NULL, "t", "m", "x", 1);
     assert_false(aq_wm_task_duration_snapshot(NULL, &h));
     aq_wm_destroy(wm);
@@ -490,10 +499,12 @@ static void test_print_families(void **state)
     assert_non_null(strstr(text, "agentq_parked_tasks gauge "));
     assert_non_null(strstr(text, "agentq_agent_run_steps histogram "));
     assert_non_null(strstr(text, "agentq_tool_calls_total counter "));
+    assert_non_null(strstr(text, "agentq_llm_time_to_first_token_seconds histogram "));
+    assert_non_null(strstr(text, "agentq_llm_output_tokens_per_second histogram "));
     size_t lines = 0;
     for (const char *p = text; *p; p++)
         lines += *p == '\n';
-    assert_int_equal(lines, 28);
+    assert_int_equal(lines, 30);
     free(text);
 }
 

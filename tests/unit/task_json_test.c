@@ -427,6 +427,8 @@ static void test_result_to_json(void **state)
     r.attempts = 2;
     r.llm_latency_ms = 1500;
     r.queue_latency_ms = 25;
+    r.time_to_first_token_us = 250000;
+    r.output_tokens_per_second = 42.5f;
     e.class_ = "http_400";
     e.message = "bad request";
     e.http_status = 400;
@@ -463,6 +465,8 @@ static void test_result_to_json(void **state)
     assert_int_equal(json_integer_value(json_object_get(j, "attempts")), 2);
     assert_int_equal(json_integer_value(json_object_get(j, "llm_latency_ms")), 1500);
     assert_int_equal(json_integer_value(json_object_get(j, "queue_latency_ms")), 25);
+    assert_int_equal(json_integer_value(json_object_get(j, "time_to_first_token_us")), 250000);
+    assert_true(json_real_value(json_object_get(j, "output_tokens_per_second")) == 42.5);
     json_t *je = json_object_get(j, "error");
     assert_non_null(je);
     assert_string_equal(json_string_value(json_object_get(je, "class")), "http_400");
