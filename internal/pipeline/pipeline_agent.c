@@ -708,7 +708,7 @@ static void call_model(job *j, const aq_run_action *act)
     j->cache_hit = j->cache_stored = false;
     j->model = NULL;
     step_parts(j, &parts);
-    aq_job_step(j, aq_llm_request_input_tokens(&parts));
+    aq_job_step(j, aq_llm_request_input_tokens(&parts), act->step);
 }
 
 /* A step's answer, filed in the response cache (like a task's Result). */

@@ -125,17 +125,17 @@ void aq_job_begin(job *j)
         aq_agent_begin(j);
         return;
     }
-    aq_job_step(j, aq_llm_task_input_tokens(t));
+    aq_job_step(j, aq_llm_task_input_tokens(t), 1);
 }
 
-void aq_job_step(job *j, int64_t input_tokens)
+void aq_job_step(job *j, int64_t input_tokens, uint32_t step)
 {
     aq_pipeline *p = j->p;
     aq_err err;
     aq_status st;
     const Agentq__V1__Task *t = j->task;
 
-    aq_route_task rt = {t->type, t->tenant, t->model, input_tokens, j->max_tokens};
+    aq_route_task rt = {t->type, t->tenant, t->model, input_tokens, j->max_tokens, step};
     aq_route_choice choice;
     if ((st = aq_route_choose(p->router, &rt, &choice, &err)) != AQ_OK) {
         aq_job_fail(j, st, &err);

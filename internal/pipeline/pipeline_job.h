@@ -236,9 +236,10 @@ void aq_job_settle(job *j, settle_how how, int64_t nak_delay_ms);
 
 /* pipeline_call.c */
 void aq_job_begin(job *j);
-/* Route (by `input_tokens` and the task), build the request, then the
+/* Route (by `input_tokens`, the 1-based model `step` (1 for a single call)
+ * and the task), build the request, then the
  * cache or the call: a single task's one call, an agent run's every step. */
-void aq_job_step(job *j, int64_t input_tokens);
+void aq_job_step(job *j, int64_t input_tokens, uint32_t step);
 void aq_job_call(job *j);
 void aq_job_budget_wait_over(job *j, aq_pipeline *p);
 bool aq_job_try_fallback(job *j);

@@ -14,6 +14,7 @@ typedef struct span {
 
 typedef struct bound {
     bool has_le, has_ge;
+    bool exact; /* from "=" (step=N): both ends */
     int64_t le, ge;
 } bound;
 
@@ -27,7 +28,7 @@ typedef struct rule {
     char name[AQ_ROUTE_NAME_MAX + 1];
     char model[AQ_ROUTE_MODEL_MAX + 1];
     pattern_set type, tenant;
-    bound input, max_tokens;
+    bound input, max_tokens, step;
 } rule;
 
 struct aq_route_rules {
@@ -156,11 +157,15 @@ static aq_status parse_patterns(const parser *ps, const char *field, const char 
     }
 }
 
-static aq_status parse_bound(const parser *ps, const char *field, bool le, const char *b,
-                             const char *e, bound *bd)
+/* "field<=N" (le), "field>=N" (ge) or, for step, "field=N" (both). */
+static aq_status parse_bound(const parser *ps, const char *field, bool le, bool ge, const char *b,
+                             const char *e, int64_t cap, int64_t min, bound *bd)
 {
-    const char *op = le ? "<=" : ">=";
-    if ((le && bd->has_le) || (!le && bd->has_ge))
+    const char *op = le && ge ? "=" : le ? "<=" : ">=";
+    if (bd->exact || (le && ge && (bd->has_le || bd->has_ge)))
+        return fail(ps, b, "%s%s: %s has a condition already (%s=N takes no other)", field, op,
+                    field, field);
+    if ((le && bd->has_le) || (ge && bd->has_ge))
         return fail(ps, b, "%s%s given twice", field, op);
     if (b == e)
         return fail(ps, b, "%s%s: no number", field, op);
@@ -170,17 +175,22 @@ static aq_status parse_bound(const parser *ps, const char *field, bool le, const
             return fail(ps, b, "%s%s%.*s: '%.*s' is not a whole number", field, op, QUOTE(b, e),
                         QUOTE(b, e));
         v = v * 10 + (*p - '0');
-        if (v > AQ_ROUTE_MAX_TOKENS_VALUE)
+        if (v > cap)
             return fail(ps, b, "%s%s%.*s: over the cap of %lld", field, op, QUOTE(b, e),
-                        (long long)AQ_ROUTE_MAX_TOKENS_VALUE);
+                        (long long)cap);
     }
+    if (v < min)
+        return fail(ps, b, "%s%s%.*s: must be at least %lld (steps count from 1)", field, op,
+                    QUOTE(b, e), (long long)min);
     if (le) {
         bd->has_le = true;
         bd->le = v;
-    } else {
+    }
+    if (ge) {
         bd->has_ge = true;
         bd->ge = v;
     }
+    bd->exact = le && ge;
     if (bd->has_le && bd->has_ge && bd->ge > bd->le)
         return fail(ps, b, "%s>=%lld and %s<=%lld can never both hold", field, (long long)bd->ge,
                     field, (long long)bd->le);
@@ -206,10 +216,12 @@ static aq_status parse_cond(const parser *ps, const char *b, const char *e, rule
     const char *ve = e;
     trim(&vb, &ve);
     bool pattern_field = span_is(nb, ne, "type") || span_is(nb, ne, "tenant");
+    bool step_field = span_is(nb, ne, "step");
     bool number_field = span_is(nb, ne, "input_tokens") || span_is(nb, ne, "max_tokens");
-    if (!pattern_field && !number_field)
+    if (!pattern_field && !number_field && !step_field)
         return fail(ps, nb,
-                    "unknown condition '%.*s' (expected type, tenant, input_tokens or max_tokens)",
+                    "unknown condition '%.*s' (expected type, tenant, input_tokens, max_tokens "
+                    "or step)",
                     QUOTE(nb, ne));
     if (pattern_field) {
         if (le || ge)
@@ -217,17 +229,20 @@ static aq_status parse_cond(const parser *ps, const char *b, const char *e, rule
         bool type = span_is(nb, ne, "type");
         return parse_patterns(ps, type ? "type" : "tenant", vb, ve, type ? &r->type : &r->tenant);
     }
+    if (step_field)
+        return parse_bound(ps, "step", le || !ge, ge || !le, vb, ve, AQ_ROUTE_MAX_STEP_VALUE, 1,
+                           &r->step);
     if (!le && !ge)
         return fail(ps, op, "%.*s takes <= or >= and a number, not '='", QUOTE(nb, ne));
     bool input = span_is(nb, ne, "input_tokens");
-    return parse_bound(ps, input ? "input_tokens" : "max_tokens", le, vb, ve,
-                       input ? &r->input : &r->max_tokens);
+    return parse_bound(ps, input ? "input_tokens" : "max_tokens", le, ge, vb, ve,
+                       AQ_ROUTE_MAX_TOKENS_VALUE, 0, input ? &r->input : &r->max_tokens);
 }
 
 static bool catch_all(const rule *r)
 {
     return !r->type.on && !r->tenant.on && !r->input.has_le && !r->input.has_ge &&
-           !r->max_tokens.has_le && !r->max_tokens.has_ge;
+           !r->max_tokens.has_le && !r->max_tokens.has_ge && !r->step.has_le && !r->step.has_ge;
 }
 
 static aq_status parse_rule(aq_route_rules *rs, parser *ps, const char *b, const char *e)
@@ -410,7 +425,8 @@ int aq_route_rules_match(const aq_route_rules *rules, const aq_route_task *t)
     for (size_t i = 0; rules && i < rules->n; i++) {
         const rule *r = &rules->rules[i];
         if (set_matches(rules, &r->type, t->type) && set_matches(rules, &r->tenant, t->tenant) &&
-            bound_holds(&r->input, t->input_tokens) && bound_holds(&r->max_tokens, t->max_tokens))
+            bound_holds(&r->input, t->input_tokens) && bound_holds(&r->max_tokens, t->max_tokens) &&
+            bound_holds(&r->step, t->step > 0 ? t->step : 1))
             return (int)i;
     }
     return -1;

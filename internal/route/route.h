@@ -30,6 +30,7 @@
 #define AQ_ROUTE_RULES_MAX_LEN 8192     /* characters of a routes string */
 #define AQ_ROUTE_MAX_ALLOWED 64         /* models in allowed_models (as the worker's cap) */
 #define AQ_ROUTE_MAX_TOKENS_VALUE 100000000LL /* bound of a token threshold */
+#define AQ_ROUTE_MAX_STEP_VALUE 100000LL        /* bound of a step threshold (agent_max_steps_cap's) */
 
 /* Rule names the router reports that a configured rule may not take. */
 #define AQ_ROUTE_RULE_EXPLICIT "explicit"
@@ -46,6 +47,7 @@ typedef struct aq_route_rules aq_route_rules;
  *   name    = 1..64 of [A-Za-z0-9_-], unique, not "explicit" or "default"
  *   cond    = ( "type" | "tenant" ) "=" pattern *( "|" pattern )
  *           | ( "input_tokens" | "max_tokens" ) ( "<=" | ">=" ) digits
+ *           | "step" ( "=" | "<=" | ">=" ) digits      (digits >= 1)
  *   pattern = 1..128 characters other than blanks and , ; | = ; "*" matches
  *             any run of characters (also none); everything else is literal
  *   model   = 1..128 of [A-Za-z0-9._@/:-]
@@ -56,10 +58,13 @@ typedef struct aq_route_rules aq_route_rules;
  *
  * A rule matches when every condition holds: the task type (tenant) matches
  * one of the patterns, the estimated input tokens (max_tokens: the task's,
- * or the worker's default when it sets none) are <= or >= the number. A rule
+ * or the worker's default when it sets none) are <= or >= the number, the
+ * model step (1-based: a single call is step 1, an agent run's steps are
+ * 1, 2, ...) is = (exactly), <= or >= the number. A rule
  * without conditions matches every task (a catch-all); a rule after it could
  * never match and is an error. A field may have one condition, or for the
- * numbers one "<=" and one ">=" (a range, which must not be empty). At most
+ * numbers one "<=" and one ">=" (a range, which must not be empty; step=N is
+ * the range N..N and takes no other step condition). At most
  * AQ_ROUTE_MAX_RULES rules; at most AQ_ROUTE_RULES_MAX_LEN characters.
  * NULL or blank: no rules.
  *
@@ -78,6 +83,7 @@ typedef struct aq_route_task {
     const char *model;    /* the task's model: NULL or "" lets the router choose */
     int64_t input_tokens; /* estimate: aq_llm_task_input_tokens (llm/llm_request.h) */
     int64_t max_tokens;   /* effective: the task's, or the worker's default */
+    int64_t step;         /* 1-based model step of an agent run; 0 reads as 1 (a single call) */
 } aq_route_task;
 
 /* The first matching rule: its index, or -1 when none matches. */

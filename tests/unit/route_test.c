@@ -73,7 +73,7 @@ static void test_rules_table(void **state)
         {NULL, NULL, 1, 1, "claude-sonnet-4-5", "default"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        aq_route_task t = {cases[i].type, cases[i].tenant, "", cases[i].input, cases[i].max_tokens};
+        aq_route_task t = {cases[i].type, cases[i].tenant, "", cases[i].input, cases[i].max_tokens, 1};
         aq_route_choice c = {NULL, NULL};
         aq_err err;
         assert_int_equal(aq_route_choose(r, &t, &c, &err), AQ_OK);
@@ -90,7 +90,7 @@ static void test_catch_all_and_no_rules(void **state)
 {
     (void)state;
     aq_route *r = router("small: max_tokens<=10 -> a; rest: -> b", "", NULL);
-    aq_route_task t = {"x", "y", NULL, 5, 5};
+    aq_route_task t = {"x", "y", NULL, 5, 5, 1};
     aq_route_choice c;
     assert_int_equal(aq_route_choose(r, &t, &c, NULL), AQ_OK);
     assert_string_equal(c.rule, "small");
@@ -126,7 +126,7 @@ static void test_explicit_models(void **state)
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         aq_route *r = router(RULES, cases[i].allowed, NULL);
-        aq_route_task t = {"classify", "acme", cases[i].model, 10, 10}; /* would match "cheap" */
+        aq_route_task t = {"classify", "acme", cases[i].model, 10, 10, 1}; /* would match "cheap" */
         aq_route_choice c = {"unset", "unset"};
         aq_err err;
         aq_err_clear(&err);
@@ -149,7 +149,7 @@ static void test_explicit_models(void **state)
     memset(huge, 'x', sizeof(huge) - 1);
     huge[sizeof(huge) - 1] = '\0';
     aq_route *r = router("", "a", NULL);
-    aq_route_task t = {"x", "", huge, 1, 1};
+    aq_route_task t = {"x", "", huge, 1, 1, 1};
     aq_route_choice c;
     aq_err err;
     assert_int_equal(aq_route_choose(r, &t, &c, &err), AQ_MODEL_NOT_ALLOWED);
@@ -196,7 +196,7 @@ static void test_rules_introspection(void **state)
     assert_string_equal(aq_route_rule_name(rs, 4), "globs");
     assert_null(aq_route_rule_name(rs, 5));
     assert_null(aq_route_rule_model(rs, 5));
-    aq_route_task t = {"extract", "", "", 0, 0};
+    aq_route_task t = {"extract", "", "", 0, 0, 1};
     assert_int_equal(aq_route_rules_match(rs, &t), 0);
     t.type = "nothing";
     assert_int_equal(aq_route_rules_match(rs, &t), -1);
@@ -211,12 +211,12 @@ static void test_rules_introspection(void **state)
                      AQ_OK);
     assert_int_equal(aq_route_rules_count(rs), 2);
     assert_string_equal(aq_route_rule_model(rs, 1), "m2");
-    aq_route_task t2 = {"y", "t2", "", 0, 5};
+    aq_route_task t2 = {"y", "t2", "", 0, 5, 1};
     assert_int_equal(aq_route_rules_match(rs, &t2), 1);
     aq_route_rules_destroy(rs);
     /* A tenant pattern may hold "->"; the model is after the last one. */
     assert_int_equal(aq_route_rules_parse("odd: tenant=a->b -> m", &rs, NULL), AQ_OK);
-    aq_route_task t3 = {"y", "a->b", "", 0, 5};
+    aq_route_task t3 = {"y", "a->b", "", 0, 5, 1};
     assert_int_equal(aq_route_rules_match(rs, &t3), 0);
     assert_string_equal(aq_route_rule_model(rs, 0), "m");
     aq_route_rules_destroy(rs);
@@ -267,6 +267,21 @@ static void test_parse_errors(void **state)
         {"cheap: tenant=a b -> m", "tenant: pattern 'a b' has a blank"},
         {"all: -> m; later: type=x -> n", "rule 2 'later', column 12: follows rule 1 'all', which matches every task"},
         {"cheap: type=a|b|c|d|e|f|g|h|i|j|k|l|m|n|o|p|q -> m", "type: more than 16 patterns"},
+        /* step */
+        {"pick: step=0 -> m", "rule 1 'pick', column 12: step=0: must be at least 1"},
+        {"pick: step<=0 -> m", "step<=0: must be at least 1"},
+        {"pick: step=x -> m", "rule 1 'pick', column 12: step=x: 'x' is not a whole number"},
+        {"pick: step= -> m", "step=: no number"},
+        {"pick: step>=-1 -> m", "'-1' is not a whole number"},
+        {"pick: step<2 -> m", "'<' must be '<='"},
+        {"pick: step>=100001 -> m", "step>=100001: over the cap of 100000"},
+        {"pick: step=1, step=2 -> m", "rule 1 'pick', column 20: step=: step has a condition already"},
+        {"pick: step>=2, step=3 -> m", "step=: step has a condition already"},
+        {"pick: step=1, step<=3 -> m", "step<=: step has a condition already"},
+        {"pick: step>=2, step>=3 -> m", "step>= given twice"},
+        {"pick: step>=3, step<=2 -> m", "step>=3 and step<=2 can never both hold"},
+        {"pick: steps=1 -> m", "unknown condition 'steps' (expected type, tenant, input_tokens, max_tokens or step)"},
+        {"all: -> m; pick: step=1 -> n", "rule 2 'pick', column 12: follows rule 1 'all'"},
         {many, "rule 65, column"},
         {longs, "characters, over the cap of 8192"},
     };
@@ -334,7 +349,7 @@ static void test_input_tokens_count_blocks_and_tools(void **state)
     t.type = (char *)"chat";
     t.messages = &mp;
     t.n_messages = 1;
-    aq_route_task rt = {"chat", "", NULL, aq_llm_task_input_tokens(&t), 4096};
+    aq_route_task rt = {"chat", "", NULL, aq_llm_task_input_tokens(&t), 4096, 1};
     aq_route_choice c;
     aq_err err;
     assert_int_equal(rt.input_tokens, 4); /* the block's 14 bytes */
@@ -352,6 +367,61 @@ static void test_input_tokens_count_blocks_and_tools(void **state)
     aq_route_destroy(r);
 }
 
+/* step: the model step of an agent run (1-based; 0 reads as 1, a single call). */
+static void test_step_rules(void **state)
+{
+    (void)state;
+    aq_route *r = router("cls: type=classify, step>=2 -> claude-opus-4-5;"
+                         "pick: step=1 -> claude-haiku-4-5;"
+                         "mid: step >= 2 , step <= 3 -> claude-sonnet-4-6;"
+                         "synth: step>=4 -> claude-opus-4-5",
+                         "", NULL);
+    static const struct {
+        const char *type;
+        int64_t step;
+        const char *model, *rule;
+    } cases[] = {
+        {"chat", 0, "claude-haiku-4-5", "pick"}, /* a single call is step 1 */
+        {"chat", 1, "claude-haiku-4-5", "pick"},
+        {"chat", 2, "claude-sonnet-4-6", "mid"},
+        {"chat", 3, "claude-sonnet-4-6", "mid"},
+        {"chat", 4, "claude-opus-4-5", "synth"},
+        {"chat", 100000, "claude-opus-4-5", "synth"},
+        {"classify", 1, "claude-haiku-4-5", "pick"}, /* cls wants step >= 2 */
+        {"classify", 2, "claude-opus-4-5", "cls"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        aq_route_task t = {cases[i].type, "", NULL, 10, 100, cases[i].step};
+        aq_route_choice c = {NULL, NULL};
+        assert_int_equal(aq_route_choose(r, &t, &c, NULL), AQ_OK);
+        if (strcmp(c.model, cases[i].model) || strcmp(c.rule, cases[i].rule))
+            fail_msg("case %zu (%s, step %lld): %s by %s, want %s by %s", i, cases[i].type,
+                     (long long)cases[i].step, c.model, c.rule, cases[i].model, cases[i].rule);
+    }
+    aq_route_destroy(r);
+    /* The brief's pair: the first step cheap, the rest large; step<=N too. */
+    r = router("pick: step=1 -> claude-haiku-4-5; synth: step>=2 -> claude-sonnet-4-5", "", NULL);
+    aq_route_task t = {"chat", "", NULL, 10, 100, 1};
+    aq_route_choice c;
+    assert_int_equal(aq_route_choose(r, &t, &c, NULL), AQ_OK);
+    assert_string_equal(c.rule, "pick");
+    t.step = 2;
+    assert_int_equal(aq_route_choose(r, &t, &c, NULL), AQ_OK);
+    assert_string_equal(c.rule, "synth");
+    t.model = "claude-opus-4-5"; /* a task's own model beats every rule, every step */
+    assert_int_equal(aq_route_choose(r, &t, &c, NULL), AQ_OK);
+    assert_string_equal(c.rule, AQ_ROUTE_RULE_EXPLICIT);
+    aq_route_destroy(r);
+    r = router("early: step<=3 -> a", "", NULL);
+    aq_route_task u = {"chat", "", NULL, 10, 100, 3};
+    assert_int_equal(aq_route_choose(r, &u, &c, NULL), AQ_OK);
+    assert_string_equal(c.rule, "early");
+    u.step = 4;
+    assert_int_equal(aq_route_choose(r, &u, &c, NULL), AQ_OK);
+    assert_string_equal(c.rule, AQ_ROUTE_RULE_DEFAULT);
+    aq_route_destroy(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -363,6 +433,7 @@ int main(void)
         cmocka_unit_test(test_parse_errors),
         cmocka_unit_test(test_router_config_errors),
         cmocka_unit_test(test_input_tokens_count_blocks_and_tools),
+        cmocka_unit_test(test_step_rules),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
