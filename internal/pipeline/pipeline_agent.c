@@ -679,11 +679,12 @@ aq_status aq_agent_build_request(job *j, const aq_llm_request_opts *base, aq_err
     aq_llm_request_parts parts;
     aq_llm_request_opts opts = *base;
     step_parts(j, &parts);
-    /* Incremental prompt caching: tools + system, and the conversation up
-     * to the last message (this step's entry) and to the previous user
-     * message (the last step's entry, read back now). */
-    opts.cache_breakpoints = AQ_LLM_CACHE_TOOLS | AQ_LLM_CACHE_SYSTEM | AQ_LLM_CACHE_LAST_MESSAGE |
-                             AQ_LLM_CACHE_PREV_USER;
+    /* Incremental prompt caching (agent_prompt_cache): tools + system, and
+     * the conversation up to the last message (this step's entry) and to the
+     * previous user message (the last step's entry, read back now). */
+    if (j->p->cfg->agent_prompt_cache)
+        opts.cache_breakpoints = AQ_LLM_CACHE_TOOLS | AQ_LLM_CACHE_SYSTEM |
+                                 AQ_LLM_CACHE_LAST_MESSAGE | AQ_LLM_CACHE_PREV_USER;
     return aq_llm_request_build_parts(&parts, &opts, &j->request, err);
 }
 

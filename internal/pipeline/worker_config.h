@@ -59,6 +59,7 @@ typedef struct aq_worker_config {
     int64_t agent_max_steps;  /* defaults of tasks that set none */
     int64_t agent_max_tool_calls;
     char *agent_ceiling_action; /* "fail" or "final" */
+    bool agent_prompt_cache;    /* cache_control breakpoints on agent steps */
     int64_t agent_max_runs;   /* runs in flight before the fetcher pauses; 0: no bound */
     /* sessions (internal/session) */
     char *session_bucket;
