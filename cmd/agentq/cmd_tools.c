@@ -244,7 +244,6 @@ static int tools_ls(tools_config *cfg)
     int rc = CLI_OK;
     natsConnection *nc = NULL;
     natsSubscription *sub = NULL;
-    natsInbox *inbox = NULL;
     json_t *services = json_object(), *list = NULL;
     natsStatus s;
     static const char *const kinds[] = {"ping", "info", "stats"};
@@ -257,17 +256,21 @@ static int tools_ls(tools_config *cfg)
     }
     if ((rc = cli_connect(&cfg->queue, &nc, NULL)) != CLI_OK)
         goto out;
-    char wildcard[128], reply[128];
-    if ((s = natsInbox_Create(&inbox)) != NATS_OK)
-        goto nats_err;
-    snprintf(wildcard, sizeof(wildcard), "%s.*", (const char *)inbox);
+    char box[AQ_QUEUE_INBOX_MAX], wildcard[AQ_QUEUE_INBOX_MAX + 2], reply[AQ_QUEUE_INBOX_MAX + 16];
+    aq_err ierr;
+    if (aq_queue_inbox_new(nc, box, sizeof(box), &ierr) != AQ_OK) { /* under nats_inbox_prefix */
+        cli_error("tools ls", "%s", ierr.msg);
+        rc = CLI_ERROR;
+        goto out;
+    }
+    snprintf(wildcard, sizeof(wildcard), "%s.*", box);
     if ((s = natsConnection_SubscribeSync(&sub, nc, wildcard)) != NATS_OK ||
         (s = natsSubscription_SetPendingLimits(sub, 3 * MAX_SERVICES, 3 * MAX_SERVICES * 1024)) !=
             NATS_OK ||
         (s = natsConnection_Flush(nc)) != NATS_OK)
         goto nats_err;
     for (int i = 0; i < 3; i++) {
-        snprintf(reply, sizeof(reply), "%s.%s", (const char *)inbox, kinds[i]);
+        snprintf(reply, sizeof(reply), "%s.%s", box, kinds[i]);
         if ((s = natsConnection_PublishRequest(nc, subjects[i], reply, "", 0)) != NATS_OK)
             goto nats_err;
     }
@@ -324,7 +327,6 @@ out:
     json_decref(list);
     json_decref(services);
     natsSubscription_Destroy(sub);
-    natsInbox_Destroy(inbox);
     aq_queue_disconnect(nc, NULL);
     return rc;
 }

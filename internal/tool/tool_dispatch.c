@@ -7,6 +7,8 @@
  * through the mailbox) or the attempt's timer (a timeout). */
 #include "tool_dispatch.h"
 
+#include "queue/queue_conn.h"
+
 #include <errno.h>
 #include <event2/event.h>
 #include <inttypes.h>
@@ -25,7 +27,7 @@
 #define NAME_MAX_LEN 64
 #define SUBJECT_MAX 256
 #define OVERRIDES_MAX 256
-#define INBOX_MAX 64
+#define INBOX_MAX AQ_QUEUE_INBOX_MAX /* under the connection's nats_inbox_prefix */
 #define REPLY_MAX (INBOX_MAX + 24)
 #define RETRY_BASE_MS 100
 #define RETRY_MAX_MS 2000
@@ -621,7 +623,6 @@ aq_status aq_tool_dispatcher_new(natsConnection *nc, const aq_tool_config *cfg,
 {
     aq_status st = AQ_OK;
     aq_tool_dispatcher *d = NULL;
-    natsInbox *inbox = NULL;
     natsStatus s;
 
     if (!nc || !cfg || !base || !mb) {
@@ -653,12 +654,12 @@ aq_status aq_tool_dispatcher_new(natsConnection *nc, const aq_tool_config *cfg,
     pthread_cond_init(&d->closed_cond, NULL);
     d->lock_init = true;
 
-    if ((s = natsInbox_Create(&inbox)) != NATS_OK) {
-        st = aq_err_set(err, AQ_NATS, "tool dispatcher inbox: %s", natsStatus_GetText(s));
+    /* Under nats_inbox_prefix: a worker may subscribe to its own inbox only. */
+    if ((st = aq_queue_inbox_new(nc, d->inbox, sizeof(d->inbox), err)) != AQ_OK) {
+        aq_err_prefix(err, "tool dispatcher inbox");
         goto out;
     }
     char wildcard[INBOX_MAX + 2];
-    snprintf(d->inbox, sizeof(d->inbox), "%s", (const char *)inbox);
     snprintf(wildcard, sizeof(wildcard), "%s.*", d->inbox);
     if ((s = natsConnection_Subscribe(&d->sub, nc, wildcard, on_reply, d)) != NATS_OK) {
         d->sub = NULL;
@@ -681,7 +682,6 @@ aq_status aq_tool_dispatcher_new(natsConnection *nc, const aq_tool_config *cfg,
     *out = d;
     d = NULL;
 out:
-    natsInbox_Destroy(inbox);
     aq_tool_dispatcher_destroy(d);
     return st;
 }
