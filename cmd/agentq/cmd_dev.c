@@ -74,9 +74,9 @@ static const struct {
     {"extract", "Extract the dates from: 'Invoices due 2026-12-01 and 2027-01-15.'", false},
     {"summarize", "Summarize: retries use exponential backoff with jitter and honour retry-after.", false},
     {"classify", "Is this a bug report or a feature request? 'Add a --json flag to status.'", false},
-    /* An agent run: with no tool service here its calls come back
-     * no_responders (an is_error result the model sees); run
-     * examples/tool-service-c to answer them. */
+    /* An agent run: its get_weather calls are answered by the example tool
+     * service (examples/tool-service-c) when it is built beside us; without
+     * it they come back no_responders, an is_error result the model sees. */
     {"agent", "What is the weather in Paris? Use the get_weather tool.", true},
 };
 
@@ -94,7 +94,7 @@ static void on_signal(int sig)
 typedef struct dev_env {
     char dir[PATH_MAX];
     char bin_dir[PATH_MAX / 2]; /* room to append our binaries' names */
-    pid_t nats, sim, worker;
+    pid_t nats, sim, worker, tools;
     char nats_url[64];
     char base_url[64];
 } dev_env;
@@ -328,6 +328,32 @@ static int start_worker(dev_env *env, const dev_config *cfg, bool simulated)
     return 0;
 }
 
+/* The example tool service (get_weather, lookup_order on agentq.tools.*):
+ * beside us when installed, or in the build tree's examples/. Optional. */
+static void start_tools(dev_env *env)
+{
+    static const char *const places[] = {"", "/../../examples/tool-service-c"};
+    char bin[PATH_MAX], log[PATH_MAX + 16];
+    bool found = false;
+    for (size_t i = 0; i < sizeof(places) / sizeof(places[0]) && !found; i++) {
+        snprintf(bin, sizeof(bin), "%s%s/agentq-example-tool-service", env->bin_dir, places[i]);
+        found = access(bin, X_OK) == 0;
+    }
+    if (!found) {
+        printf("agentq dev: no example tool service found: the agent sample's tool calls will "
+               "find no responders\n");
+        return;
+    }
+    snprintf(log, sizeof(log), "%s/tools.log", env->dir);
+    char *argv[] = {bin, "--url", env->nats_url, NULL};
+    env->tools = spawn(argv, log);
+    if (env->tools <= 0 || wait_for_text(log, "ready", env->tools, NULL, 0) != 0) {
+        printf("agentq dev: the example tool service did not start (see %s)\n", log);
+        return;
+    }
+    printf("agentq dev: example tool service answering get_weather and lookup_order (agentq tools ls)\n");
+}
+
 static int submit_samples(jsCtx *js, const dev_config *cfg, char **ids, size_t n)
 {
     aq_buf packed;
@@ -488,10 +514,12 @@ int cmd_dev(int argc, char **argv)
         cli_error("dev", "init: %s", err.msg);
         goto out;
     }
-    printf("agentq dev: created stream %s, consumer %s, dead-letter stream %s, buckets %s, %s "
-           "and %s\n",
+    printf("agentq dev: created stream %s, consumer %s, dead-letter stream %s, buckets %s, %s, "
+           "%s, %s and %s\n",
            cfg.init.queue.task_stream, cfg.init.queue.consumer, cfg.init.queue.dlq_stream,
-           cfg.init.queue.results_bucket, cfg.init.cache_bucket, cfg.init.budget_bucket);
+           cfg.init.queue.results_bucket, cfg.init.cache_bucket, cfg.init.budget_bucket,
+           cfg.init.runs_bucket, cfg.init.session_bucket);
+    start_tools(&env);
     if (start_worker(&env, &cfg, simulated) != 0)
         goto out;
     printf("agentq dev: worker running (log: %s/worker.log)\n\n", env.dir);
@@ -560,6 +588,7 @@ out:
     kvStore_Destroy(kv);
     aq_queue_disconnect(nc, js);
     stop_child(&env.worker, "agentq-worker");
+    stop_child(&env.tools, "the example tool service");
     stop_child(&env.sim, "agentq-sim");
     stop_child(&env.nats, "nats-server");
     if (env.dir[0])
