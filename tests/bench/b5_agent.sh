@@ -61,6 +61,7 @@ wait_until 10 metric agentq_agent_runs_in_flight || fail "no /metrics on $MPORT"
 sleep 1
 idle_kb=$(proc_kb "$WORKER_PID" VmRSS)
 cpu0=$(proc_cpu_us "$WORKER_PID")
+sim_cpu0=$(proc_cpu_us "$SIM_PID"); nats_cpu0=$(proc_cpu_us "$NATS_PID")
 tool_cpu0=0; for p in "${TOOL_PIDS[@]}"; do tool_cpu0=$((tool_cpu0 + $(proc_cpu_us "$p"))); done
 wait_until 5 test -s "$T/tap" || fail "no tap counts"
 tap0_msgs=$(kv "$T/tap" msgs); tap0_bytes=$(kv "$T/tap" bytes)
@@ -87,6 +88,7 @@ while :; do
 done
 hwm_kb=$(proc_kb "$WORKER_PID" VmHWM)
 cpu_us=$(( $(proc_cpu_us "$WORKER_PID") - cpu0 ))
+sim_cpu=$(( $(proc_cpu_us "$SIM_PID") - sim_cpu0 )); nats_cpu=$(( $(proc_cpu_us "$NATS_PID") - nats_cpu0 ))
 tool_cpu=0; for p in "${TOOL_PIDS[@]}"; do tool_cpu=$((tool_cpu + $(proc_cpu_us "$p"))); done
 tool_cpu=$((tool_cpu - tool_cpu0))
 summary
@@ -129,6 +131,12 @@ row "worker RSS per run in flight (KB) = (peak − idle) / $IN_FLIGHT" "$(fmt "$
     "—" "< $GOAL_KB KB" "$(verdict "$per_run_kb" lt "$GOAL_KB")"
 row "worker CPU per step (µs)" "$(fmt "$(calc "$cpu_us / ($steps > 0 ? $steps : 1)")" 1)" \
     "$(fmt "$(calc "$cpu_us / 1e6")" 1) s CPU over $(fmt "$secs" 1) s" "—" "—" "info"
+all_cpu=$((cpu_us + sim_cpu + nats_cpu + tool_cpu))
+row "CPU per step, whole system: worker + simulator + nats-server + tools (µs)" \
+    "$(fmt "$(calc "$all_cpu / ($steps > 0 ? $steps : 1)")" 1)" \
+    "$(fmt "$(calc "$cpu_us / $steps")") + $(fmt "$(calc "$sim_cpu / $steps")") + $(fmt "$(calc "$nats_cpu / $steps")") + $(fmt "$(calc "$tool_cpu / $steps")"); $(fmt "$(calc "$all_cpu / 1e6 / $secs")" 2) cores busy" "—" "—" "info"
+row "cores the ideal rate needs at this CPU per step" \
+    "$(fmt "$(calc "$ideal * $STEPS * $all_cpu / $steps / 1e6")" 2)" "$(nproc) CPUs" "—" "—" "info"
 row "runs in flight (agentq_agent_runs_in_flight, peak sampled)" "$peak_runs" "$IN_FLIGHT" \
     "$(fmt "$(calc "$peak_runs / $IN_FLIGHT")" 2)" "—" "info"
 row "mean model call / tool call latency in the Results (ms, $(jq .n "$T/sample.json") sampled)" \
