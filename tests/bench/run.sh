@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the benchmarks B1–B4 against their ceilings and goals, one after the
+# Runs the benchmarks B1–B5 against their ceilings and goals, one after the
 # other, each on its own nats-server / simulator / worker(s) in a temporary
 # directory (started like the integration tests do, and cleaned up), and
 # prints each one's table, then all tables together. Not part of ctest.
@@ -12,6 +12,8 @@
 #   B3 rate limits        1 and 2 workers sharing one rate-limited key       goal >= 0.9 of the binding limit, <= 1% 429
 #   B4 added latency      paced tasks at half the B1 rate, 50 ms simulator,  goal p99 < 10 ms
 #                         after a 2 s warm-up
+#   B5 agent runs         2,000 runs of 5 steps in flight, simulator 200 ms, goal >= 0.8 of 2,000 / 1.2 s, <= 2 KV writes
+#                         tools 50 ms                                        per step, < 64 KB per run in flight
 #
 # BENCH_ONLY="b1 b4" runs a subset (B4 then uses B4_RATE, default 2,000/s,
 # unless B1 ran before it). BENCH_NO_BUILD=1 skips bringing the build up to
@@ -29,7 +31,7 @@ export AQ_BIN
 
 if [ -z "${BENCH_NO_BUILD:-}" ]; then
     echo "# bringing $AQ_BIN up to date"
-    cmake --build "$AQ_BIN" -j2 --target agentq-worker agentq agentq-sim js_ceiling paced_pub results_dump sim_load \
+    cmake --build "$AQ_BIN" -j2 --target agentq-worker agentq agentq-sim js_ceiling paced_pub results_dump sim_load tool_recorder \
         > /dev/null || { echo "run.sh: build failed" >&2; exit 2; }
 fi
 
@@ -47,7 +49,7 @@ export BENCH_OUT=$OUT BENCH_STATE=$STATE
 
 rc=0
 start=$SECONDS
-for b in b1_ceiling b2_concurrency b3_ratelimit b4_latency; do
+for b in b1_ceiling b2_concurrency b3_ratelimit b4_latency b5_agent; do
     if [ -n "${BENCH_ONLY:-}" ] && [[ " $BENCH_ONLY " != *" ${b%%_*} "* ]]; then
         continue
     fi
