@@ -13,7 +13,9 @@
 #   * both ceiling modes: fail -> DLQ step_limit + FAILED result; final ->
 #     COMPLETED with one last call without tools;
 #   * kill -9 mid-run, restart: the run resumes from its checkpoint, no stored
-#     step is asked again, no stored tool call is run again.
+#     step is asked again, no stored tool call is run again;
+#   * a budget spent mid-run: failed (budget_action=fail), or parked and
+#     resumed without repeating a step once the budget is raised (defer).
 source "$(dirname "$0")/lib.sh"
 
 PY=$(command -v python3)
@@ -260,6 +262,35 @@ wait_until 20 bash -c "'$RAW_PUBLISH' --url '$AGENTQ_NATS_URL' --dump-stream AGE
     fail "budget mid-run: no budget_exceeded dead letter"
 note "budget mid-run: FAILED after $(jq .steps <<< "$r") steps, \$$(jq '.cost_micro_usd / 1e6' <<< "$r") of \$0.012"
 echo "ok - a budget spent mid-run: FAILED budget_exceeded with its steps and transcript, dead-lettered"
+
+# ---- 8b. the same with budget_action=defer: the task is parked with its
+# checkpoint; a worker with a raised budget releases it and the run resumes
+# where it stopped: no step asked again ----
+note "budget mid-run, deferred"
+kill -TERM "$W"; wait "$W" 2>/dev/null || true; forget_pid "$W"
+start_worker --concurrency=4 --budgets='poor2=0.012' --budget_action=defer
+W=$WORKER_PID
+calls0=$(sim_stats | jq .requests_total)
+task bud2 '[sim tool_steps=25] A long errand.' "$TWO" '{"tenant": "poor2", "max_steps": 30}' > "$T/bud2.jsonl"
+submit "$T/bud2.jsonl"
+parked() { "$RAW_PUBLISH" --url "$AGENTQ_NATS_URL" --dump-stream AGENTQ_DEFERRED | jq -e 'select(.headers["Agentq-Parked-Tenant"] == "poor2")' > /dev/null; }
+wait_until 90 parked || fail "budget deferred: the run was not parked: $(agentq run show --json bud2 2>&1 | head -c 300)"
+steps1=$(agentq run show --json bud2 | jq .steps)
+calls1=$(sim_stats | jq .requests_total)
+[ "$steps1" -ge 2 ] && [ "$((calls1 - calls0))" = "$steps1" ] ||
+    fail "budget deferred: $steps1 steps in the checkpoint, $((calls1 - calls0)) calls when parked"
+agentq get bud2 > /dev/null 2>&1 && fail "budget deferred: a Result exists for the parked run"
+kill -TERM "$W"; wait "$W" 2>/dev/null || true; forget_pid "$W"
+start_worker --concurrency=4 --budgets='poor2=5' --budget_action=defer   # the budget raised
+W=$WORKER_PID
+r=$(result bud2 120s)
+calls2=$(sim_stats | jq .requests_total)
+jq -e '.status == "STATUS_COMPLETED" and .steps == 26 and (.step_log | length) == 26' <<< "$r" > /dev/null ||
+    fail "budget deferred: after the raise: $(jq -c '{status, error, steps}' <<< "$r")"
+[ "$((calls2 - calls0))" = 26 ] ||
+    fail "budget deferred: $((calls2 - calls0)) model calls for 26 steps (a step was asked again)"
+note "budget deferred: parked after $steps1 steps, released by the raise, completed with 26 steps in 26 calls"
+echo "ok - a budget spent mid-run (defer): parked with its checkpoint, resumed after the raise without repeating a step"
 
 # ---- 9. a transcript over runs_max_bytes: FAILED too_large, not retried ----
 note "checkpoint cap"
