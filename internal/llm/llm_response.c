@@ -161,29 +161,33 @@ static char *dup_n(const char *s, size_t n)
     return d;
 }
 
+aq_status aq_llm_tool_use_field(json_t *blk, const char *key, const char *where, char **out,
+                                aq_err *err)
+{
+    json_t *v = json_object_get(blk, key);
+    if (!json_is_string(v) || json_string_length(v) == 0)
+        return aq_err_set(err, AQ_LLM_BAD_RESPONSE, "%s (tool_use) has no string \"%s\"", where, key);
+    if (json_string_length(v) > AQ_LLM_FIELD_MAX)
+        return aq_err_set(err, AQ_LLM_BAD_RESPONSE, "%s (tool_use) \"%s\" is over the %u-byte cap",
+                          where, key, AQ_LLM_FIELD_MAX);
+    if (memchr(json_string_value(v), 0, json_string_length(v)))
+        return aq_err_set(err, AQ_LLM_BAD_RESPONSE, "%s (tool_use) \"%s\" holds a NUL byte", where,
+                          key);
+    if (!(*out = dup_n(json_string_value(v), json_string_length(v))))
+        return aq_err_set(err, AQ_NOMEM, "out of memory parsing the response");
+    return AQ_OK;
+}
+
 /* A tool_use block's id, name and input (re-encoded compactly). */
 static aq_status parse_tool_use(json_t *blk, size_t i, aq_llm_block *b, aq_err *err)
 {
-    static const char *const keys[] = {"id", "name"};
-    char **dst[] = {&b->id, &b->name};
+    char where[48];
+    snprintf(where, sizeof(where), "response content[%zu]", i);
     b->type = AQ_LLM_BLOCK_TOOL_USE;
-    for (size_t k = 0; k < 2; k++) {
-        json_t *v = json_object_get(blk, keys[k]);
-        if (!json_is_string(v) || json_string_length(v) == 0)
-            return aq_err_set(err, AQ_LLM_BAD_RESPONSE,
-                              "response content[%zu] (tool_use) has no string \"%s\"", i, keys[k]);
-        if (json_string_length(v) > AQ_LLM_FIELD_MAX)
-            return aq_err_set(err, AQ_LLM_BAD_RESPONSE,
-                              "response content[%zu].%s is over the %u-byte cap", i, keys[k],
-                              AQ_LLM_FIELD_MAX);
-        /* ids and names are C strings from here on (keys, subjects) */
-        if (memchr(json_string_value(v), 0, json_string_length(v)))
-            return aq_err_set(err, AQ_LLM_BAD_RESPONSE,
-                              "response content[%zu] (tool_use) \"%s\" holds a NUL byte", i,
-                              keys[k]);
-        if (!(*dst[k] = dup_n(json_string_value(v), json_string_length(v))))
-            return aq_err_set(err, AQ_NOMEM, "out of memory parsing the response");
-    }
+    aq_status st;
+    if ((st = aq_llm_tool_use_field(blk, "id", where, &b->id, err)) != AQ_OK ||
+        (st = aq_llm_tool_use_field(blk, "name", where, &b->name, err)) != AQ_OK)
+        return st;
     json_t *input = json_object_get(blk, "input");
     if (!json_is_object(input))
         return aq_err_set(err, AQ_LLM_BAD_RESPONSE,

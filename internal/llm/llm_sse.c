@@ -241,29 +241,16 @@ static aq_status on_block_start(aq_llm_sse *p, json_t *root, aq_err *err)
         if (n > 0 && aq_buf_append(&p->text, json_string_value(tx), n) != AQ_OK)
             return fail(p, err, AQ_NOMEM, "out of memory parsing the stream");
     } else if (strcmp(t, "tool_use") == 0) {
-        static const char *const keys[] = {"id", "name"};
-        char **dst[] = {&p->id, &p->name};
         p->open = BLK_TOOL;
         if (++p->r.n_tool_use > AQ_LLM_TOOL_USES_MAX)
             return fail(p, err, AQ_LLM_BAD_RESPONSE,
                         "stream has more than %u tool_use blocks (the cap)", AQ_LLM_TOOL_USES_MAX);
-        for (size_t k = 0; k < 2; k++) {
-            json_t *v = json_object_get(cb, keys[k]);
-            if (!json_is_string(v) || json_string_length(v) == 0)
-                return fail(p, err, AQ_LLM_BAD_RESPONSE,
-                            "stream content block %zu (tool_use) has no string \"%s\"", idx,
-                            keys[k]);
-            if (json_string_length(v) > AQ_LLM_FIELD_MAX)
-                return fail(p, err, AQ_LLM_BAD_RESPONSE,
-                            "stream content block %zu: %s is over the %u-byte cap", idx, keys[k],
-                            AQ_LLM_FIELD_MAX);
-            if (memchr(json_string_value(v), 0, json_string_length(v))) /* C strings from here */
-                return fail(p, err, AQ_LLM_BAD_RESPONSE,
-                            "stream content block %zu (tool_use) \"%s\" holds a NUL byte", idx,
-                            keys[k]);
-            if (!(*dst[k] = strndup(json_string_value(v), json_string_length(v))))
-                return fail(p, err, AQ_NOMEM, "out of memory parsing the stream");
-        }
+        char where[48];
+        snprintf(where, sizeof(where), "stream content block %zu", idx);
+        aq_status st;
+        if ((st = aq_llm_tool_use_field(cb, "id", where, &p->id, &p->ferr)) != AQ_OK ||
+            (st = aq_llm_tool_use_field(cb, "name", where, &p->name, &p->ferr)) != AQ_OK)
+            return fail_with(p, err, st);
         json_t *in = json_object_get(cb, "input");
         if (in && !json_is_object(in))
             return fail(p, err, AQ_LLM_BAD_RESPONSE,
